@@ -1,0 +1,250 @@
+//! The `header-flags` analyzer: counts packets by notable IP and TCP header flags and options.
+//!
+//! Input: every record of every batch. Output, per sender, receiver and device (`src_ip`,
+//! `dst_ip`, `device`; the source is the packet's sender):
+//! - `tcp_resets_total`: TCP segments with RST set;
+//! - `ip_dont_fragment_total`: IPv4 packets with DF set;
+//! - `tcp_window_scale_options_total`: TCP segments carrying a window-scale option;
+//! - `tcp_window_scale_shift`: the shift last advertised (a gauge, at its packet time).
+//!
+//! (The host prefixes the names with `wasmtap_`.)
+
+use wasmtap_sdk::{Analyzer, AnalyzerInfo, Batch, Config, Counter, Gauge, Updates};
+
+/// Labels of every family here: who sent, to whom, on which device.
+const LABELS: [&str; 3] = ["src_ip", "dst_ip", "device"];
+
+/// Header flag and option counters per (sender, receiver, device).
+pub struct HeaderFlags {
+    resets: Counter,
+    dont_fragment: Counter,
+    wscale_options: Counter,
+    wscale_shift: Gauge,
+}
+
+impl Analyzer for HeaderFlags {
+    fn init(_config: &Config) -> Result<(Self, AnalyzerInfo), String> {
+        let mut info = AnalyzerInfo::new("header-flags", env!("CARGO_PKG_VERSION"));
+        let resets = info.counter(
+            "tcp_resets_total",
+            "TCP segments with the RST flag set (tshark: tcp.flags.reset == 1).",
+            &LABELS,
+        );
+        let dont_fragment = info.counter(
+            "ip_dont_fragment_total",
+            "IPv4 packets with the don't-fragment flag set (tshark: ip.flags.df == 1).",
+            &LABELS,
+        );
+        let wscale_options = info.counter(
+            "tcp_window_scale_options_total",
+            "TCP segments carrying a window scale option (tshark: tcp.options.wscale.shift present).",
+            &LABELS,
+        );
+        let wscale_shift = info.gauge(
+            "tcp_window_scale_shift",
+            "The window scale shift the sender advertised last (tshark: tcp.options.wscale.shift).",
+            &LABELS,
+        );
+        Ok((
+            Self {
+                resets,
+                dont_fragment,
+                wscale_options,
+                wscale_shift,
+            },
+            info,
+        ))
+    }
+
+    fn process(&mut self, batch: &Batch<'_>, out: &mut Updates) -> Result<(), String> {
+        for p in batch {
+            let df = p.is_ipv4() && p.dont_fragment();
+            let rst = p.has_tcp() && p.rst();
+            let wscale = if p.has_tcp() { p.wscale() } else { None };
+            if !(df || rst || wscale.is_some()) {
+                continue;
+            }
+            let labels = [p.src_label(), p.dst_label(), p.device_label()];
+            if rst {
+                out.inc(self.resets, &labels);
+            }
+            if df {
+                out.inc(self.dont_fragment, &labels);
+            }
+            if let Some(shift) = wscale {
+                out.inc(self.wscale_options, &labels);
+                out.set(self.wscale_shift, &labels, f64::from(shift), p.time_ns());
+            }
+        }
+        Ok(())
+    }
+}
+
+wasmtap_sdk::export_analyzer!(HeaderFlags);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use wasmtap_sdk::wit::{LabelValue, MetricKind, MetricUpdate, UpdateValue};
+    use wasmtap_sdk::{BatchBuilder, PacketFields, Runner, packet_bits, tcp_flags};
+
+    const RESETS: u32 = 0;
+    const DF: u32 = 1;
+    const WSCALE_OPTIONS: u32 = 2;
+    const WSCALE_SHIFT: u32 = 3;
+
+    fn runner() -> Runner<HeaderFlags> {
+        let mut r = Runner::new();
+        let info = r.init(Config::default()).expect("init");
+        let names: Vec<_> = info
+            .families
+            .iter()
+            .map(|f| (f.name.as_str(), f.kind))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("tcp_resets_total", MetricKind::Counter),
+                ("ip_dont_fragment_total", MetricKind::Counter),
+                ("tcp_window_scale_options_total", MetricKind::Counter),
+                ("tcp_window_scale_shift", MetricKind::Gauge),
+            ]
+        );
+        assert!(info.families.iter().all(|f| f.label_names == LABELS));
+        assert!(info.families.iter().all(|f| f.help.contains("tshark")));
+        r
+    }
+
+    fn find(out: &[MetricUpdate], family: u32, src: u32) -> Option<&UpdateValue> {
+        out.iter()
+            .find(|u| u.family == family && u.labels[0] == LabelValue::Ipv4(src))
+            .map(|u| &u.value)
+    }
+
+    #[test]
+    fn counts_flags_per_sender() {
+        let client = Ipv4Addr::new(10, 0, 0, 1);
+        let server = Ipv4Addr::new(10, 0, 0, 2);
+        let mut b = BatchBuilder::new();
+        // Handshake: both SYNs carry window scale (client 7, server 9), both DF.
+        b.push(
+            &PacketFields::ipv4(client, server)
+                .with_tcp(5000, 80, tcp_flags::SYN)
+                .with_wscale(7)
+                .with_time(100)
+                .with_bits(packet_bits::DONT_FRAGMENT),
+        );
+        b.push(
+            &PacketFields::ipv4(server, client)
+                .with_tcp(80, 5000, tcp_flags::SYN | tcp_flags::ACK)
+                .with_wscale(9)
+                .with_time(200)
+                .with_bits(packet_bits::DONT_FRAGMENT),
+        );
+        // A later, odd segment from the client re-advertising shift 0: the gauge follows it.
+        b.push(
+            &PacketFields::ipv4(client, server)
+                .with_tcp(5000, 80, tcp_flags::ACK)
+                .with_wscale(0)
+                .with_time(300),
+        );
+        // Two resets from the server, one without DF.
+        b.push(
+            &PacketFields::ipv4(server, client)
+                .with_tcp(80, 5000, tcp_flags::RST)
+                .with_bits(packet_bits::DONT_FRAGMENT),
+        );
+        b.push(&PacketFields::ipv4(server, client).with_tcp(
+            80,
+            5000,
+            tcp_flags::RST | tcp_flags::ACK,
+        ));
+        // Not counted: a plain ACK, and a UDP packet whose (meaningless) flag bytes say RST.
+        b.push(&PacketFields::ipv4(client, server).with_tcp(5000, 80, tcp_flags::ACK));
+        b.push(&PacketFields {
+            ip_proto: 17,
+            tcp_flags: tcp_flags::RST,
+            ..PacketFields::ipv4(client, server)
+        });
+
+        let out = runner().process(&b.build()).expect("process");
+        let c: u32 = client.into();
+        let s: u32 = server.into();
+        assert_eq!(
+            find(&out, WSCALE_OPTIONS, c),
+            Some(&UpdateValue::CounterAdd(2.0))
+        );
+        assert_eq!(
+            find(&out, WSCALE_OPTIONS, s),
+            Some(&UpdateValue::CounterAdd(1.0))
+        );
+        assert_eq!(
+            find(&out, WSCALE_SHIFT, c),
+            Some(&UpdateValue::GaugeSet((0.0, 300)))
+        );
+        assert_eq!(
+            find(&out, WSCALE_SHIFT, s),
+            Some(&UpdateValue::GaugeSet((9.0, 200)))
+        );
+        assert_eq!(find(&out, DF, c), Some(&UpdateValue::CounterAdd(1.0)));
+        assert_eq!(find(&out, DF, s), Some(&UpdateValue::CounterAdd(2.0)));
+        assert_eq!(find(&out, RESETS, s), Some(&UpdateValue::CounterAdd(2.0)));
+        assert_eq!(find(&out, RESETS, c), None);
+        // One update per series: 2 senders × (wscale options, shift, DF) + server resets.
+        assert_eq!(out.len(), 7);
+        let rst = out.iter().find(|u| u.family == RESETS).expect("resets");
+        assert_eq!(
+            rst.labels,
+            vec![
+                LabelValue::Ipv4(s),
+                LabelValue::Ipv4(c),
+                LabelValue::Device(0)
+            ]
+        );
+    }
+
+    #[test]
+    fn ipv6_has_no_dont_fragment_but_counts_options_and_resets() {
+        let a: Ipv6Addr = "2001:db8::a".parse().expect("ip");
+        let z = Ipv6Addr::LOCALHOST;
+        let p = PacketFields::ipv6(a, z)
+            .with_tcp(1, 2, tcp_flags::SYN | tcp_flags::RST)
+            .with_wscale(14)
+            .with_device(2)
+            // A decoder never sets DF on IPv6; make sure the analyzer would not count it anyway.
+            .with_bits(packet_bits::DONT_FRAGMENT);
+        let out = runner()
+            .process(&BatchBuilder::new().push(&p).build())
+            .expect("process");
+        let families: Vec<u32> = out.iter().map(|u| u.family).collect();
+        assert_eq!(families, vec![RESETS, WSCALE_OPTIONS, WSCALE_SHIFT]);
+        assert_eq!(
+            out[0].labels,
+            vec![
+                LabelValue::Ipv6((0x2001_0db8_0000_0000, 0xa)),
+                LabelValue::Ipv6((0, 1)),
+                LabelValue::Device(2)
+            ]
+        );
+        assert_eq!(out[2].value, UpdateValue::GaugeSet((14.0, 0)));
+    }
+
+    #[test]
+    fn nothing_notable_emits_nothing() {
+        let p = PacketFields::ipv4(Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST).with_tcp(
+            1,
+            2,
+            tcp_flags::ACK,
+        );
+        assert_eq!(
+            runner().process(
+                &BatchBuilder::new()
+                    .push(&p)
+                    .push(&PacketFields::default())
+                    .build()
+            ),
+            Ok(vec![])
+        );
+    }
+}

@@ -1,0 +1,117 @@
+//! The byte layout of a batch, version 1: header size, record size, field offsets and the
+//! bits of the flag bytes.
+//!
+//! Input: nothing; these are the numbers of the `process` comment in `wit/analyzer.wit`, byte
+//! for byte. Output: constants used by the batch view (reading) and the builder (writing).
+
+/// The record layout version this SDK reads; the host writes it in the batch header.
+pub const LAYOUT_VERSION: u16 = 1;
+/// Size of the batch header (version, stride, count, reserved), fixed by the WIT contract.
+pub const HEADER_LEN: usize = 16;
+/// Bytes of a layout-1 record that this SDK reads; the stride may be larger (extra bytes are
+/// skipped), never smaller.
+pub const RECORD_LEN: usize = 96;
+
+/// Byte offsets of the fields inside one record, exactly as in the WIT comment.
+pub(crate) mod offset {
+    /// `u64` packet time, ns since the Unix epoch.
+    pub const TIME_NS: usize = 0;
+    /// `u64` flow id, equal for both directions.
+    pub const FLOW_ID: usize = 8;
+    /// `[16]` source address (IPv4 in the first 4 bytes).
+    pub const SRC_ADDR: usize = 16;
+    /// `[16]` destination address.
+    pub const DST_ADDR: usize = 32;
+    /// `u32` TCP sequence number.
+    pub const SEQ: usize = 48;
+    /// `u32` TCP acknowledgement number.
+    pub const ACK: usize = 52;
+    /// `u32` TCP timestamp value.
+    pub const TSVAL: usize = 56;
+    /// `u32` TCP timestamp echo reply.
+    pub const TSECR: usize = 60;
+    /// `u32` frame length on the wire.
+    pub const WIRE_LEN: usize = 64;
+    /// `u32` IP length from the header.
+    pub const IP_LEN: usize = 68;
+    /// `u32` TCP payload length.
+    pub const PAYLOAD_LEN: usize = 72;
+    /// `u16` source port.
+    pub const SRC_PORT: usize = 76;
+    /// `u16` destination port.
+    pub const DST_PORT: usize = 78;
+    /// `u16` TCP window as sent.
+    pub const WINDOW: usize = 80;
+    /// `u16` TCP MSS option value.
+    pub const MSS: usize = 82;
+    /// `u16` device index.
+    pub const DEVICE: usize = 84;
+    /// `u8` IP protocol of the transport.
+    pub const IP_PROTO: usize = 86;
+    /// `u8` TCP flags.
+    pub const TCP_FLAGS: usize = 87;
+    /// `u8` IPv4 TTL or IPv6 hop limit.
+    pub const TTL: usize = 88;
+    /// `u8` TCP window scale shift.
+    pub const WSCALE: usize = 89;
+    /// `u8` packet bits.
+    pub const PACKET_BITS: usize = 90;
+    /// `u8` TCP option bits.
+    pub const TCP_OPTIONS: usize = 91;
+    /// `u8` number of SACK blocks.
+    pub const SACK_BLOCKS: usize = 92;
+    /// `u8` TCP header length in bytes.
+    pub const TCP_HEADER_LEN: usize = 93;
+}
+
+/// TCP flag bits of the record's flags byte (offset 87), as on the wire.
+pub mod tcp_flags {
+    /// FIN: the sender has finished sending.
+    pub const FIN: u8 = 0x01;
+    /// SYN: synchronise sequence numbers (connection open).
+    pub const SYN: u8 = 0x02;
+    /// RST: reset the connection.
+    pub const RST: u8 = 0x04;
+    /// PSH: push buffered data to the application.
+    pub const PSH: u8 = 0x08;
+    /// ACK: the acknowledgement number is valid.
+    pub const ACK: u8 = 0x10;
+    /// URG: the urgent pointer is valid.
+    pub const URG: u8 = 0x20;
+    /// ECE: ECN echo.
+    pub const ECE: u8 = 0x40;
+    /// CWR: congestion window reduced.
+    pub const CWR: u8 = 0x80;
+}
+
+/// Bits of the record's packet-bits byte (offset 90), set by the host's decoder.
+pub mod packet_bits {
+    /// The packet is IPv4.
+    pub const IPV4: u8 = 0x01;
+    /// The packet is IPv6.
+    pub const IPV6: u8 = 0x02;
+    /// IPv4 don't-fragment flag set.
+    pub const DONT_FRAGMENT: u8 = 0x04;
+    /// A fragment: MF set or a non-zero fragment offset.
+    pub const FRAGMENT: u8 = 0x08;
+    /// A TCP header is present (and its fields are valid).
+    pub const TCP: u8 = 0x10;
+    /// Captured less than the headers claim (snaplen).
+    pub const TRUNCATED: u8 = 0x20;
+    /// The source is the higher endpoint of the canonical 5-tuple.
+    pub const DIRECTION: u8 = 0x40;
+}
+
+/// Bits of the record's TCP-option-bits byte (offset 91): which options the segment carried.
+pub mod tcp_options {
+    /// SACK permitted.
+    pub const SACK_PERMITTED: u8 = 0x01;
+    /// Timestamps (TSval/TSecr are valid).
+    pub const TIMESTAMPS: u8 = 0x02;
+    /// Maximum segment size (the MSS field is valid).
+    pub const MSS: u8 = 0x04;
+    /// Window scale (the shift field is valid).
+    pub const WINDOW_SCALE: u8 = 0x08;
+    /// SACK blocks (the block count is valid).
+    pub const SACK_BLOCKS: u8 = 0x10;
+}

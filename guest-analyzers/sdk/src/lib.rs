@@ -1,0 +1,200 @@
+//! # wasmtap-sdk: writing a wasmtap analyzer
+//!
+//! An analyzer is a WebAssembly component that the wasmtap host feeds batches of decoded packet
+//! headers; it answers with metric updates. This crate turns a plain Rust type into such a
+//! component and lets the same crate build and test natively.
+//!
+//! Inputs: the calls of the `wasmtap:analyzer/analyzer@0.1.0` interface (`wit/analyzer.wit`).
+//! Outputs: the analyzer's declared metric families and, per call, at most one update per series.
+//!
+//! ## 1. Implement [`Analyzer`]
+//!
+//! ```
+//! use wasmtap_sdk::{Analyzer, AnalyzerInfo, Batch, Config, Counter, Updates};
+//!
+//! pub struct Resets {
+//!     resets: Counter,
+//! }
+//!
+//! impl Analyzer for Resets {
+//!     fn init(_config: &Config) -> Result<(Self, AnalyzerInfo), String> {
+//!         // Declare the families; the host adds the `wasmtap_` prefix.
+//!         let mut info = AnalyzerInfo::new("resets", env!("CARGO_PKG_VERSION"));
+//!         let resets = info.counter("tcp_resets_total", "TCP segments with RST set.", &["device"]);
+//!         Ok((Resets { resets }, info))
+//!     }
+//!
+//!     fn process(&mut self, batch: &Batch<'_>, out: &mut Updates) -> Result<(), String> {
+//!         for p in batch {
+//!             if p.has_tcp() && p.rst() {
+//!                 out.inc(self.resets, &[p.device_label()]);
+//!             }
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! // In the analyzer crate: wasmtap_sdk::export_analyzer!(Resets);
+//! ```
+//!
+//! ## 2. The batch view
+//!
+//! [`Batch`] checks the header of the packed record buffer; iterating it yields [`Packet`]s whose
+//! accessors (`time_ns`, `flow_id`, `src_ip`, `src_port`, `syn`, `wscale`, `payload_len`, …) read
+//! the little-endian record in place. [`Packet::src_label`], [`Packet::dst_label`] and
+//! [`Packet::device_label`] give ready-made [`Label`]s.
+//!
+//! ## 3. Emitting metrics
+//!
+//! [`Updates`] aggregates within a call: [`Updates::inc`]/[`Updates::add`] sum counter adds,
+//! [`Updates::observe`] bins histogram observations, [`Updates::set`] keeps the gauge value with
+//! the latest packet time. Repeated series cost a hash lookup and no allocation.
+//!
+//! ## 4. Building
+//!
+//! The analyzer crate is `crate-type = ["cdylib", "rlib"]` and ends with
+//! `wasmtap_sdk::export_analyzer!(MyAnalyzer);`. Build it with
+//! `cargo build --release --target wasm32-unknown-unknown` and make a component with
+//! `wasm-tools component new` (the host's build script does this for the bundled analyzers).
+//! Target `wasm32-unknown-unknown`, not `wasm32-wasip2`: the latter pulls WASI imports in, and the
+//! host links none. Natively, `cargo test` runs the analyzer against bytes from
+//! [`BatchBuilder`], through a [`Runner`] that behaves as the host does.
+
+extern crate self as wasmtap_sdk;
+
+mod batch;
+mod builder;
+mod family;
+mod layout;
+mod runner;
+mod updates;
+
+pub use batch::{Batch, BatchError, Direction, Packet, Packets};
+pub use builder::{BatchBuilder, PacketFields};
+pub use family::{AnalyzerInfo, Counter, Gauge, Histogram, Label, MAX_LABELS};
+pub use layout::{HEADER_LEN, LAYOUT_VERSION, RECORD_LEN, packet_bits, tcp_flags, tcp_options};
+pub use runner::Runner;
+pub use updates::Updates;
+
+/// Bindings generated from the WIT contract (`wit/analyzer.wit`, world `analyzer-component`).
+#[allow(missing_docs, unsafe_code, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "analyzer-component",
+        pub_export_macro: true,
+        export_macro_name: "__export_component",
+        default_bindings_module: "wasmtap_sdk::bindings",
+        runtime_path: "wasmtap_sdk::__private::wit_bindgen::rt",
+        additional_derives: [PartialEq, Clone],
+    });
+}
+
+/// The WIT types (`metric-update`, `label-value`, `log-level`, …) as generated.
+pub use bindings::wasmtap::analyzer::types as wit;
+/// Severity of a [`log`] line.
+pub use wit::LogLevel;
+
+/// The logic of one analyzer. One instance lives per component instance (per host worker).
+pub trait Analyzer: Sized + 'static {
+    /// Called once before any packet: builds the analyzer and declares its metric families.
+    fn init(config: &Config) -> Result<(Self, AnalyzerInfo), String>;
+
+    /// Analyzes one batch, emitting updates into `out`. An error fails the whole call (the
+    /// updates emitted so far are dropped).
+    fn process(&mut self, batch: &Batch<'_>, out: &mut Updates) -> Result<(), String>;
+
+    /// Called as packet time advances (at least once per second of packet time) and once with
+    /// `end_of_capture` at the end of a replay: expire idle state here. Does nothing by default.
+    fn tick(&mut self, now_ns: u64, end_of_capture: bool, out: &mut Updates) -> Result<(), String> {
+        let _ = (now_ns, end_of_capture, out);
+        Ok(())
+    }
+}
+
+/// Key/value settings from the host's configuration, handed to [`Analyzer::init`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Config {
+    entries: Vec<(String, String)>,
+}
+
+impl Config {
+    /// A config with these entries.
+    pub fn new(entries: Vec<(String, String)>) -> Self {
+        Self { entries }
+    }
+
+    /// The value of the first entry named `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All entries, in the host's order.
+    pub fn entries(&self) -> &[(String, String)] {
+        &self.entries
+    }
+}
+
+impl From<wit::Config> for Config {
+    fn from(c: wit::Config) -> Self {
+        Self::new(c.entries)
+    }
+}
+
+/// Writes a line to the host's log (rate-limited there). Natively, writes to stderr.
+pub fn log(level: LogLevel, message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    bindings::wasmtap::analyzer::host::log(level, message);
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("[{level:?}] {message}");
+}
+
+/// Exports an [`Analyzer`] as the component's `wasmtap:analyzer/analyzer@0.1.0` implementation.
+///
+/// Use it once, at the root of the analyzer crate: `wasmtap_sdk::export_analyzer!(MyAnalyzer);`.
+/// It expands to nothing when not compiling for `wasm32`, so the crate also builds natively.
+#[macro_export]
+macro_rules! export_analyzer {
+    ($analyzer:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        #[allow(unsafe_code)]
+        const _: () = {
+            struct WasmtapAnalyzerExport;
+
+            ::std::thread_local! {
+                static RUNNER: ::core::cell::RefCell<$crate::Runner<$analyzer>> =
+                    const { ::core::cell::RefCell::new($crate::Runner::new()) };
+            }
+
+            impl $crate::bindings::exports::wasmtap::analyzer::analyzer::Guest for WasmtapAnalyzerExport {
+                fn init(config: $crate::wit::Config) -> ::core::result::Result<$crate::wit::AnalyzerInfo, ::std::string::String> {
+                    RUNNER.with_borrow_mut(|r| r.init(config.into()))
+                }
+
+                fn process(
+                    batch: ::std::vec::Vec<u8>,
+                ) -> ::core::result::Result<::std::vec::Vec<$crate::wit::MetricUpdate>, ::std::string::String> {
+                    RUNNER.with_borrow_mut(|r| r.process(&batch))
+                }
+
+                fn tick(
+                    now_ns: u64,
+                    end_of_capture: bool,
+                ) -> ::core::result::Result<::std::vec::Vec<$crate::wit::MetricUpdate>, ::std::string::String> {
+                    RUNNER.with_borrow_mut(|r| r.tick(now_ns, end_of_capture))
+                }
+            }
+
+            $crate::bindings::__export_component!(WasmtapAnalyzerExport with_types_in $crate::bindings);
+        };
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! Re-exports for the generated bindings and [`crate::export_analyzer!`]; not an API.
+    pub use wit_bindgen;
+}

@@ -1,0 +1,209 @@
+//! The runner: drives an [`Analyzer`] the way the host does, converting between the WIT types
+//! and the SDK's.
+//!
+//! Input: the three calls of the `analyzer` interface (`init` with a config, `process` with
+//! batch bytes, `tick` with packet time). Output: the WIT `analyzer-info` and the aggregated
+//! `metric-update` lists, or an error string. [`crate::export_analyzer!`] wraps one `Runner` per
+//! component instance; native tests use it directly to see exactly what the host would receive.
+
+use crate::bindings::wasmtap::analyzer::types as wit;
+use crate::{Analyzer, Batch, Config, Updates};
+
+/// An analyzer after a successful `init`, with its reusable accumulator.
+struct Loaded<A> {
+    analyzer: A,
+    updates: Updates,
+}
+
+/// Holds one analyzer instance between calls.
+///
+/// ```
+/// use wasmtap_sdk::{Analyzer, AnalyzerInfo, Batch, BatchBuilder, Config, Counter, PacketFields, Runner, Updates};
+///
+/// struct Count(Counter);
+/// impl Analyzer for Count {
+///     fn init(_: &Config) -> Result<(Self, AnalyzerInfo), String> {
+///         let mut info = AnalyzerInfo::new("count", "0.1.0");
+///         let c = info.counter("things_total", "Things.", &[]);
+///         Ok((Count(c), info))
+///     }
+///     fn process(&mut self, batch: &Batch<'_>, out: &mut Updates) -> Result<(), String> {
+///         out.add(self.0, &[], batch.len() as f64);
+///         Ok(())
+///     }
+/// }
+///
+/// let mut runner = Runner::<Count>::new();
+/// runner.init(Config::default())?;
+/// let batch = BatchBuilder::new().push(&PacketFields::default()).build();
+/// assert_eq!(runner.process(&batch)?.len(), 1);
+/// # Ok::<(), String>(())
+/// ```
+pub struct Runner<A> {
+    loaded: Option<Loaded<A>>,
+}
+
+impl<A> Default for Runner<A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<A> Runner<A> {
+    /// A runner before `init`.
+    pub const fn new() -> Self {
+        Self { loaded: None }
+    }
+
+    /// The analyzer, once initialised (for tests that inspect its state).
+    pub fn analyzer(&self) -> Option<&A> {
+        self.loaded.as_ref().map(|l| &l.analyzer)
+    }
+}
+
+impl<A: Analyzer> Runner<A> {
+    /// Initialises (or re-initialises) the analyzer and returns its declared families.
+    pub fn init(&mut self, config: Config) -> Result<wit::AnalyzerInfo, String> {
+        self.loaded = None;
+        let (analyzer, info) = A::init(&config)?;
+        info.validate()
+            .map_err(|e| format!("analyzer {:?}: {e}", info.name()))?;
+        let updates = Updates::new(&info);
+        self.loaded = Some(Loaded { analyzer, updates });
+        Ok(info.to_wit())
+    }
+
+    fn loaded(&mut self, call: &str) -> Result<&mut Loaded<A>, String> {
+        self.loaded
+            .as_mut()
+            .ok_or_else(|| format!("{call} called before a successful init"))
+    }
+
+    /// Parses the batch, runs [`Analyzer::process`] and returns the call's updates.
+    pub fn process(&mut self, batch: &[u8]) -> Result<Vec<wit::MetricUpdate>, String> {
+        let loaded = self.loaded("process")?;
+        let batch = Batch::parse(batch)?;
+        let result = loaded.analyzer.process(&batch, &mut loaded.updates);
+        finish(result, &mut loaded.updates)
+    }
+
+    /// Runs [`Analyzer::tick`] and returns the call's updates.
+    pub fn tick(
+        &mut self,
+        now_ns: u64,
+        end_of_capture: bool,
+    ) -> Result<Vec<wit::MetricUpdate>, String> {
+        let loaded = self.loaded("tick")?;
+        let result = loaded
+            .analyzer
+            .tick(now_ns, end_of_capture, &mut loaded.updates);
+        finish(result, &mut loaded.updates)
+    }
+}
+
+/// Drains `updates`, or discards them if the analyzer failed.
+fn finish(
+    result: Result<(), String>,
+    updates: &mut Updates,
+) -> Result<Vec<wit::MetricUpdate>, String> {
+    match result {
+        Ok(()) => updates.finish(),
+        Err(e) => {
+            updates.clear();
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AnalyzerInfo, BatchBuilder, Counter, PacketFields};
+
+    /// Counts packets per device; fails on a batch with device 666; emits on tick.
+    struct Probe {
+        packets: Counter,
+        ticks: Counter,
+    }
+
+    impl Analyzer for Probe {
+        fn init(config: &Config) -> Result<(Self, AnalyzerInfo), String> {
+            if config.get("fail") == Some("yes") {
+                return Err("asked to fail".to_owned());
+            }
+            let mut info = AnalyzerInfo::new("probe", "1.0.0");
+            let packets = info.counter("probe_packets_total", "Packets.", &["device"]);
+            let ticks = info.counter("probe_ticks_total", "Ticks.", &[]);
+            Ok((Self { packets, ticks }, info))
+        }
+
+        fn process(&mut self, batch: &Batch<'_>, out: &mut Updates) -> Result<(), String> {
+            for p in batch {
+                out.inc(self.packets, &[p.device_label()]);
+                if p.device() == 666 {
+                    return Err("bad device".to_owned());
+                }
+            }
+            Ok(())
+        }
+
+        fn tick(&mut self, _now: u64, end: bool, out: &mut Updates) -> Result<(), String> {
+            out.add(self.ticks, &[], if end { 10.0 } else { 1.0 });
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn calls_before_init_fail() {
+        let mut r = Runner::<Probe>::new();
+        assert!(r.process(&BatchBuilder::new().build()).is_err());
+        assert!(r.tick(0, false).is_err());
+        let cfg = Config::new(vec![("fail".to_owned(), "yes".to_owned())]);
+        assert_eq!(r.init(cfg).err(), Some("asked to fail".to_owned()));
+        assert!(r.analyzer().is_none());
+    }
+
+    #[test]
+    fn process_and_tick_round_trip() {
+        let mut r = Runner::<Probe>::new();
+        let info = r.init(Config::default()).expect("init");
+        assert_eq!(info.families.len(), 2);
+        assert_eq!(info.version, "1.0.0");
+
+        let mut b = BatchBuilder::new();
+        b.push(&PacketFields::default().with_device(1));
+        b.push(&PacketFields::default().with_device(2));
+        b.push(&PacketFields::default().with_device(1));
+        let out = r.process(&b.build()).expect("process");
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].value, wit::UpdateValue::CounterAdd(2.0));
+        assert_eq!(out[0].labels, vec![wit::LabelValue::Device(1)]);
+
+        assert_eq!(
+            r.tick(5, true).expect("tick")[0].value,
+            wit::UpdateValue::CounterAdd(10.0)
+        );
+        assert!(
+            r.process(&[0; 3])
+                .expect_err("short")
+                .contains("16-byte header")
+        );
+    }
+
+    #[test]
+    fn a_failed_call_drops_its_partial_updates() {
+        let mut r = Runner::<Probe>::new();
+        r.init(Config::default()).expect("init");
+        let mut b = BatchBuilder::new();
+        b.push(&PacketFields::default().with_device(1));
+        b.push(&PacketFields::default().with_device(666));
+        assert_eq!(r.process(&b.build()).err(), Some("bad device".to_owned()));
+        let ok = BatchBuilder::new()
+            .push(&PacketFields::default().with_device(3))
+            .build();
+        let out = r.process(&ok).expect("process");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].labels, vec![wit::LabelValue::Device(3)]);
+        assert_eq!(out[0].value, wit::UpdateValue::CounterAdd(1.0));
+    }
+}

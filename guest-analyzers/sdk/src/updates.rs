@@ -1,0 +1,323 @@
+//! Per-call aggregation of metric updates: at most one update per series per call.
+//!
+//! Input: counter adds, gauge sets and histogram observations that an analyzer emits while it
+//! walks a batch (or on `tick`), each naming a family handle and its label values. Output, at the
+//! end of the call: one WIT `metric-update` per series, in first-seen order. Counter adds are
+//! summed; histogram observations become non-cumulative bucket counts (`+Inf` last), a sum and
+//! a count; a gauge keeps the value with the latest packet time.
+//!
+//! Cost: a series already seen in this call is found by hashing a fixed-size key (family index
+//! plus inline [`Label`]s) and updated in place: no heap allocation. All buffers keep their
+//! capacity from one call to the next.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+
+use crate::bindings::wasmtap::analyzer::types as wit;
+use crate::family::{AnalyzerInfo, Counter, Gauge, Histogram, Label, MAX_LABELS};
+
+/// Fills the unused label slots of a key; never compared (only `len` slots are).
+const NO_LABEL: Label = Label::Number(0);
+
+/// A series key: family index and its label values, inline.
+#[derive(Clone, Copy)]
+struct SeriesKey {
+    family: u32,
+    len: u8,
+    labels: [Label; MAX_LABELS],
+}
+
+impl SeriesKey {
+    fn labels(&self) -> &[Label] {
+        &self.labels[..usize::from(self.len)]
+    }
+}
+
+impl PartialEq for SeriesKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.family == other.family && self.labels() == other.labels()
+    }
+}
+
+impl Eq for SeriesKey {}
+
+impl Hash for SeriesKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u32(self.family);
+        self.labels().hash(state);
+    }
+}
+
+/// A small multiply-rotate hasher with a final avalanche. The keys are addresses and small
+/// integers from one batch; SipHash would dominate the per-packet cost, and wasm has no source
+/// of random seeds anyway.
+#[derive(Default)]
+struct SeriesHasher(u64);
+
+/// Odd 64-bit multiplier (from FxHash) that spreads input bits upward.
+const MIX: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl Hasher for SeriesHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(MIX);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        // MurmurHash3's fmix64: every input bit affects the low bits hashbrown indexes with.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
+
+/// The running value of one series within a call.
+#[derive(Clone, Copy)]
+enum Acc {
+    Counter(f64),
+    Gauge {
+        value: f64,
+        at_ns: u64,
+    },
+    /// Bucket counts live in `Updates::buckets[first..first + bounds + 1]`.
+    Histogram {
+        first: usize,
+        sum: f64,
+        count: u64,
+    },
+}
+
+/// What `Updates` needs to know about a family.
+struct Shape {
+    name: String,
+    labels: usize,
+    bounds: Vec<f64>,
+}
+
+/// The metric updates of one call, aggregated per series. Handed to
+/// [`crate::Analyzer::process`] and [`crate::Analyzer::tick`]; the runner drains it.
+///
+/// Misuse (a handle from another analyzer, the wrong number of labels, a negative or
+/// non-finite counter add or observation) does not panic: the first such error is kept and the
+/// call returns it to the host instead of any update.
+pub struct Updates {
+    shapes: Vec<Shape>,
+    index: HashMap<SeriesKey, usize, BuildHasherDefault<SeriesHasher>>,
+    series: Vec<(SeriesKey, Acc)>,
+    buckets: Vec<u64>,
+    error: Option<String>,
+}
+
+impl Updates {
+    /// An empty accumulator for the families in `info`.
+    pub fn new(info: &AnalyzerInfo) -> Self {
+        Self {
+            shapes: info
+                .families
+                .iter()
+                .map(|f| Shape {
+                    name: f.name.clone(),
+                    labels: f.label_names.len(),
+                    bounds: f.buckets.clone(),
+                })
+                .collect(),
+            index: HashMap::default(),
+            series: Vec::new(),
+            buckets: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Number of distinct series updated so far in this call.
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    /// True if nothing was emitted in this call.
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// Adds `value` (finite, not negative) to a counter series.
+    #[inline]
+    pub fn add(&mut self, counter: Counter, labels: &[Label], value: f64) {
+        if !(value.is_finite() && value >= 0.0) {
+            return self.fail(
+                counter.0,
+                format_args!("counter add {value} is negative or not finite"),
+            );
+        }
+        if let Some(i) = self.slot(counter.0, labels, Acc::Counter(0.0))
+            && let Acc::Counter(total) = &mut self.series[i].1
+        {
+            *total += value;
+        }
+    }
+
+    /// Adds one to a counter series.
+    #[inline]
+    pub fn inc(&mut self, counter: Counter, labels: &[Label]) {
+        self.add(counter, labels, 1.0);
+    }
+
+    /// Sets a gauge series; of several sets in one call, the one with the latest `at_ns` (packet
+    /// time) wins, and on a tie the later call.
+    #[inline]
+    pub fn set(&mut self, gauge: Gauge, labels: &[Label], value: f64, at_ns: u64) {
+        if let Some(i) = self.slot(gauge.0, labels, Acc::Gauge { value, at_ns })
+            && let Acc::Gauge { value: v, at_ns: t } = &mut self.series[i].1
+            && at_ns >= *t
+        {
+            *v = value;
+            *t = at_ns;
+        }
+    }
+
+    /// Records one observation (finite) in a histogram series.
+    #[inline]
+    pub fn observe(&mut self, histogram: Histogram, labels: &[Label], value: f64) {
+        if !value.is_finite() {
+            return self.fail(
+                histogram.0,
+                format_args!("observation {value} is not finite"),
+            );
+        }
+        let first = self.buckets.len();
+        let Some(i) = self.slot(
+            histogram.0,
+            labels,
+            Acc::Histogram {
+                first,
+                sum: 0.0,
+                count: 0,
+            },
+        ) else {
+            return;
+        };
+        let Acc::Histogram { first, sum, count } = &mut self.series[i].1 else {
+            return;
+        };
+        let bounds = &self.shapes[histogram.0 as usize].bounds;
+        // Prometheus buckets are `le`: the first bound >= value; past the last is +Inf.
+        let bucket = bounds.partition_point(|b| *b < value);
+        if let Some(c) = self.buckets.get_mut(*first + bucket) {
+            *c += 1;
+        }
+        *sum += value;
+        *count += 1;
+    }
+
+    /// Finds or creates the series; `None` (and an error kept) on misuse.
+    #[inline]
+    fn slot(&mut self, family: u32, labels: &[Label], init: Acc) -> Option<usize> {
+        let Some(shape) = self.shapes.get(family as usize) else {
+            self.error.get_or_insert_with(|| {
+                format!("metric family index {family} was not declared by this analyzer")
+            });
+            return None;
+        };
+        if labels.len() != shape.labels {
+            let msg = format!(
+                "metric {:?} takes {} label values, got {}",
+                shape.name,
+                shape.labels,
+                labels.len()
+            );
+            self.error.get_or_insert(msg);
+            return None;
+        }
+        let mut key = SeriesKey {
+            family,
+            len: labels.len() as u8,
+            labels: [NO_LABEL; MAX_LABELS],
+        };
+        key.labels[..labels.len()].copy_from_slice(labels);
+        let next = self.series.len();
+        let i = *self.index.entry(key).or_insert(next);
+        if i == next {
+            if let Acc::Histogram { .. } = init {
+                let slots = shape.bounds.len() + 1;
+                self.buckets.resize(self.buckets.len() + slots, 0);
+            }
+            self.series.push((key, init));
+        }
+        Some(i)
+    }
+
+    fn fail(&mut self, family: u32, what: core::fmt::Arguments<'_>) {
+        if self.error.is_none() {
+            let name = self
+                .shapes
+                .get(family as usize)
+                .map_or("?", |s| s.name.as_str());
+            self.error = Some(format!("metric {name:?}: {what}"));
+        }
+    }
+
+    /// Forgets everything emitted in this call (keeps capacity).
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.series.clear();
+        self.buckets.clear();
+        self.error = None;
+    }
+
+    /// Drains the call's updates, one per series in first-seen order, or the first misuse
+    /// error. Leaves the accumulator empty for the next call.
+    pub fn finish(&mut self) -> Result<Vec<wit::MetricUpdate>, String> {
+        if let Some(e) = self.error.take() {
+            self.clear();
+            return Err(e);
+        }
+        let mut out = Vec::with_capacity(self.series.len());
+        for (key, acc) in &self.series {
+            let value = match *acc {
+                Acc::Counter(v) => wit::UpdateValue::CounterAdd(v),
+                Acc::Gauge { value, at_ns } => wit::UpdateValue::GaugeSet((value, at_ns)),
+                Acc::Histogram { first, sum, count } => {
+                    let slots = self.shapes[key.family as usize].bounds.len() + 1;
+                    let bucket_counts = self
+                        .buckets
+                        .get(first..first + slots)
+                        .unwrap_or_default()
+                        .to_vec();
+                    wit::UpdateValue::Histogram(wit::HistogramDelta {
+                        bucket_counts,
+                        sum,
+                        count,
+                    })
+                }
+            };
+            out.push(wit::MetricUpdate {
+                family: key.family,
+                labels: key.labels().iter().map(|l| l.to_wit()).collect(),
+                value,
+            });
+        }
+        self.clear();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests;
