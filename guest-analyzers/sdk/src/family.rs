@@ -14,7 +14,7 @@ pub const MAX_LABELS: usize = 6;
 
 /// A label value, fixed-size and `Copy` so that keying a series costs no allocation. The host
 /// formats and interns it (see `label-value` in the WIT contract).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Label {
     /// Static text, e.g. a reason from a fixed set.
     Text(&'static str),
@@ -26,6 +26,31 @@ pub enum Label {
     Device(u16),
     /// An integer, printed in decimal.
     Number(i64),
+}
+
+impl core::hash::Hash for Label {
+    /// One or two word writes per label (a tag in the high bits of the first), so that keying a
+    /// series stays cheap with the SDK's word-at-a-time hasher.
+    #[inline]
+    fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
+        match *self {
+            Self::Text(s) => {
+                h.write_u64(1 << 60 | s.len() as u64);
+                h.write(s.as_bytes());
+            }
+            Self::Ipv4(a) => h.write_u64(2 << 60 | u64::from(a)),
+            Self::Ipv6(hi, lo) => {
+                h.write_u64(3 << 60);
+                h.write_u64(hi);
+                h.write_u64(lo);
+            }
+            Self::Device(d) => h.write_u64(4 << 60 | u64::from(d)),
+            Self::Number(n) => {
+                h.write_u64(5 << 60);
+                h.write_u64(n as u64);
+            }
+        }
+    }
 }
 
 impl Label {

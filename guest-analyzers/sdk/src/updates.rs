@@ -6,15 +6,20 @@
 //! summed; histogram observations become non-cumulative bucket counts (`+Inf` last), a sum and
 //! a count; a gauge keeps the value with the latest packet time.
 //!
-//! Cost: a series already seen in this call is found by hashing a fixed-size key (family index
-//! plus inline [`Label`]s) and updated in place: no heap allocation. All buffers keep their
-//! capacity from one call to the next.
+//! Cost: the series that a family updated last is checked first (runs of packets from one
+//! device or connection); otherwise a series already seen in this call is found by hashing the
+//! family index and the [`Label`] values in place, and updated in place: no key is built and
+//! nothing is allocated. All buffers keep their capacity from one call to the next.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use core::hash::{Hash, Hasher};
+
+use hashbrown::HashTable;
 
 use crate::bindings::wasmtap::analyzer::types as wit;
 use crate::family::{AnalyzerInfo, Counter, Gauge, Histogram, Label, MAX_LABELS};
+
+/// Marks an empty entry of `Updates::last`.
+const NONE: usize = usize::MAX;
 
 /// Fills the unused label slots of a key; never compared (only `len` slots are).
 const NO_LABEL: Label = Label::Number(0);
@@ -33,19 +38,16 @@ impl SeriesKey {
     }
 }
 
-impl PartialEq for SeriesKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.family == other.family && self.labels() == other.labels()
+/// The hash of a series: its family index and its labels (no length prefix: the family fixes
+/// the number of labels).
+#[inline]
+fn series_hash(family: u32, labels: &[Label]) -> u64 {
+    let mut h = SeriesHasher::default();
+    h.write_u32(family);
+    for label in labels {
+        label.hash(&mut h);
     }
-}
-
-impl Eq for SeriesKey {}
-
-impl Hash for SeriesKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u32(self.family);
-        self.labels().hash(state);
-    }
+    h.finish()
 }
 
 /// A small multiply-rotate hasher with a final avalanche. The keys are addresses and small
@@ -122,8 +124,12 @@ struct Shape {
 /// call returns it to the host instead of any update.
 pub struct Updates {
     shapes: Vec<Shape>,
-    index: HashMap<SeriesKey, usize, BuildHasherDefault<SeriesHasher>>,
+    /// Indices into `series`, hashed by [`series_hash`].
+    index: HashTable<usize>,
     series: Vec<(SeriesKey, Acc)>,
+    /// Per family, the series last updated (`NONE` if none): packets in a row often hit the
+    /// same series (one device, one connection), and this skips the hash for them.
+    last: Vec<usize>,
     buckets: Vec<u64>,
     error: Option<String>,
 }
@@ -141,8 +147,9 @@ impl Updates {
                     bounds: f.buckets.clone(),
                 })
                 .collect(),
-            index: HashMap::default(),
+            index: HashTable::new(),
             series: Vec::new(),
+            last: vec![NONE; info.families.len()],
             buckets: Vec::new(),
             error: None,
         }
@@ -230,40 +237,73 @@ impl Updates {
     /// Finds or creates the series; `None` (and an error kept) on misuse.
     #[inline]
     fn slot(&mut self, family: u32, labels: &[Label], init: Acc) -> Option<usize> {
-        let Some(shape) = self.shapes.get(family as usize) else {
-            self.error.get_or_insert_with(|| {
-                format!("metric family index {family} was not declared by this analyzer")
-            });
+        let f = family as usize;
+        let (Some(shape), Some(last)) = (self.shapes.get(f), self.last.get(f).copied()) else {
+            self.misuse(family, labels);
             return None;
         };
         if labels.len() != shape.labels {
-            let msg = format!(
+            self.misuse(family, labels);
+            return None;
+        }
+        if let Some((key, _)) = self.series.get(last)
+            && key.labels() == labels
+        {
+            return Some(last);
+        }
+        let hash = series_hash(family, labels);
+        let series = &self.series;
+        let found = self.index.find(hash, |&i| {
+            series
+                .get(i)
+                .is_some_and(|(k, _)| k.family == family && k.labels() == labels)
+        });
+        let i = match found {
+            Some(&i) => i,
+            None => {
+                let mut key = SeriesKey {
+                    family,
+                    len: labels.len() as u8,
+                    labels: [NO_LABEL; MAX_LABELS],
+                };
+                key.labels[..labels.len()].copy_from_slice(labels);
+                if let Acc::Histogram { .. } = init {
+                    let slots = shape.bounds.len() + 1;
+                    self.buckets.resize(self.buckets.len() + slots, 0);
+                }
+                let i = self.series.len();
+                self.series.push((key, init));
+                let series = &self.series;
+                self.index.insert_unique(hash, i, |&j| {
+                    series
+                        .get(j)
+                        .map_or(0, |(k, _)| series_hash(k.family, k.labels()))
+                });
+                i
+            }
+        };
+        self.last[f] = i;
+        Some(i)
+    }
+
+    /// Keeps the first misuse error: an undeclared family or a wrong number of labels.
+    #[cold]
+    fn misuse(&mut self, family: u32, labels: &[Label]) {
+        if self.error.is_some() {
+            return;
+        }
+        self.error = Some(match self.shapes.get(family as usize) {
+            None => format!("metric family index {family} was not declared by this analyzer"),
+            Some(shape) => format!(
                 "metric {:?} takes {} label values, got {}",
                 shape.name,
                 shape.labels,
                 labels.len()
-            );
-            self.error.get_or_insert(msg);
-            return None;
-        }
-        let mut key = SeriesKey {
-            family,
-            len: labels.len() as u8,
-            labels: [NO_LABEL; MAX_LABELS],
-        };
-        key.labels[..labels.len()].copy_from_slice(labels);
-        let next = self.series.len();
-        let i = *self.index.entry(key).or_insert(next);
-        if i == next {
-            if let Acc::Histogram { .. } = init {
-                let slots = shape.bounds.len() + 1;
-                self.buckets.resize(self.buckets.len() + slots, 0);
-            }
-            self.series.push((key, init));
-        }
-        Some(i)
+            ),
+        });
     }
 
+    #[cold]
     fn fail(&mut self, family: u32, what: core::fmt::Arguments<'_>) {
         if self.error.is_none() {
             let name = self
@@ -278,6 +318,7 @@ impl Updates {
     pub fn clear(&mut self) {
         self.index.clear();
         self.series.clear();
+        self.last.fill(NONE);
         self.buckets.clear();
         self.error = None;
     }

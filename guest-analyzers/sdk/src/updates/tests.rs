@@ -150,11 +150,23 @@ fn buffers_are_reused_across_calls() {
 }
 
 #[test]
-fn hasher_spreads_small_keys() {
-    use std::hash::BuildHasher;
-    let s = BuildHasherDefault::<SeriesHasher>::default();
-    let low_bits: std::collections::HashSet<u64> =
-        (0..256u32).map(|i| s.hash_one(i) & 0xff).collect();
-    // A good hash of 256 consecutive keys fills most of 256 low-bit buckets.
-    assert!(low_bits.len() > 140, "{}", low_bits.len());
+fn hash_spreads_small_keys() {
+    use std::collections::HashSet;
+    // hashbrown indexes with the low bits and tags with the top 7: both must vary.
+    let hashes: Vec<u64> = (0..256u32)
+        .map(|i| series_hash(1, &[Label::Ipv4(0x0a00_0000 + i)]))
+        .collect();
+    let low: HashSet<u64> = hashes.iter().map(|h| h & 0xff).collect();
+    let top: HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+    // 256 random draws from 256 (128) values fill about 162 (110) of them.
+    assert!(low.len() > 140, "{}", low.len());
+    assert!(top.len() > 90, "{}", top.len());
+    assert_ne!(
+        series_hash(0, &[Label::Device(1)]),
+        series_hash(1, &[Label::Device(1)])
+    );
+    assert_ne!(
+        series_hash(0, &[Label::Device(1)]),
+        series_hash(0, &[Label::Number(1)])
+    );
 }
