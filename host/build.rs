@@ -25,13 +25,12 @@ use anyhow::{Context, Result, bail, ensure};
 const GUEST_TARGET: &str = "wasm32-unknown-unknown";
 
 /// Analyzers embedded in the host and loaded by default: (analyzer name, guest crate name).
-const DEFAULT_ANALYZERS: &[(&str, &str)] = &[
-    ("traffic", "wasmtap-analyzer-traffic"),
-    ("header-flags", "wasmtap-analyzer-header-flags"),
-];
+const DEFAULT_ANALYZERS: &[(&str, &str)] =
+    &[("traffic", "wasmtap-analyzer-traffic"), ("header-flags", "wasmtap-analyzer-header-flags")];
 
 /// Analyzers built only for the host's tests (never embedded): (analyzer name, crate name).
-const TEST_ANALYZERS: &[(&str, &str)] = &[("trap-first-batch", "wasmtap-analyzer-trap-first-batch")];
+const TEST_ANALYZERS: &[(&str, &str)] =
+    &[("trap-first-batch", "wasmtap-analyzer-trap-first-batch")];
 
 /// The only component imports an analyzer may have: the contract's own interfaces, so that the
 /// host can link nothing else (no WASI).
@@ -63,8 +62,14 @@ const STRIPPED_VARS: &[&str] = &[
 
 /// `CARGO_*` variables that configure cargo itself (home, network, registries, terminal) rather
 /// than describe the outer build; all other `CARGO_*` variables are stripped.
-const KEPT_CARGO_PREFIXES: &[&str] =
-    &["CARGO_HOME", "CARGO_NET_", "CARGO_HTTP_", "CARGO_REGISTRIES_", "CARGO_REGISTRY_", "CARGO_TERM_"];
+const KEPT_CARGO_PREFIXES: &[&str] = &[
+    "CARGO_HOME",
+    "CARGO_NET_",
+    "CARGO_HTTP_",
+    "CARGO_REGISTRIES_",
+    "CARGO_REGISTRY_",
+    "CARGO_TERM_",
+];
 
 fn main() -> Result<()> {
     let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR")?);
@@ -88,7 +93,8 @@ fn main() -> Result<()> {
     write(&out_dir.join("default_analyzers.rs"), default_analyzers_rs(&entries)?.as_bytes())?;
 
     let test_dir = out_dir.join("test-analyzers");
-    std::fs::create_dir_all(&test_dir).with_context(|| format!("creating {}", test_dir.display()))?;
+    std::fs::create_dir_all(&test_dir)
+        .with_context(|| format!("creating {}", test_dir.display()))?;
     for (name, krate) in TEST_ANALYZERS {
         let component = componentize(&wasm_dir, name, krate)?;
         write(&test_dir.join(format!("{name}.wasm")), &component)?;
@@ -121,7 +127,8 @@ fn watch_guest_sources(dir: &Path) -> Result<()> {
         let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
         let path = entry.path();
         let name = entry.file_name();
-        let is_dir = entry.file_type().with_context(|| format!("inspecting {}", path.display()))?.is_dir();
+        let is_dir =
+            entry.file_type().with_context(|| format!("inspecting {}", path.display()))?.is_dir();
         if is_dir {
             let hidden = name.to_string_lossy().starts_with('.');
             if name == OsStr::new("src") || name == OsStr::new(".cargo") {
@@ -130,7 +137,10 @@ fn watch_guest_sources(dir: &Path) -> Result<()> {
             } else if name != OsStr::new("target") && !hidden {
                 watch_guest_sources(&path)?;
             }
-        } else if matches!(name.to_str(), Some("Cargo.toml" | "Cargo.lock" | "build.rs" | "rust-toolchain.toml")) {
+        } else if matches!(
+            name.to_str(),
+            Some("Cargo.toml" | "Cargo.lock" | "build.rs" | "rust-toolchain.toml")
+        ) {
             rerun_if_changed(&path);
         }
     }
@@ -150,7 +160,9 @@ fn check_target_installed() -> Result<()> {
     let libdir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     let installed = out.status.success()
         && std::fs::read_dir(&libdir)
-            .map(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libcore-"))))
+            .map(|mut d| {
+                d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libcore-")))
+            })
             .unwrap_or(false);
     if !installed {
         bail!(
@@ -178,16 +190,25 @@ fn build_guests(guests: &Path) -> Result<PathBuf> {
     }
     for (key, _) in std::env::vars_os() {
         let Some(key) = key.to_str() else { continue };
-        let cargo_var = key.starts_with("CARGO_") && !KEPT_CARGO_PREFIXES.iter().any(|p| key.starts_with(p));
-        if cargo_var || key.starts_with("__CARGO") || key.starts_with("DEP_") || STRIPPED_VARS.contains(&key) {
+        let cargo_var =
+            key.starts_with("CARGO_") && !KEPT_CARGO_PREFIXES.iter().any(|p| key.starts_with(p));
+        if cargo_var
+            || key.starts_with("__CARGO")
+            || key.starts_with("DEP_")
+            || STRIPPED_VARS.contains(&key)
+        {
             cmd.env_remove(key);
         }
     }
     // Cargo reads build-script stdout as directives: keep the nested cargo's output off it.
-    let out = cmd.output().with_context(|| format!("running {cargo} build for {}", manifest.display()))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {cargo} build for {}", manifest.display()))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let hint = if stderr.contains("may not be installed") || stderr.contains("can't find crate for `core`") {
+        let hint = if stderr.contains("may not be installed")
+            || stderr.contains("can't find crate for `core`")
+        {
             format!("\nhint: run `rustup target add {GUEST_TARGET}`")
         } else {
             String::new()
@@ -200,7 +221,8 @@ fn build_guests(guests: &Path) -> Result<PathBuf> {
 /// Turns the core module of `krate` into a validated component and checks its imports/exports.
 fn componentize(wasm_dir: &Path, name: &str, krate: &str) -> Result<Vec<u8>> {
     let module_path = wasm_dir.join(format!("{}.wasm", krate.replace('-', "_")));
-    let module = std::fs::read(&module_path).with_context(|| format!("reading {}", module_path.display()))?;
+    let module = std::fs::read(&module_path)
+        .with_context(|| format!("reading {}", module_path.display()))?;
     let component = wit_component::ComponentEncoder::default()
         .validate(true)
         .module(&module)
@@ -213,14 +235,16 @@ fn componentize(wasm_dir: &Path, name: &str, krate: &str) -> Result<Vec<u8>> {
 
 /// Fails unless the component imports only [`ALLOWED_IMPORTS`] and exports [`REQUIRED_EXPORT`].
 fn check_interfaces(name: &str, component: &[u8]) -> Result<()> {
-    let decoded = wit_component::decode(component).with_context(|| format!("decoding analyzer {name:?}"))?;
+    let decoded =
+        wit_component::decode(component).with_context(|| format!("decoding analyzer {name:?}"))?;
     let wit_component::DecodedWasm::Component(resolve, world) = decoded else {
         bail!("analyzer {name:?} did not encode as a component");
     };
     let world = &resolve.worlds[world];
     let imports: Vec<String> = world.imports.keys().map(|k| resolve.name_world_key(k)).collect();
     let exports: Vec<String> = world.exports.keys().map(|k| resolve.name_world_key(k)).collect();
-    let foreign: Vec<&String> = imports.iter().filter(|i| !ALLOWED_IMPORTS.contains(&i.as_str())).collect();
+    let foreign: Vec<&String> =
+        imports.iter().filter(|i| !ALLOWED_IMPORTS.contains(&i.as_str())).collect();
     ensure!(
         foreign.is_empty(),
         "analyzer {name:?} imports {foreign:?}; an analyzer may import only {ALLOWED_IMPORTS:?} \
@@ -241,7 +265,10 @@ fn default_analyzers_rs(entries: &[(&str, PathBuf)]) -> Result<String> {
         items.push(format!("({name:?}, include_bytes!({:?}))", utf8(path)?));
     }
     let mut src = String::new();
-    writeln!(src, "/// The default analyzers, as (name, component bytes), embedded at build time.")?;
+    writeln!(
+        src,
+        "/// The default analyzers, as (name, component bytes), embedded at build time."
+    )?;
     writeln!(src, "pub static DEFAULT_ANALYZERS: &[(&str, &[u8])] = &[{}];", items.join(", "))?;
     Ok(src)
 }

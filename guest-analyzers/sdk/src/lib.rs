@@ -171,6 +171,7 @@ macro_rules! export_analyzer {
 
             impl $crate::bindings::exports::wasmtap::analyzer::analyzer::Guest for WasmtapAnalyzerExport {
                 fn init(config: $crate::wit::Config) -> ::core::result::Result<$crate::wit::AnalyzerInfo, ::std::string::String> {
+                    $crate::__private::install_panic_hook();
                     RUNNER.with_borrow_mut(|r| r.init(config.into()))
                 }
 
@@ -197,4 +198,19 @@ macro_rules! export_analyzer {
 pub mod __private {
     //! Re-exports for the generated bindings and [`crate::export_analyzer!`]; not an API.
     pub use wit_bindgen;
+
+    /// Sends panic messages to the host's log before the trap: on `wasm32-unknown-unknown` a
+    /// panic is otherwise a bare `unreachable` with no message.
+    #[cfg(target_arch = "wasm32")]
+    pub fn install_panic_hook() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            std::panic::set_hook(Box::new(|info| {
+                crate::log(
+                    crate::LogLevel::Error,
+                    &format!("analyzer panicked: {info}"),
+                );
+            }));
+        });
+    }
 }
