@@ -1,0 +1,208 @@
+//! Stage: batch.
+//!
+//! Input: decoded [`PacketMeta`]s from one capture source (an interface thread or a replay).
+//! Output: [`Batch`]es — packed record buffers (layout in [`record`] and `wit/analyzer.wit`) —
+//! sharded by flow id onto the workers' queues, flushed at `batch_size` packets or when the
+//! oldest packet in a shard is `max_age` old, whichever comes first.
+//!
+//! Nothing here allocates per packet: buffers come from a pool that workers refill when they
+//! are done with a batch. A live source never blocks on a full queue; it drops the batch and
+//! counts the packets. A replay waits instead, so it loses nothing.
+
+pub mod record;
+
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use prometheus::IntCounter;
+
+use crate::decode::PacketMeta;
+
+/// Packets per batch by default: enough to amortize a call into Wasm (≈1 µs fixed cost) to
+/// nothing per packet, small enough (≈96 KiB) that a batch stays in the L2 cache.
+pub const DEFAULT_BATCH_SIZE: usize = 1024;
+
+/// Live batches are flushed when their oldest packet is this old, so metrics trail traffic by
+/// at most this plus one pcap read timeout (DESIGN: ≤ 100 ms).
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_millis(50);
+
+/// Batches a worker's queue holds: ≈64k packets, tens of milliseconds of a busy link, so a
+/// short stall in one analyzer does not cost packets.
+pub const QUEUE_BATCHES: usize = 64;
+
+/// What a source does when a worker's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullQueue {
+    /// Drop the batch and count its packets (live capture: never block libpcap).
+    Drop,
+    /// Wait for room (replay: lose nothing).
+    Wait,
+}
+
+/// A packed batch on its way to one worker. Its buffer goes back to its source's pool on drop.
+#[derive(Debug)]
+pub struct Batch {
+    buf: Vec<u8>,
+    count: usize,
+    max_ts: u64,
+    pool: Sender<Vec<u8>>,
+}
+
+impl Batch {
+    /// The packed bytes: header and records.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..record::HEADER_LEN + self.count * record::RECORD_STRIDE]
+    }
+
+    /// Number of packet records.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The latest packet time in the batch, ns since the epoch.
+    pub fn max_ts(&self) -> u64 {
+        self.max_ts
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        // A full or closed pool just means the buffer is freed instead of reused.
+        let _ = self.pool.try_send(std::mem::take(&mut self.buf));
+    }
+}
+
+struct Shard {
+    buf: Vec<u8>,
+    count: usize,
+    max_ts: u64,
+    /// Packet time of the shard's first packet, for live flushing by age.
+    opened: Option<u64>,
+}
+
+/// Packs one source's packets into batches and hands them to the workers.
+pub struct Batcher {
+    shards: Vec<Shard>,
+    queues: Vec<Sender<Batch>>,
+    pool_tx: Sender<Vec<u8>>,
+    pool_rx: Receiver<Vec<u8>>,
+    batch_size: usize,
+    max_age: Duration,
+    full: FullQueue,
+    dropped: IntCounter,
+}
+
+impl Batcher {
+    /// `queues` has one sender per worker; `dropped` counts packets lost to full queues.
+    pub fn new(
+        queues: Vec<Sender<Batch>>,
+        batch_size: usize,
+        max_age: Duration,
+        full: FullQueue,
+        dropped: IntCounter,
+    ) -> Self {
+        let batch_size = batch_size.max(1);
+        // Every queued batch, plus one being filled per shard, plus one in each worker.
+        let pool_cap = queues.len() * (QUEUE_BATCHES + 2);
+        let (pool_tx, pool_rx) = crossbeam_channel::bounded(pool_cap);
+        let mut this = Self {
+            shards: Vec::new(),
+            queues,
+            pool_tx,
+            pool_rx,
+            batch_size,
+            max_age,
+            full,
+            dropped,
+        };
+        this.shards = (0..this.queues.len())
+            .map(|_| Shard { buf: this.buffer(), count: 0, max_ts: 0, opened: None })
+            .collect();
+        this
+    }
+
+    fn buffer(&self) -> Vec<u8> {
+        let len = record::HEADER_LEN + self.batch_size * record::RECORD_STRIDE;
+        match self.pool_rx.try_recv() {
+            Ok(buf) if buf.len() == len => buf,
+            _ => vec![0; len],
+        }
+    }
+
+    /// Adds one packet. Sends its shard's batch when it is full.
+    pub fn push(&mut self, meta: &PacketMeta) {
+        let n = self.shards.len();
+        if n == 0 {
+            return;
+        }
+        // Sharding by flow id keeps both directions of a connection on one worker.
+        let i = (meta.flow_id % n as u64) as usize;
+        let shard = &mut self.shards[i];
+        let at = record::HEADER_LEN + shard.count * record::RECORD_STRIDE;
+        record::write_record(meta, &mut shard.buf[at..at + record::RECORD_STRIDE]);
+        shard.count += 1;
+        shard.max_ts = shard.max_ts.max(meta.ts_ns);
+        if shard.count == 1 {
+            shard.opened = Some(meta.ts_ns);
+        }
+        if shard.count >= self.batch_size {
+            self.send(i);
+        }
+    }
+
+    /// Sends every non-empty shard whose oldest packet is older than `max_age` at `now_ns`
+    /// (live capture: packet timestamps and the wall clock are the same clock).
+    pub fn flush_due(&mut self, now_ns: u64) {
+        let max_age = u64::try_from(self.max_age.as_nanos()).unwrap_or(u64::MAX);
+        for i in 0..self.shards.len() {
+            let due = self.shards[i].opened.is_some_and(|t| now_ns.saturating_sub(t) >= max_age);
+            if due {
+                self.send(i);
+            }
+        }
+    }
+
+    /// Sends every non-empty shard.
+    pub fn flush(&mut self) {
+        for i in 0..self.shards.len() {
+            self.send(i);
+        }
+    }
+
+    fn send(&mut self, i: usize) {
+        if self.shards[i].count == 0 {
+            return;
+        }
+        let fresh = self.buffer();
+        let shard = &mut self.shards[i];
+        let mut buf = std::mem::replace(&mut shard.buf, fresh);
+        let count = std::mem::take(&mut shard.count);
+        let max_ts = std::mem::take(&mut shard.max_ts);
+        shard.opened = None;
+        record::write_header(&mut buf, u32::try_from(count).unwrap_or(u32::MAX));
+        let batch = Batch { buf, count, max_ts, pool: self.pool_tx.clone() };
+        let queue = &self.queues[i];
+        let result = match self.full {
+            FullQueue::Wait => queue.send(batch).map_err(|e| e.into_inner()),
+            FullQueue::Drop => queue.try_send(batch).map_err(|e| match e {
+                TrySendError::Full(b) | TrySendError::Disconnected(b) => b,
+            }),
+        };
+        if let Err(lost) = result {
+            self.dropped.inc_by(lost.len() as u64);
+        }
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,77 @@
+//! Batcher tests: sharding, flushing by size and age, and the full-queue policies.
+
+use super::*;
+use crate::decode::PacketMeta;
+
+fn meta(flow_id: u64, ts_ns: u64) -> PacketMeta {
+    PacketMeta { flow_id, ts_ns, ..PacketMeta::default() }
+}
+
+fn counter() -> IntCounter {
+    IntCounter::new("dropped", "test").unwrap()
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+#[test]
+fn shards_by_flow_and_flushes_full_batches() {
+    let (tx0, rx0) = crossbeam_channel::unbounded();
+    let (tx1, rx1) = crossbeam_channel::unbounded();
+    let mut b = Batcher::new(vec![tx0, tx1], 3, DEFAULT_MAX_AGE, FullQueue::Wait, counter());
+    for i in 0..7 {
+        b.push(&meta(4, 10 + i)); // flow 4 → worker 0
+    }
+    b.push(&meta(5, 1)); // flow 5 → worker 1
+    let full: Vec<Batch> = rx0.try_iter().collect();
+    assert_eq!(full.iter().map(Batch::len).collect::<Vec<_>>(), vec![3, 3]);
+    assert!(rx1.try_iter().next().is_none());
+    let first = &full[0];
+    assert_eq!(first.max_ts(), 12);
+    assert_eq!(first.bytes().len(), record::HEADER_LEN + 3 * record::RECORD_STRIDE);
+    assert_eq!(u32_at(first.bytes(), 4), 3, "count in header");
+    drop(b); // flushes the rest
+    assert_eq!(rx0.try_iter().map(|b| b.len()).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(rx1.try_iter().map(|b| b.len()).collect::<Vec<_>>(), vec![1]);
+}
+
+#[test]
+fn flushes_by_age_of_the_oldest_packet() {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut b = Batcher::new(vec![tx], 1024, Duration::from_millis(50), FullQueue::Drop, counter());
+    b.push(&meta(1, 1_000_000_000));
+    b.flush_due(1_000_000_000 + 49_000_000);
+    assert!(rx.try_recv().is_err(), "not due yet");
+    b.flush_due(1_000_000_000 + 50_000_000);
+    assert_eq!(rx.try_recv().unwrap().len(), 1);
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_when_live() {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let dropped = counter();
+    let mut b = Batcher::new(vec![tx], 2, DEFAULT_MAX_AGE, FullQueue::Drop, dropped.clone());
+    for i in 0..6 {
+        b.push(&meta(1, i));
+    }
+    assert_eq!(dropped.get(), 4, "two full batches of two had no room");
+    assert_eq!(rx.try_iter().count(), 1);
+}
+
+#[test]
+fn buffers_return_to_the_pool() {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut b = Batcher::new(vec![tx], 2, DEFAULT_MAX_AGE, FullQueue::Wait, counter());
+    b.push(&meta(1, 1));
+    b.push(&meta(1, 2));
+    let batch = rx.try_recv().unwrap();
+    let ptr = batch.bytes().as_ptr();
+    drop(batch);
+    b.push(&meta(1, 3));
+    b.push(&meta(1, 4));
+    b.push(&meta(1, 5));
+    b.push(&meta(1, 6));
+    let reused = rx.try_iter().any(|x| x.bytes().as_ptr() == ptr);
+    assert!(reused, "a returned buffer is used again");
+}

@@ -1,0 +1,35 @@
+//! wasmtap: a TCP/IP metrics exporter whose analysis runs in sandboxed WebAssembly.
+//!
+//! ```text
+//!  interfaces (libpcap, one thread each)  or  pcap/pcapng files      capture
+//!         │ raw frames + link type
+//!         ▼
+//!  decode   etherparse (lax) → PacketMeta: fixed size, Copy           decode
+//!         │ PacketMeta, flow id, direction
+//!         ▼
+//!  batch    packed records, flushed at N packets or T ms;             batch
+//!           sharded by flow id onto worker queues
+//!         │ &[u8]
+//!         ▼
+//!  analyzers  one wasmtime Store per analyzer per worker; epoch       runtime
+//!             deadline, memory cap, no WASI; trap → restart/backoff/quarantine
+//!         │ metric updates
+//!         ▼
+//!  registry   declared families, aggregation across workers,          registry, telemetry
+//!             series cap; host self-metrics
+//!         ▼
+//!  exporter   tokio/axum: /metrics, /healthz, /readyz                 exporter
+//! ```
+//!
+//! `cli` declares the flags, `config` checks them and `app` wires the stages together.
+
+pub mod app;
+pub mod batch;
+pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod decode;
+pub mod exporter;
+pub mod registry;
+pub mod runtime;
+pub mod telemetry;

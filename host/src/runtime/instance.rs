@@ -1,0 +1,196 @@
+//! Stage: analyzers (one sandboxed instance).
+//!
+//! Inputs: a pre-linked component, the sandbox limits, packed batches (`&[u8]`) and packet-time
+//! ticks. Outputs: metric updates in the registry's terms ([`Update`]), or a [`CallError`]
+//! saying why the call failed. An instance owns its `Store`; after any error the caller drops
+//! it and starts a fresh one.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus::IntCounter;
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+
+use super::bindings::wasmtap::analyzer::{host, types};
+use super::bindings::{AnalyzerComponent, AnalyzerComponentPre};
+use super::{EPOCH_TICK, Limits};
+use crate::registry::{FamilySpec, Kind, Label, Update, Value};
+
+/// Why a call into an analyzer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("exceeded its CPU budget of {0:?} per call")]
+    Timeout(std::time::Duration),
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("returned an error: {0}")]
+    Guest(String),
+    #[error("returned {got} updates, over the limit of {limit}")]
+    TooManyUpdates { got: usize, limit: usize },
+    #[error("sent an invalid update: {0}")]
+    BadUpdate(#[from] crate::registry::UpdateError),
+}
+
+/// Per-store host data: the memory limiter and the log rate limiter.
+pub struct HostState {
+    limits: StoreLimits,
+    name: Arc<str>,
+    log_window: Instant,
+    log_lines: u32,
+    log_per_second: u32,
+    /// Lines dropped by the rate limit.
+    log_dropped: IntCounter,
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: types::LogLevel, message: String) {
+        let now = Instant::now();
+        if now.duration_since(self.log_window).as_secs() >= 1 {
+            (self.log_window, self.log_lines) = (now, 0);
+        }
+        if self.log_lines >= self.log_per_second {
+            self.log_dropped.inc();
+            return;
+        }
+        self.log_lines += 1;
+        // Guest text goes to the log as a value, never as a format string.
+        let analyzer = &*self.name;
+        match level {
+            types::LogLevel::Error => tracing::error!(analyzer, "{message}"),
+            types::LogLevel::Warn => tracing::warn!(analyzer, "{message}"),
+            types::LogLevel::Info => tracing::info!(analyzer, "{message}"),
+            types::LogLevel::Debug => tracing::debug!(analyzer, "{message}"),
+        }
+    }
+}
+
+/// One live instance of an analyzer in its own store.
+pub struct Instance {
+    store: Store<HostState>,
+    bindings: AnalyzerComponent,
+    info: types::AnalyzerInfo,
+    deadline_ticks: u64,
+    limits: Limits,
+}
+
+impl Instance {
+    /// Instantiates the component and runs `init`.
+    pub fn start(
+        engine: &Engine,
+        pre: &AnalyzerComponentPre<HostState>,
+        limits: &Limits,
+        name: &str,
+        log_dropped: IntCounter,
+    ) -> Result<Self, CallError> {
+        let state = HostState {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                // One component of ours needs a handful of each; these stop a component from
+                // building a forest of instances or tables inside one store.
+                .instances(16)
+                .tables(16)
+                .memories(4)
+                .table_elements(100_000)
+                .build(),
+            name: Arc::from(name),
+            log_window: Instant::now(),
+            log_lines: 0,
+            log_per_second: limits.log_lines_per_second,
+            log_dropped,
+        };
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = limits.call_budget.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
+        let deadline_ticks = u64::try_from(ticks).unwrap_or(u64::MAX);
+        store.set_epoch_deadline(deadline_ticks);
+        let bindings = pre.instantiate(&mut store).map_err(|e| classify(e, limits))?;
+        let config = types::Config { entries: Vec::new() };
+        store.set_epoch_deadline(deadline_ticks);
+        let info = bindings
+            .wasmtap_analyzer_analyzer()
+            .call_init(&mut store, &config)
+            .map_err(|e| classify(e, limits))?
+            .map_err(CallError::Guest)?;
+        Ok(Self { store, bindings, info, deadline_ticks, limits: limits.clone() })
+    }
+
+    /// The name, version and families the analyzer declared in `init`.
+    pub fn info(&self) -> (String, String, Vec<FamilySpec>) {
+        let families = self.info.families.iter().map(family_spec).collect();
+        (self.info.name.clone(), self.info.version.clone(), families)
+    }
+
+    /// Runs one packed batch through the analyzer.
+    pub fn process(&mut self, batch: &[u8]) -> Result<Vec<Update>, CallError> {
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        let result = self.bindings.wasmtap_analyzer_analyzer().call_process(&mut self.store, batch);
+        self.finish(result)
+    }
+
+    /// Advances packet time; `end` marks the end of a replay.
+    pub fn tick(&mut self, now_ns: u64, end: bool) -> Result<Vec<Update>, CallError> {
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        let result =
+            self.bindings.wasmtap_analyzer_analyzer().call_tick(&mut self.store, now_ns, end);
+        self.finish(result)
+    }
+
+    fn finish(
+        &self,
+        result: wasmtime::Result<Result<Vec<types::MetricUpdate>, String>>,
+    ) -> Result<Vec<Update>, CallError> {
+        let updates = result.map_err(|e| classify(e, &self.limits))?.map_err(CallError::Guest)?;
+        if updates.len() > self.limits.max_updates {
+            let (got, limit) = (updates.len(), self.limits.max_updates);
+            return Err(CallError::TooManyUpdates { got, limit });
+        }
+        Ok(updates.into_iter().map(update).collect())
+    }
+}
+
+fn classify(e: wasmtime::Error, limits: &Limits) -> CallError {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Timeout(limits.call_budget),
+        _ => CallError::Trap(format!("{e:#}")),
+    }
+}
+
+fn family_spec(f: &types::MetricFamily) -> FamilySpec {
+    FamilySpec {
+        name: f.name.clone(),
+        help: f.help.clone(),
+        kind: match f.kind {
+            types::MetricKind::Counter => Kind::Counter,
+            types::MetricKind::Gauge => Kind::Gauge,
+            types::MetricKind::Histogram => Kind::Histogram,
+        },
+        label_names: f.label_names.clone(),
+        buckets: f.buckets.clone(),
+    }
+}
+
+fn update(u: types::MetricUpdate) -> Update {
+    let labels = u
+        .labels
+        .into_iter()
+        .map(|l| match l {
+            types::LabelValue::Text(s) => Label::Text(Arc::from(s)),
+            types::LabelValue::Ipv4(a) => Label::Ipv4(a),
+            types::LabelValue::Ipv6((hi, lo)) => {
+                Label::Ipv6((u128::from(hi) << 64) | u128::from(lo))
+            }
+            types::LabelValue::Device(d) => Label::Device(d),
+            types::LabelValue::Number(n) => Label::Number(n),
+        })
+        .collect();
+    let value = match u.value {
+        types::UpdateValue::CounterAdd(v) => Value::CounterAdd(v),
+        types::UpdateValue::GaugeSet((v, at)) => Value::GaugeSet(v, at),
+        types::UpdateValue::Histogram(h) => {
+            Value::Histogram { buckets: h.bucket_counts, sum: h.sum, count: h.count }
+        }
+    };
+    Update { family: u.family, labels, value }
+}

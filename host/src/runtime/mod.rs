@@ -1,0 +1,225 @@
+//! Stage: analyzers (loading).
+//!
+//! Inputs: `.wasm` component bytes (embedded defaults or user files) and the sandbox limits.
+//! Outputs: [`Analyzer`]s — validated, compiled components whose `init` has run once and whose
+//! metric families are known — ready to be instantiated by each worker ([`instance`]) and run
+//! under the failure policy ([`worker`]).
+//!
+//! Every analyzer runs in its own wasmtime `Store` with an epoch deadline on every call and a
+//! cap on linear memory, tables and instances. The only import linked is the `host.log`
+//! function, so a component that asks for anything else (WASI included) fails to load.
+
+mod bindings;
+pub mod instance;
+pub mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use crate::registry::FamilySpec;
+use bindings::AnalyzerComponentPre;
+use instance::HostState;
+
+/// The WIT package version this host speaks.
+pub const ABI_VERSION: &str = "0.1.0";
+/// The interface every analyzer must export.
+const EXPORT_NAME: &str = "wasmtap:analyzer/analyzer@0.1.0";
+/// The only imports an analyzer may have: our host interface and the types it uses.
+const ALLOWED_IMPORTS: [&str; 2] = ["wasmtap:analyzer/host@0.1.0", "wasmtap:analyzer/types@0.1.0"];
+/// The WIT package prefix, to tell a wrong version from a foreign import.
+const PACKAGE_PREFIX: &str = "wasmtap:analyzer/";
+
+/// How often the epoch advances. Deadlines are counted in these ticks, so this is the
+/// resolution of the CPU budget; 10 ms costs nothing measurable and keeps overruns short.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Sandbox limits for every analyzer instance.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Wall-clock budget for one call (`init`, `process` or `tick`).
+    pub call_budget: Duration,
+    /// Cap on an instance's linear memory, in bytes.
+    pub memory_bytes: usize,
+    /// Cap on the number of updates one call may return.
+    pub max_updates: usize,
+    /// Log lines an instance may write per second; the rest are counted and dropped.
+    pub log_lines_per_second: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            // A batch of 1024 packets takes ~0.1 ms; 200 ms is far beyond any honest analyzer
+            // yet short enough that a runaway one stalls its worker only briefly.
+            call_budget: Duration::from_millis(200),
+            // Flow tables for 100k flows fit in well under 64 MiB.
+            memory_bytes: 64 << 20,
+            // One update per series per batch: far more than any batch of 1024 packets needs.
+            max_updates: 65_536,
+            // Enough to explain a failure, too few to flood the host's log.
+            log_lines_per_second: 10,
+        }
+    }
+}
+
+/// Why an analyzer could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a WebAssembly file (no \\0asm header)")]
+    NotWasm,
+    #[error(
+        "a core WebAssembly module, not a component: wrap it with `wasm-tools component new` \
+         or build it with wit-bindgen against wasmtap:analyzer@{ABI_VERSION}"
+    )]
+    CoreModule,
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    #[error(
+        "built for wasmtap:analyzer@{found}, but this host speaks wasmtap:analyzer@{ABI_VERSION}; \
+         rebuild it against wit/ of this host"
+    )]
+    WrongVersion { found: String },
+    #[error(
+        "imports {0:?}, which analyzers may not use: the only import is \
+         wasmtap:analyzer/host@{ABI_VERSION} (build for wasm32-unknown-unknown, not wasip2)"
+    )]
+    ForbiddenImport(String),
+    #[error("does not export {EXPORT_NAME}: is it built for the analyzer-component world?")]
+    MissingExport,
+    #[error("init failed: {0}")]
+    Init(String),
+    #[error("declares an invalid metric family: {0}")]
+    Family(#[from] crate::registry::FamilyError),
+}
+
+/// A loaded analyzer, shared by all workers.
+pub struct Analyzer {
+    pub name: String,
+    pub version: String,
+    /// Where it came from: a path, or `builtin:NAME`.
+    pub source: String,
+    pub sha256: String,
+    pub families: Vec<FamilySpec>,
+    pre: AnalyzerComponentPre<HostState>,
+}
+
+impl std::fmt::Debug for Analyzer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Analyzer")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The wasmtime engine, the linker with our one import, and the epoch ticker.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    stop: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl Runtime {
+    pub fn new(limits: Limits) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        bindings::AnalyzerComponent::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let (engine, stop) = (engine.clone(), stop.clone());
+            std::thread::Builder::new().name("epoch".into()).spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?
+        };
+        Ok(Self { engine, linker, limits, stop, ticker: Some(ticker) })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Validates, compiles and initializes a component; `source` names it in messages.
+    pub fn load(&self, bytes: &[u8], source: &str) -> Result<Arc<Analyzer>, LoadError> {
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(LoadError::CoreModule),
+            Some([0, b'a', b's', b'm', ..]) => {}
+            _ => return Err(LoadError::NotWasm),
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        self.check_world(&component)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let pre =
+            AnalyzerComponentPre::new(pre).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let log_dropped = prometheus::IntCounter::new("probe_log_dropped", "unused")
+            .map_err(|e| LoadError::Init(e.to_string()))?;
+        let probe =
+            instance::Instance::start(&self.engine, &pre, &self.limits, source, log_dropped)
+                .map_err(|e| LoadError::Init(e.to_string()))?;
+        let (name, version, families) = probe.info();
+        crate::registry::validate(&families)?;
+        let sha256 = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Arc::new(Analyzer { name, version, source: source.to_owned(), sha256, families, pre }))
+    }
+
+    fn check_world(&self, component: &Component) -> Result<(), LoadError> {
+        let ty = component.component_type();
+        let versioned = |name: &str| -> Option<String> {
+            let rest = name.strip_prefix(PACKAGE_PREFIX)?;
+            Some(rest.split_once('@').map_or("(none)", |(_, v)| v).to_owned())
+        };
+        let names = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n)
+            .chain(ty.exports(&self.engine).map(|(n, _)| n));
+        for name in names {
+            if let Some(found) = versioned(name).filter(|v| v != ABI_VERSION) {
+                return Err(LoadError::WrongVersion { found });
+            }
+        }
+        if let Some((name, _)) =
+            ty.imports(&self.engine).find(|(n, _)| !ALLOWED_IMPORTS.contains(n))
+        {
+            return Err(LoadError::ForbiddenImport(name.to_owned()));
+        }
+        if ty.get_export(&self.engine, EXPORT_NAME).is_none() {
+            return Err(LoadError::MissingExport);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The default analyzers, compiled from `guest-analyzers/` by the build script.
+pub mod defaults {
+    include!(concat!(env!("OUT_DIR"), "/default_analyzers.rs"));
+}

@@ -1,0 +1,161 @@
+//! Stage: registry (the host's own metrics).
+//!
+//! Inputs: counts and timings from capture, batch and the analyzer workers; the series counts
+//! of the analyzer registry at scrape time.
+//! Outputs: `wasmtap_host_*` and `wasmtap_analyzer_*` families, merged with the analyzers'
+//! families into the one exposition the exporter serves and `host replay` prints.
+
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry as PromRegistry, TextEncoder,
+};
+
+use crate::registry::Registry;
+
+/// Call latency buckets in seconds: from 10 µs (a small batch) to the 200 ms default budget.
+const LATENCY_BUCKETS: [f64; 10] = [1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.2];
+
+/// The host's self-metrics.
+pub struct Telemetry {
+    prom: PromRegistry,
+    pub packets_received: IntCounterVec,
+    pub packets_dropped: IntCounterVec,
+    pub analyzer_traps: IntCounterVec,
+    pub analyzer_failures: IntCounterVec,
+    pub analyzer_restarts: IntCounterVec,
+    pub analyzer_skipped: IntCounterVec,
+    pub analyzer_state: IntGaugeVec,
+    pub analyzer_log_dropped: IntCounterVec,
+    pub analyzer_batch_seconds: HistogramVec,
+    series: IntGaugeVec,
+    series_refused: IntGaugeVec,
+}
+
+fn counter(
+    prom: &PromRegistry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    prom.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(
+    prom: &PromRegistry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    prom.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+impl Telemetry {
+    pub fn new() -> prometheus::Result<Self> {
+        let prom = PromRegistry::new();
+        let p = &prom;
+        let batch_opts = HistogramOpts::new(
+            "wasmtap_analyzer_batch_duration_seconds",
+            "Time one analyzer call took, per analyzer (wall clock).",
+        )
+        .buckets(LATENCY_BUCKETS.to_vec());
+        let analyzer_batch_seconds = HistogramVec::new(batch_opts, &["analyzer"])?;
+        prom.register(Box::new(analyzer_batch_seconds.clone()))?;
+        Ok(Self {
+            packets_received: counter(
+                p,
+                "wasmtap_host_packets_received_total",
+                "Packets read from the source (interface or capture file).",
+                &["device"],
+            )?,
+            packets_dropped: counter(
+                p,
+                "wasmtap_host_packets_dropped_total",
+                "Packets lost before analysis: by the kernel or interface (from pcap stats) or by a full worker queue.",
+                &["device", "reason"],
+            )?,
+            analyzer_traps: counter(
+                p,
+                "wasmtap_analyzer_traps_total",
+                "Calls into an analyzer that trapped or ran out of CPU budget.",
+                &["analyzer"],
+            )?,
+            analyzer_failures: counter(
+                p,
+                "wasmtap_analyzer_failures_total",
+                "Failed calls into an analyzer, by reason.",
+                &["analyzer", "reason"],
+            )?,
+            analyzer_restarts: counter(
+                p,
+                "wasmtap_analyzer_restarts_total",
+                "Times an analyzer instance was re-instantiated after a failure.",
+                &["analyzer"],
+            )?,
+            analyzer_skipped: counter(
+                p,
+                "wasmtap_analyzer_skipped_packets_total",
+                "Packets an analyzer did not see because it was backing off or quarantined.",
+                &["analyzer"],
+            )?,
+            analyzer_state: gauge(
+                p,
+                "wasmtap_analyzer_state",
+                "Analyzer instances per state (running, backoff, quarantined).",
+                &["analyzer", "state"],
+            )?,
+            analyzer_log_dropped: counter(
+                p,
+                "wasmtap_analyzer_log_lines_dropped_total",
+                "Log lines dropped by the per-analyzer rate limit.",
+                &["analyzer"],
+            )?,
+            analyzer_batch_seconds,
+            series: gauge(p, "wasmtap_host_series", "Live series per metric family.", &["family"])?,
+            series_refused: gauge(
+                p,
+                "wasmtap_host_series_refused",
+                "Updates refused because their family was at its series cap.",
+                &["family"],
+            )?,
+            prom,
+        })
+    }
+
+    /// The whole exposition: analyzer families and self-metrics, sorted by name.
+    /// `timing` includes wall-clock histograms; a replay leaves them out so that its output
+    /// depends on the capture alone.
+    pub fn exposition(&self, registry: &Registry, timing: bool) -> String {
+        for (family, live, refused) in registry.series_counts() {
+            self.series.with_label_values(&[&family]).set(i64::try_from(live).unwrap_or(i64::MAX));
+            self.series_refused
+                .with_label_values(&[&family])
+                .set(i64::try_from(refused).unwrap_or(i64::MAX));
+        }
+        let mut families = registry.gather();
+        families.extend(
+            self.prom
+                .gather()
+                .into_iter()
+                .filter(|f| timing || f.name() != "wasmtap_analyzer_batch_duration_seconds"),
+        );
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::error!("encoding metrics failed: {e}");
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// Shared handles for the whole pipeline.
+#[derive(Clone)]
+pub struct Shared {
+    pub registry: Arc<Registry>,
+    pub telemetry: Arc<Telemetry>,
+}
