@@ -45,15 +45,7 @@ impl Analyzer for HeaderFlags {
             "The window scale shift the sender advertised last (tshark: tcp.options.wscale.shift).",
             &LABELS,
         );
-        Ok((
-            Self {
-                resets,
-                dont_fragment,
-                wscale_options,
-                wscale_shift,
-            },
-            info,
-        ))
+        Ok((Self { resets, dont_fragment, wscale_options, wscale_shift }, info))
     }
 
     fn process(&mut self, batch: &Batch<'_>, out: &mut Updates) -> Result<(), String> {
@@ -97,11 +89,7 @@ mod tests {
     fn runner() -> Runner<HeaderFlags> {
         let mut r = Runner::new();
         let info = r.init(Config::default()).expect("init");
-        let names: Vec<_> = info
-            .families
-            .iter()
-            .map(|f| (f.name.as_str(), f.kind))
-            .collect();
+        let names: Vec<_> = info.families.iter().map(|f| (f.name.as_str(), f.kind)).collect();
         assert_eq!(
             names,
             vec![
@@ -171,22 +159,10 @@ mod tests {
         let out = runner().process(&b.build()).expect("process");
         let c: u32 = client.into();
         let s: u32 = server.into();
-        assert_eq!(
-            find(&out, WSCALE_OPTIONS, c),
-            Some(&UpdateValue::CounterAdd(2.0))
-        );
-        assert_eq!(
-            find(&out, WSCALE_OPTIONS, s),
-            Some(&UpdateValue::CounterAdd(1.0))
-        );
-        assert_eq!(
-            find(&out, WSCALE_SHIFT, c),
-            Some(&UpdateValue::GaugeSet((0.0, 300)))
-        );
-        assert_eq!(
-            find(&out, WSCALE_SHIFT, s),
-            Some(&UpdateValue::GaugeSet((9.0, 200)))
-        );
+        assert_eq!(find(&out, WSCALE_OPTIONS, c), Some(&UpdateValue::CounterAdd(2.0)));
+        assert_eq!(find(&out, WSCALE_OPTIONS, s), Some(&UpdateValue::CounterAdd(1.0)));
+        assert_eq!(find(&out, WSCALE_SHIFT, c), Some(&UpdateValue::GaugeSet((0.0, 300))));
+        assert_eq!(find(&out, WSCALE_SHIFT, s), Some(&UpdateValue::GaugeSet((9.0, 200))));
         assert_eq!(find(&out, DF, c), Some(&UpdateValue::CounterAdd(1.0)));
         assert_eq!(find(&out, DF, s), Some(&UpdateValue::CounterAdd(2.0)));
         assert_eq!(find(&out, RESETS, s), Some(&UpdateValue::CounterAdd(2.0)));
@@ -196,11 +172,7 @@ mod tests {
         let rst = out.iter().find(|u| u.family == RESETS).expect("resets");
         assert_eq!(
             rst.labels,
-            vec![
-                LabelValue::Ipv4(s),
-                LabelValue::Ipv4(c),
-                LabelValue::Device(0)
-            ]
+            vec![LabelValue::Ipv4(s), LabelValue::Ipv4(c), LabelValue::Device(0)]
         );
     }
 
@@ -214,9 +186,7 @@ mod tests {
             .with_device(2)
             // A decoder never sets DF on IPv6; make sure the analyzer would not count it anyway.
             .with_bits(packet_bits::DONT_FRAGMENT);
-        let out = runner()
-            .process(&BatchBuilder::new().push(&p).build())
-            .expect("process");
+        let out = runner().process(&BatchBuilder::new().push(&p).build()).expect("process");
         let families: Vec<u32> = out.iter().map(|u| u.family).collect();
         assert_eq!(families, vec![RESETS, WSCALE_OPTIONS, WSCALE_SHIFT]);
         assert_eq!(
@@ -238,12 +208,7 @@ mod tests {
             tcp_flags::ACK,
         );
         assert_eq!(
-            runner().process(
-                &BatchBuilder::new()
-                    .push(&p)
-                    .push(&PacketFields::default())
-                    .build()
-            ),
+            runner().process(&BatchBuilder::new().push(&p).push(&PacketFields::default()).build()),
             Ok(vec![])
         );
     }

@@ -42,15 +42,11 @@ impl fmt::Display for BatchError {
                 f,
                 "batch layout version {v} is not supported (this analyzer reads version {LAYOUT_VERSION})"
             ),
-            Self::Stride(s) => write!(
-                f,
-                "batch record stride {s} is below the {RECORD_LEN} bytes of layout 1"
-            ),
+            Self::Stride(s) => {
+                write!(f, "batch record stride {s} is below the {RECORD_LEN} bytes of layout 1")
+            }
             Self::Length { expected, actual } => {
-                write!(
-                    f,
-                    "batch header promises {expected} bytes but the buffer has {actual}"
-                )
+                write!(f, "batch header promises {expected} bytes but the buffer has {actual}")
             }
         }
     }
@@ -87,9 +83,8 @@ pub struct Batch<'a> {
 impl<'a> Batch<'a> {
     /// Checks the header (version 1, stride ≥ 96, exact length) and returns the view.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, BatchError> {
-        let (header, records) = bytes
-            .split_first_chunk::<HEADER_LEN>()
-            .ok_or(BatchError::ShortHeader(bytes.len()))?;
+        let (header, records) =
+            bytes.split_first_chunk::<HEADER_LEN>().ok_or(BatchError::ShortHeader(bytes.len()))?;
         let version = u16_at(header, 0);
         if version != LAYOUT_VERSION {
             return Err(BatchError::Version(version));
@@ -101,10 +96,7 @@ impl<'a> Batch<'a> {
         let count = u32_at(header, 4);
         let expected = HEADER_LEN as u64 + u64::from(count) * u64::from(stride);
         if expected != bytes.len() as u64 {
-            return Err(BatchError::Length {
-                expected,
-                actual: bytes.len(),
-            });
+            return Err(BatchError::Length { expected, actual: bytes.len() });
         }
         Ok(Self {
             records,
@@ -138,11 +130,7 @@ impl<'a> Batch<'a> {
 
     /// Iterates the records in order.
     pub fn iter(&self) -> Packets<'a> {
-        Packets {
-            rest: self.records,
-            stride: self.stride,
-            remaining: self.count,
-        }
+        Packets { rest: self.records, stride: self.stride, remaining: self.count }
     }
 }
 
@@ -429,11 +417,7 @@ impl<'a> Packet<'a> {
     }
     /// Which endpoint of the canonical 5-tuple sent the packet.
     pub fn direction(&self) -> Direction {
-        if self.bit(packet_bits::DIRECTION) {
-            Direction::FromHigher
-        } else {
-            Direction::FromLower
-        }
+        if self.bit(packet_bits::DIRECTION) { Direction::FromHigher } else { Direction::FromLower }
     }
     /// The TCP-option-bits byte (see [`tcp_options`]).
     pub fn tcp_option_bits(&self) -> u8 {

@@ -234,27 +234,19 @@ impl Default for BatchBuilder {
 impl BatchBuilder {
     /// An empty batch with the minimal stride (96).
     pub fn new() -> Self {
-        Self {
-            stride: RECORD_LEN,
-            count: 0,
-            records: Vec::new(),
-        }
+        Self { stride: RECORD_LEN, count: 0, records: Vec::new() }
     }
 
     /// An empty batch whose records are `stride` bytes (raised to 96 if smaller); the extra
     /// bytes are zero, which exercises readers that must skip them.
     pub fn with_stride(stride: u16) -> Self {
-        Self {
-            stride: usize::from(stride).max(RECORD_LEN),
-            ..Self::new()
-        }
+        Self { stride: usize::from(stride).max(RECORD_LEN), ..Self::new() }
     }
 
     /// Appends one record.
     pub fn push(&mut self, p: &PacketFields) -> &mut Self {
         self.records.extend_from_slice(&p.encode());
-        self.records
-            .resize(self.records.len() + self.stride - RECORD_LEN, 0);
+        self.records.resize(self.records.len() + self.stride - RECORD_LEN, 0);
         self.count = self.count.saturating_add(1);
         self
     }

@@ -125,11 +125,7 @@ pub struct AnalyzerInfo {
 impl AnalyzerInfo {
     /// An analyzer with no families yet.
     pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            version: version.into(),
-            families: Vec::new(),
-        }
+        Self { name: name.into(), version: version.into(), families: Vec::new() }
     }
 
     /// The analyzer's name.
@@ -201,10 +197,7 @@ impl AnalyzerInfo {
                 return Err(format!("histogram {:?} declares no buckets", f.name));
             }
             if !is_histogram && !f.buckets.is_empty() {
-                return Err(format!(
-                    "{:?} is not a histogram but declares buckets",
-                    f.name
-                ));
+                return Err(format!("{:?} is not a histogram but declares buckets", f.name));
             }
             if f.buckets.iter().any(|b| !b.is_finite())
                 || f.buckets.windows(2).any(|w| w[0] >= w[1])
@@ -245,20 +238,11 @@ mod tests {
 
     #[test]
     fn ip_labels_are_big_endian_numbers() {
-        assert_eq!(
-            Label::from(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))),
-            Label::Ipv4(0x0a00_0001)
-        );
+        assert_eq!(Label::from(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))), Label::Ipv4(0x0a00_0001));
         let v6: Ipv6Addr = "2001:db8::1".parse().expect("valid address");
-        assert_eq!(
-            Label::from(IpAddr::V6(v6)),
-            Label::Ipv6(0x2001_0db8_0000_0000, 1)
-        );
+        assert_eq!(Label::from(IpAddr::V6(v6)), Label::Ipv6(0x2001_0db8_0000_0000, 1));
         assert_eq!(Label::Device(3).to_wit(), wit::LabelValue::Device(3));
-        assert_eq!(
-            Label::Text("x").to_wit(),
-            wit::LabelValue::Text("x".to_owned())
-        );
+        assert_eq!(Label::Text("x").to_wit(), wit::LabelValue::Text("x".to_owned()));
     }
 
     #[test]

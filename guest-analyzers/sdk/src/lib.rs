@@ -126,10 +126,7 @@ impl Config {
 
     /// The value of the first entry named `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// All entries, in the host's order.
@@ -206,10 +203,7 @@ pub mod __private {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
             std::panic::set_hook(Box::new(|info| {
-                crate::log(
-                    crate::LogLevel::Error,
-                    &format!("analyzer panicked: {info}"),
-                );
+                crate::log(crate::LogLevel::Error, &format!("analyzer panicked: {info}"));
             }));
         });
     }

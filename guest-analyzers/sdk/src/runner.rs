@@ -66,17 +66,14 @@ impl<A: Analyzer> Runner<A> {
     pub fn init(&mut self, config: Config) -> Result<wit::AnalyzerInfo, String> {
         self.loaded = None;
         let (analyzer, info) = A::init(&config)?;
-        info.validate()
-            .map_err(|e| format!("analyzer {:?}: {e}", info.name()))?;
+        info.validate().map_err(|e| format!("analyzer {:?}: {e}", info.name()))?;
         let updates = Updates::new(&info);
         self.loaded = Some(Loaded { analyzer, updates });
         Ok(info.to_wit())
     }
 
     fn loaded(&mut self, call: &str) -> Result<&mut Loaded<A>, String> {
-        self.loaded
-            .as_mut()
-            .ok_or_else(|| format!("{call} called before a successful init"))
+        self.loaded.as_mut().ok_or_else(|| format!("{call} called before a successful init"))
     }
 
     /// Parses the batch, runs [`Analyzer::process`] and returns the call's updates.
@@ -94,9 +91,7 @@ impl<A: Analyzer> Runner<A> {
         end_of_capture: bool,
     ) -> Result<Vec<wit::MetricUpdate>, String> {
         let loaded = self.loaded("tick")?;
-        let result = loaded
-            .analyzer
-            .tick(now_ns, end_of_capture, &mut loaded.updates);
+        let result = loaded.analyzer.tick(now_ns, end_of_capture, &mut loaded.updates);
         finish(result, &mut loaded.updates)
     }
 }
@@ -179,15 +174,8 @@ mod tests {
         assert_eq!(out[0].value, wit::UpdateValue::CounterAdd(2.0));
         assert_eq!(out[0].labels, vec![wit::LabelValue::Device(1)]);
 
-        assert_eq!(
-            r.tick(5, true).expect("tick")[0].value,
-            wit::UpdateValue::CounterAdd(10.0)
-        );
-        assert!(
-            r.process(&[0; 3])
-                .expect_err("short")
-                .contains("16-byte header")
-        );
+        assert_eq!(r.tick(5, true).expect("tick")[0].value, wit::UpdateValue::CounterAdd(10.0));
+        assert!(r.process(&[0; 3]).expect_err("short").contains("16-byte header"));
     }
 
     #[test]
@@ -198,9 +186,7 @@ mod tests {
         b.push(&PacketFields::default().with_device(1));
         b.push(&PacketFields::default().with_device(666));
         assert_eq!(r.process(&b.build()).err(), Some("bad device".to_owned()));
-        let ok = BatchBuilder::new()
-            .push(&PacketFields::default().with_device(3))
-            .build();
+        let ok = BatchBuilder::new().push(&PacketFields::default().with_device(3)).build();
         let out = r.process(&ok).expect("process");
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].labels, vec![wit::LabelValue::Device(3)]);

@@ -169,10 +169,8 @@ impl Updates {
     #[inline]
     pub fn add(&mut self, counter: Counter, labels: &[Label], value: f64) {
         if !(value.is_finite() && value >= 0.0) {
-            return self.fail(
-                counter.0,
-                format_args!("counter add {value} is negative or not finite"),
-            );
+            return self
+                .fail(counter.0, format_args!("counter add {value} is negative or not finite"));
         }
         if let Some(i) = self.slot(counter.0, labels, Acc::Counter(0.0))
             && let Acc::Counter(total) = &mut self.series[i].1
@@ -204,21 +202,11 @@ impl Updates {
     #[inline]
     pub fn observe(&mut self, histogram: Histogram, labels: &[Label], value: f64) {
         if !value.is_finite() {
-            return self.fail(
-                histogram.0,
-                format_args!("observation {value} is not finite"),
-            );
+            return self.fail(histogram.0, format_args!("observation {value} is not finite"));
         }
         let first = self.buckets.len();
-        let Some(i) = self.slot(
-            histogram.0,
-            labels,
-            Acc::Histogram {
-                first,
-                sum: 0.0,
-                count: 0,
-            },
-        ) else {
+        let Some(i) = self.slot(histogram.0, labels, Acc::Histogram { first, sum: 0.0, count: 0 })
+        else {
             return;
         };
         let Acc::Histogram { first, sum, count } = &mut self.series[i].1 else {
@@ -254,18 +242,13 @@ impl Updates {
         let hash = series_hash(family, labels);
         let series = &self.series;
         let found = self.index.find(hash, |&i| {
-            series
-                .get(i)
-                .is_some_and(|(k, _)| k.family == family && k.labels() == labels)
+            series.get(i).is_some_and(|(k, _)| k.family == family && k.labels() == labels)
         });
         let i = match found {
             Some(&i) => i,
             None => {
-                let mut key = SeriesKey {
-                    family,
-                    len: labels.len() as u8,
-                    labels: [NO_LABEL; MAX_LABELS],
-                };
+                let mut key =
+                    SeriesKey { family, len: labels.len() as u8, labels: [NO_LABEL; MAX_LABELS] };
                 key.labels[..labels.len()].copy_from_slice(labels);
                 if let Acc::Histogram { .. } = init {
                     let slots = shape.bounds.len() + 1;
@@ -275,9 +258,7 @@ impl Updates {
                 self.series.push((key, init));
                 let series = &self.series;
                 self.index.insert_unique(hash, i, |&j| {
-                    series
-                        .get(j)
-                        .map_or(0, |(k, _)| series_hash(k.family, k.labels()))
+                    series.get(j).map_or(0, |(k, _)| series_hash(k.family, k.labels()))
                 });
                 i
             }
@@ -306,10 +287,7 @@ impl Updates {
     #[cold]
     fn fail(&mut self, family: u32, what: core::fmt::Arguments<'_>) {
         if self.error.is_none() {
-            let name = self
-                .shapes
-                .get(family as usize)
-                .map_or("?", |s| s.name.as_str());
+            let name = self.shapes.get(family as usize).map_or("?", |s| s.name.as_str());
             self.error = Some(format!("metric {name:?}: {what}"));
         }
     }
@@ -337,16 +315,9 @@ impl Updates {
                 Acc::Gauge { value, at_ns } => wit::UpdateValue::GaugeSet((value, at_ns)),
                 Acc::Histogram { first, sum, count } => {
                     let slots = self.shapes[key.family as usize].bounds.len() + 1;
-                    let bucket_counts = self
-                        .buckets
-                        .get(first..first + slots)
-                        .unwrap_or_default()
-                        .to_vec();
-                    wit::UpdateValue::Histogram(wit::HistogramDelta {
-                        bucket_counts,
-                        sum,
-                        count,
-                    })
+                    let bucket_counts =
+                        self.buckets.get(first..first + slots).unwrap_or_default().to_vec();
+                    wit::UpdateValue::Histogram(wit::HistogramDelta { bucket_counts, sum, count })
                 }
             };
             out.push(wit::MetricUpdate {

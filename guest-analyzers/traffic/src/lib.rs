@@ -18,9 +18,8 @@ const IP_SIZE_BUCKETS: [f64; 8] = [64.0, 128.0, 256.0, 512.0, 1024.0, 1500.0, 90
 /// TCP payload buckets: 0 alone separates pure ACKs and control segments from data, 1460 is a
 /// full segment on a 1500-byte MTU path (1448 with timestamps falls in the same bucket), 9000
 /// covers jumbo frames and 65535 TSO/GRO super-segments.
-const TCP_PAYLOAD_BUCKETS: [f64; 9] = [
-    0.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 1460.0, 9000.0, 65535.0,
-];
+const TCP_PAYLOAD_BUCKETS: [f64; 9] =
+    [0.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 1460.0, 9000.0, 65535.0];
 
 /// Packet counts and size distributions per device.
 pub struct Traffic {
@@ -50,14 +49,7 @@ impl Analyzer for Traffic {
             &["device"],
             &TCP_PAYLOAD_BUCKETS,
         );
-        Ok((
-            Self {
-                packets,
-                ip_size,
-                tcp_payload,
-            },
-            info,
-        ))
+        Ok((Self { packets, ip_size, tcp_payload }, info))
     }
 
     fn process(&mut self, batch: &Batch<'_>, out: &mut Updates) -> Result<(), String> {
@@ -87,11 +79,7 @@ mod tests {
     fn runner() -> Runner<Traffic> {
         let mut r = Runner::new();
         let info = r.init(Config::default()).expect("init");
-        let names: Vec<_> = info
-            .families
-            .iter()
-            .map(|f| (f.name.as_str(), f.kind))
-            .collect();
+        let names: Vec<_> = info.families.iter().map(|f| (f.name.as_str(), f.kind)).collect();
         assert_eq!(
             names,
             vec![
@@ -119,16 +107,8 @@ mod tests {
         // Device 0: a SYN (IP 40, payload 0), a 1448-byte data segment (IP 1488), a UDP packet
         // (IP 128, no TCP header), and an ARP frame (neither IP nor TCP).
         batch.push(&PacketFields::ipv4(a, b).with_tcp(1000, 80, tcp_flags::SYN));
-        batch.push(
-            &PacketFields::ipv4(a, b)
-                .with_tcp(1000, 80, tcp_flags::ACK)
-                .with_payload(1448),
-        );
-        batch.push(&PacketFields {
-            ip_len: 128,
-            ip_proto: 17,
-            ..PacketFields::ipv4(a, b)
-        });
+        batch.push(&PacketFields::ipv4(a, b).with_tcp(1000, 80, tcp_flags::ACK).with_payload(1448));
+        batch.push(&PacketFields { ip_len: 128, ip_proto: 17, ..PacketFields::ipv4(a, b) });
         batch.push(&PacketFields::default());
         // Device 3: one IPv6 segment with 100 bytes of payload (IP 40 + 20 + 100 = 160).
         batch.push(
@@ -141,10 +121,7 @@ mod tests {
         let out = runner().process(&batch.build()).expect("process");
         // packets{0}, ip{0}, tcp{0}, packets{3}, ip{3}, tcp{3}: first-seen order.
         assert_eq!(out.len(), 6);
-        assert_eq!(
-            (out[0].family, &out[0].labels),
-            (0, &vec![LabelValue::Device(0)])
-        );
+        assert_eq!((out[0].family, &out[0].labels), (0, &vec![LabelValue::Device(0)]));
         assert_eq!(out[0].value, UpdateValue::CounterAdd(4.0));
 
         let ip0 = histogram(&out[1].value);
@@ -162,15 +139,9 @@ mod tests {
         assert_eq!(out[3].labels, vec![LabelValue::Device(3)]);
         assert_eq!(out[3].value, UpdateValue::CounterAdd(1.0));
         // IP length 160 → le 256.
-        assert_eq!(
-            histogram(&out[4].value).bucket_counts,
-            vec![0, 0, 1, 0, 0, 0, 0, 0, 0]
-        );
+        assert_eq!(histogram(&out[4].value).bucket_counts, vec![0, 0, 1, 0, 0, 0, 0, 0, 0]);
         // 100 → le 128.
-        assert_eq!(
-            histogram(&out[5].value).bucket_counts,
-            vec![0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
-        );
+        assert_eq!(histogram(&out[5].value).bucket_counts, vec![0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]
@@ -179,14 +150,9 @@ mod tests {
             ip_len: 70_000,
             ..PacketFields::ipv6(Ipv6Addr::LOCALHOST, Ipv6Addr::LOCALHOST)
         };
-        let out = runner()
-            .process(&BatchBuilder::new().push(&p).build())
-            .expect("process");
+        let out = runner().process(&BatchBuilder::new().push(&p).build()).expect("process");
         assert_eq!(out.len(), 2);
-        assert_eq!(
-            histogram(&out[1].value).bucket_counts,
-            vec![0, 0, 0, 0, 0, 0, 0, 0, 1]
-        );
+        assert_eq!(histogram(&out[1].value).bucket_counts, vec![0, 0, 0, 0, 0, 0, 0, 0, 1]);
     }
 
     #[test]

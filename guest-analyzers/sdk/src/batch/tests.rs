@@ -15,24 +15,12 @@ fn header(version: u16, stride: u16, count: u32) -> Vec<u8> {
 
 #[test]
 fn rejects_bad_headers() {
-    assert_eq!(
-        Batch::parse(&[1, 0, 96]).err(),
-        Some(BatchError::ShortHeader(3))
-    );
-    assert_eq!(
-        Batch::parse(&header(2, 96, 0)).err(),
-        Some(BatchError::Version(2))
-    );
-    assert_eq!(
-        Batch::parse(&header(1, 95, 0)).err(),
-        Some(BatchError::Stride(95))
-    );
+    assert_eq!(Batch::parse(&[1, 0, 96]).err(), Some(BatchError::ShortHeader(3)));
+    assert_eq!(Batch::parse(&header(2, 96, 0)).err(), Some(BatchError::Version(2)));
+    assert_eq!(Batch::parse(&header(1, 95, 0)).err(), Some(BatchError::Stride(95)));
     assert_eq!(
         Batch::parse(&header(1, 96, 1)).err(),
-        Some(BatchError::Length {
-            expected: 112,
-            actual: 16
-        })
+        Some(BatchError::Length { expected: 112, actual: 16 })
     );
     let mut long = header(1, 96, 0);
     long.push(0);
@@ -96,18 +84,9 @@ fn every_field_at_its_wit_offset() {
     assert_eq!(p.src_label(), Label::Ipv4(0xc0a8_010a));
     assert_eq!(p.dst_label(), Label::Ipv4(0x0a00_0001));
     assert_eq!(p.device_label(), Label::Device(7));
-    assert_eq!(
-        (p.seq(), p.ack_num(), p.tsval(), p.tsecr()),
-        (1000, 2000, 3000, 4000)
-    );
-    assert_eq!(
-        (p.wire_len(), p.ip_len(), p.payload_len()),
-        (1514, 1500, 1448)
-    );
-    assert_eq!(
-        (p.src_port(), p.dst_port(), p.window(), p.mss()),
-        (443, 51000, 65535, 1460)
-    );
+    assert_eq!((p.seq(), p.ack_num(), p.tsval(), p.tsecr()), (1000, 2000, 3000, 4000));
+    assert_eq!((p.wire_len(), p.ip_len(), p.payload_len()), (1514, 1500, 1448));
+    assert_eq!((p.src_port(), p.dst_port(), p.window(), p.mss()), (443, 51000, 65535, 1460));
     assert_eq!((p.device(), p.ip_proto(), p.ttl()), (7, 6, 63));
     assert!(p.syn() && p.ack() && p.cwr());
     assert!(!p.fin() && !p.rst() && !p.psh() && !p.urg() && !p.ece());
@@ -127,19 +106,14 @@ fn every_field_at_its_wit_offset() {
 fn ipv6_addresses_and_labels() {
     let src: core::net::Ipv6Addr = "2001:db8::1".parse().expect("ip");
     let dst: core::net::Ipv6Addr = "fe80::2:3".parse().expect("ip");
-    let bytes = BatchBuilder::new()
-        .push(&PacketFields::ipv6(src, dst))
-        .build();
+    let bytes = BatchBuilder::new().push(&PacketFields::ipv6(src, dst)).build();
     let batch = Batch::parse(&bytes).expect("valid");
     let p = batch.get(0).expect("record");
     assert!(p.is_ipv6() && !p.is_ipv4());
     assert_eq!(p.src_ip(), Some(IpAddr::V6(src)));
     assert_eq!(p.dst_ip(), Some(IpAddr::V6(dst)));
     assert_eq!(p.src_label(), Label::Ipv6(0x2001_0db8_0000_0000, 1));
-    assert_eq!(
-        p.dst_label(),
-        Label::Ipv6(0xfe80_0000_0000_0000, 0x0000_0000_0002_0003)
-    );
+    assert_eq!(p.dst_label(), Label::Ipv6(0xfe80_0000_0000_0000, 0x0000_0000_0002_0003));
     assert_eq!(p.src_label(), Label::from(IpAddr::V6(src)));
 }
 
@@ -158,11 +132,7 @@ fn non_ip_record_has_no_address() {
 fn wider_stride_skips_the_extra_bytes() {
     let mut b = BatchBuilder::with_stride(128);
     for i in 0..5u16 {
-        b.push(
-            &PacketFields::default()
-                .with_device(i)
-                .with_time(u64::from(i) * 10),
-        );
+        b.push(&PacketFields::default().with_device(i).with_time(u64::from(i) * 10));
     }
     let bytes = b.build();
     assert_eq!(bytes.len(), HEADER_LEN + 5 * 128);
@@ -174,10 +144,7 @@ fn wider_stride_skips_the_extra_bytes() {
     assert_eq!(devices, vec![0, 1, 2, 3, 4]);
     assert_eq!(batch.get(4).map(|p| p.time_ns()), Some(40));
     assert!(batch.get(5).is_none());
-    assert_eq!(
-        (&batch).into_iter().filter(|p| p.device() % 2 == 0).count(),
-        3
-    );
+    assert_eq!((&batch).into_iter().filter(|p| p.device() % 2 == 0).count(), 3);
 }
 
 #[test]
@@ -190,10 +157,7 @@ fn builder_helpers_set_what_they_say() {
     let bytes = BatchBuilder::new().push(&p).build();
     let batch = Batch::parse(&bytes).expect("valid");
     let r = batch.get(0).expect("record");
-    assert_eq!(
-        (r.ip_len(), r.payload_len(), r.tcp_header_len()),
-        (140, 100, 20)
-    );
+    assert_eq!((r.ip_len(), r.payload_len(), r.tcp_header_len()), (140, 100, 20));
     assert!(r.rst() && r.has_tcp() && r.dont_fragment() && r.is_ipv4());
     assert_eq!(r.ip_proto(), 6);
     assert_eq!(r.wscale(), Some(0));

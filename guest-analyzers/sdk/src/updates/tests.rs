@@ -18,23 +18,12 @@ fn fixture() -> Fixture {
     let g = info.gauge("g", "h", &["device"]);
     let h = info.histogram("h_bytes", "h", &["device"], &[0.0, 10.0, 100.0]);
     let bare = info.counter("bare_total", "h", &[]);
-    Fixture {
-        updates: Updates::new(&info),
-        c,
-        g,
-        h,
-        bare,
-    }
+    Fixture { updates: Updates::new(&info), c, g, h, bare }
 }
 
 #[test]
 fn counters_sum_per_series_in_first_seen_order() {
-    let Fixture {
-        mut updates,
-        c,
-        bare,
-        ..
-    } = fixture();
+    let Fixture { mut updates, c, bare, .. } = fixture();
     let a = [Label::Ipv4(1), Label::Device(0)];
     let b = [Label::Ipv4(2), Label::Device(0)];
     updates.inc(c, &a);
@@ -45,15 +34,9 @@ fn counters_sum_per_series_in_first_seen_order() {
     let out = updates.finish().expect("no misuse");
     assert_eq!(out.len(), 3);
     assert_eq!(out[0].family, 0);
-    assert_eq!(
-        out[0].labels,
-        vec![LabelValue::Ipv4(1), LabelValue::Device(0)]
-    );
+    assert_eq!(out[0].labels, vec![LabelValue::Ipv4(1), LabelValue::Device(0)]);
     assert_eq!(out[0].value, UpdateValue::CounterAdd(3.5));
-    assert_eq!(
-        out[1].labels,
-        vec![LabelValue::Ipv4(2), LabelValue::Device(0)]
-    );
+    assert_eq!(out[1].labels, vec![LabelValue::Ipv4(2), LabelValue::Device(0)]);
     assert_eq!(out[1].value, UpdateValue::CounterAdd(1.0));
     assert_eq!(out[2].family, 3);
     assert!(out[2].labels.is_empty());
@@ -77,9 +60,7 @@ fn histogram_bins_are_le_and_not_cumulative() {
     assert_eq!(d.bucket_counts, vec![2, 2, 2, 2]);
     assert_eq!(d.count, 8);
     assert_eq!(d.sum, 0.0 + 5.0 + 10.0 + 10.5 + 100.0 + 101.0 + 1e9);
-    let UpdateValue::Histogram(d2) = &out[1].value else {
-        panic!("histogram expected")
-    };
+    let UpdateValue::Histogram(d2) = &out[1].value else { panic!("histogram expected") };
     assert_eq!(d2.bucket_counts, vec![0, 1, 0, 0]);
     assert_eq!((d2.sum, d2.count), (3.0, 1));
 }
@@ -98,9 +79,7 @@ fn gauge_keeps_the_latest_packet_time() {
 
 #[test]
 fn misuse_is_an_error_not_a_panic() {
-    let Fixture {
-        mut updates, c, h, ..
-    } = fixture();
+    let Fixture { mut updates, c, h, .. } = fixture();
     updates.inc(c, &[Label::Device(0)]);
     let e = updates.finish().expect_err("wrong label count");
     assert!(e.contains("c_total") && e.contains("2 label values"), "{e}");
@@ -121,9 +100,7 @@ fn misuse_is_an_error_not_a_panic() {
 
 #[test]
 fn buffers_are_reused_across_calls() {
-    let Fixture {
-        mut updates, c, h, ..
-    } = fixture();
+    let Fixture { mut updates, c, h, .. } = fixture();
     for round in 0..3u32 {
         for i in 0..100u32 {
             updates.inc(c, &[Label::Ipv4(i % 10), Label::Device(0)]);
@@ -133,11 +110,7 @@ fn buffers_are_reused_across_calls() {
         assert_eq!(out.len(), 14, "round {round}");
         let (counters, histograms): (Vec<_>, Vec<_>) = out.iter().partition(|u| u.family == c.0);
         assert_eq!(counters.len(), 10);
-        assert!(
-            counters
-                .iter()
-                .all(|u| u.value == UpdateValue::CounterAdd(10.0))
-        );
+        assert!(counters.iter().all(|u| u.value == UpdateValue::CounterAdd(10.0)));
         let total: u64 = histograms
             .iter()
             .map(|u| match &u.value {
@@ -153,20 +126,13 @@ fn buffers_are_reused_across_calls() {
 fn hash_spreads_small_keys() {
     use std::collections::HashSet;
     // hashbrown indexes with the low bits and tags with the top 7: both must vary.
-    let hashes: Vec<u64> = (0..256u32)
-        .map(|i| series_hash(1, &[Label::Ipv4(0x0a00_0000 + i)]))
-        .collect();
+    let hashes: Vec<u64> =
+        (0..256u32).map(|i| series_hash(1, &[Label::Ipv4(0x0a00_0000 + i)])).collect();
     let low: HashSet<u64> = hashes.iter().map(|h| h & 0xff).collect();
     let top: HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
     // 256 random draws from 256 (128) values fill about 162 (110) of them.
     assert!(low.len() > 140, "{}", low.len());
     assert!(top.len() > 90, "{}", top.len());
-    assert_ne!(
-        series_hash(0, &[Label::Device(1)]),
-        series_hash(1, &[Label::Device(1)])
-    );
-    assert_ne!(
-        series_hash(0, &[Label::Device(1)]),
-        series_hash(0, &[Label::Number(1)])
-    );
+    assert_ne!(series_hash(0, &[Label::Device(1)]), series_hash(1, &[Label::Device(1)]));
+    assert_ne!(series_hash(0, &[Label::Device(1)]), series_hash(0, &[Label::Number(1)]));
 }

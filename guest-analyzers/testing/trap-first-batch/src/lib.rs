@@ -22,13 +22,7 @@ impl Analyzer for TrapFirstBatch {
             "Packets seen after the deliberate trap (test analyzer).",
             &["device"],
         );
-        Ok((
-            Self {
-                packets,
-                trapped: false,
-            },
-            info,
-        ))
+        Ok((Self { packets, trapped: false }, info))
     }
 
     fn process(&mut self, batch: &Batch<'_>, out: &mut Updates) -> Result<(), String> {
@@ -58,9 +52,7 @@ mod tests {
         let info = r.init(Config::default()).expect("init");
         assert_eq!(info.name, "trap-first-batch");
         assert_eq!(info.families[0].name, "test_trap_packets_total");
-        let batch = BatchBuilder::new()
-            .push(&PacketFields::default().with_device(4))
-            .build();
+        let batch = BatchBuilder::new().push(&PacketFields::default().with_device(4)).build();
         let first = catch_unwind(AssertUnwindSafe(|| r.process(&batch)));
         assert!(first.is_err(), "the first batch must panic");
         let second = r.process(&batch).expect("second batch");
