@@ -106,6 +106,15 @@ pub struct AnalyzerArgs {
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     pub memory_mib: usize,
 
+    /// Directory for compiled analyzers, so later starts skip compilation.
+    /// Default: $XDG_CACHE_HOME/wasmtap, else ~/.cache/wasmtap.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Compile analyzers afresh on every start; read and write no cache.
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_cache: bool,
+
     /// Series one metric family may hold; updates for new series beyond it are refused.
     #[arg(long, value_name = "N", default_value_t = crate::registry::DEFAULT_SERIES_CAP)]
     pub series_cap: usize,

@@ -55,6 +55,8 @@ pub struct Pipeline {
     pub defaults: bool,
     pub analyzers: Vec<AnalyzerSource>,
     pub limits: Limits,
+    /// Where compiled analyzers are cached; `None` turns the cache off.
+    pub cache_dir: Option<PathBuf>,
     pub series_cap: usize,
     pub workers: usize,
     pub batch_size: usize,
@@ -121,6 +123,7 @@ fn pipeline(a: AnalyzerArgs, p: PipelineArgs) -> Result<Pipeline, ConfigError> {
         defaults: !a.no_default_analyzers,
         analyzers,
         limits,
+        cache_dir: if a.no_cache { None } else { a.cache_dir.or_else(crate::runtime::cache::default_dir) },
         series_cap: a.series_cap,
         workers,
         batch_size: p.batch_size,

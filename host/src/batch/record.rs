@@ -262,11 +262,7 @@ mod tests {
         assert_eq!(u16_at(&buf, 2), 96);
         assert_eq!(u32_at(&buf, 4), 0x0a0b_0c0d);
         assert_eq!(u64_at(&buf, 8), 0);
-        assert_eq!(
-            &buf[HEADER_LEN..],
-            &[0xff; 3],
-            "nothing past the header is touched"
-        );
+        assert_eq!(&buf[HEADER_LEN..], &[0xff; 3], "nothing past the header is touched");
     }
 
     #[test]

@@ -158,11 +158,7 @@ fn jumbo_payload_len(exts: &Ipv6ExtensionsSlice<'_>) -> Option<u32> {
 /// IPv4 options, incomplete): reads the fixed fields that were captured and sets `truncated`.
 fn partial_header(packet: &[u8], m: &mut PacketMeta) -> IpOutcome {
     let byte = |at: usize| packet.get(at).copied();
-    let be16 = |at: usize| {
-        packet
-            .get(at..at + 2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]))
-    };
+    let be16 = |at: usize| packet.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
     let (src, dst) = match byte(0).map(|b| b >> 4) {
         Some(4) => {
             m.family = IpFamily::V4;
@@ -192,9 +188,5 @@ fn partial_header(packet: &[u8], m: &mut PacketMeta) -> IpOutcome {
     if let Some(dst) = dst {
         m.dst_addr[..dst.len()].copy_from_slice(dst);
     }
-    if src.is_some() && dst.is_some() {
-        IpOutcome::Addressed
-    } else {
-        IpOutcome::NoAddresses
-    }
+    if src.is_some() && dst.is_some() { IpOutcome::Addressed } else { IpOutcome::NoAddresses }
 }

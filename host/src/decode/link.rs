@@ -93,18 +93,13 @@ pub(super) struct Network {
 
 impl Network {
     /// A frame whose link layer is not followed by IP (or is too short to tell).
-    const NON_IP: Network = Network {
-        offset: 0,
-        is_ip: false,
-        ifindex: 0,
-    };
+    const NON_IP: Network = Network { offset: 0, is_ip: false, ifindex: 0 };
 }
 
 /// Reads a big-endian u16 at `at`, or `None` when the frame is too short.
 #[inline(always)]
 fn be16(data: &[u8], at: usize) -> Option<u16> {
-    data.get(at..at + 2)
-        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    data.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]))
 }
 
 /// Reads 4 bytes at `at`, or `None` when the frame is too short.
@@ -137,21 +132,13 @@ pub(super) fn network(link: LinkType, data: &[u8]) -> Network {
                 _ => Network::NON_IP,
             }
         }
-        LinkType::RawIp => Network {
-            offset: 0,
-            is_ip: true,
-            ifindex: 0,
-        },
+        LinkType::RawIp => Network { offset: 0, is_ip: true, ifindex: 0 },
         LinkType::Null => match bytes4(data, 0) {
             // The writer's byte order is unknown: address families are small numbers, so
             // whichever reading fits in 16 bits is the right one.
             Some(af) => {
                 let le = u32::from_le_bytes(af);
-                let family = if le > 0xffff {
-                    u32::from_be_bytes(af)
-                } else {
-                    le
-                };
+                let family = if le > 0xffff { u32::from_be_bytes(af) } else { le };
                 by_family(family)
             }
             None => Network::NON_IP,
@@ -167,11 +154,7 @@ pub(super) fn network(link: LinkType, data: &[u8]) -> Network {
 #[inline]
 fn by_family(family: u32) -> Network {
     let is_ip = family == AF_INET || AF_INET6_VALUES.contains(&family);
-    Network {
-        offset: LOOPBACK_LEN,
-        is_ip,
-        ifindex: 0,
-    }
+    Network { offset: LOOPBACK_LEN, is_ip, ifindex: 0 }
 }
 
 /// Follows an ether type (skipping VLAN / QinQ tags) to the network layer that starts at
@@ -181,11 +164,7 @@ fn by_ether_type(mut ether_type: u16, data: &[u8], mut offset: usize, ifindex: u
     for _ in 0..=MAX_VLAN_TAGS {
         match ether_type {
             ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => {
-                return Network {
-                    offset,
-                    is_ip: true,
-                    ifindex,
-                };
+                return Network { offset, is_ip: true, ifindex };
             }
             ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD => {
                 // The inner ether type is the last 2 bytes of the tag.
@@ -200,11 +179,7 @@ fn by_ether_type(mut ether_type: u16, data: &[u8], mut offset: usize, ifindex: u
             _ => break,
         }
     }
-    Network {
-        offset,
-        is_ip: false,
-        ifindex,
-    }
+    Network { offset, is_ip: false, ifindex }
 }
 
 #[cfg(test)]
@@ -232,14 +207,7 @@ mod tests {
         let mut f = vec![0u8; 12];
         f.extend_from_slice(&[0x81, 0x00, 0x00, 0x05, 0x88, 0xa8, 0x00, 0x07, 0x86, 0xdd]);
         let n = network(LinkType::Ethernet, &f);
-        assert_eq!(
-            n,
-            Network {
-                offset: 22,
-                is_ip: true,
-                ifindex: 0
-            }
-        );
+        assert_eq!(n, Network { offset: 22, is_ip: true, ifindex: 0 });
 
         // Tag cut in the middle: not IP.
         let n = network(LinkType::Ethernet, &f[..16]);

@@ -134,11 +134,7 @@ impl PacketMeta {
     /// The meta of a frame that carries no IP (or whose link type is unknown): only the time
     /// and the wire length set; `device` 0 for the caller to fill.
     pub fn non_ip(ts_ns: u64, wire_len: u32) -> PacketMeta {
-        PacketMeta {
-            ts_ns,
-            wire_len,
-            ..PacketMeta::default()
-        }
+        PacketMeta { ts_ns, wire_len, ..PacketMeta::default() }
     }
 }
 
@@ -154,10 +150,7 @@ pub fn decode(
     data: &[u8],
     out: &mut PacketMeta,
 ) -> Decoded {
-    *out = PacketMeta {
-        device: out.device,
-        ..PacketMeta::non_ip(ts_ns, wire_len)
-    };
+    *out = PacketMeta { device: out.device, ..PacketMeta::non_ip(ts_ns, wire_len) };
     let net = link::network(link, data);
     out.ifindex = net.ifindex;
     if !net.is_ip {
@@ -172,11 +165,7 @@ pub fn decode(
         ip::IpOutcome::NoAddresses => Decoded::Ip,
         ip::IpOutcome::Addressed => {
             set_flow(out);
-            if out.has_tcp {
-                Decoded::Tcp
-            } else {
-                Decoded::Ip
-            }
+            if out.has_tcp { Decoded::Tcp } else { Decoded::Ip }
         }
     }
 }

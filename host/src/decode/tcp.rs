@@ -177,10 +177,7 @@ mod tests {
         tcp(&segment(20, &[]), 120, &mut m);
         assert!(m.has_tcp);
         assert_eq!(m.payload_len, 100);
-        assert_eq!(
-            (m.src_port, m.dst_port, m.seq, m.ack),
-            (12345, 443, 100, 200)
-        );
+        assert_eq!((m.src_port, m.dst_port, m.seq, m.ack), (12345, 443, 100, 200));
         assert_eq!((m.tcp_flags, m.window, m.tcp_hdr_len), (0x12, 0xffff, 20));
         assert!(!m.truncated && !m.has_mss && !m.has_timestamps);
     }
@@ -209,10 +206,7 @@ mod tests {
         let mut m = PacketMeta::default();
         tcp(&segment(28, &[2, 3, 5, 3, 0, 3, 3, 7]), 28, &mut m);
         assert!(!m.has_mss);
-        assert!(
-            !m.has_wscale && m.wscale == 0,
-            "wscale len 0 must stop the walk"
-        );
+        assert!(!m.has_wscale && m.wscale == 0, "wscale len 0 must stop the walk");
         assert_eq!(m.tcp_hdr_len, 28);
     }
 
@@ -224,10 +218,7 @@ mod tests {
         let mut m = PacketMeta::default();
         tcp(&seg, 1032, &mut m);
         assert!(m.truncated && m.has_mss && !m.has_timestamps);
-        assert_eq!(
-            (m.mss, m.tcp_hdr_len, m.seq, m.payload_len),
-            (1460, 32, 100, 1000)
-        );
+        assert_eq!((m.mss, m.tcp_hdr_len, m.seq, m.payload_len), (1460, 32, 100, 1000));
     }
 
     #[test]

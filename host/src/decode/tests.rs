@@ -1,9 +1,6 @@
 //! Decode stage tests: hand-built frames (etherparse's `PacketBuilder`, or bytes by hand where
 //! the builder cannot make them) through [`decode`], checking real field values.
-#![allow(
-    clippy::unwrap_used,
-    reason = "building constant test frames cannot fail"
-)]
+#![allow(clippy::unwrap_used, reason = "building constant test frames cannot fail")]
 
 use etherparse::{
     IpHeaders, IpNumber, Ipv6Extensions, Ipv6Header, Ipv6RawExtHeader, LinuxSllPacketType,
@@ -16,12 +13,8 @@ use super::*;
 const TS: u64 = 1_700_000_000_123_456_789;
 const SRC4: [u8; 4] = [192, 168, 1, 10];
 const DST4: [u8; 4] = [10, 0, 0, 1];
-const SRC6: [u8; 16] = [
-    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a,
-];
-const DST6: [u8; 16] = [
-    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,
-];
+const SRC6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0a];
+const DST6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01];
 /// MSS, SACK-permitted, timestamps, NOP, window scale, SACK with 2 blocks: 38 bytes of
 /// options, padded to 40, so a 60-byte TCP header.
 const OPTIONS: [TcpOptionElement; 6] = [
@@ -60,22 +53,14 @@ fn run(link: LinkType, frame: &[u8]) -> (Decoded, PacketMeta) {
 
 /// Decodes the first `caplen` bytes of `frame`, as a snaplen would cut it.
 fn run_cut(link: LinkType, frame: &[u8], caplen: usize) -> (Decoded, PacketMeta) {
-    let mut m = PacketMeta {
-        device: 3,
-        ..PacketMeta::default()
-    };
+    let mut m = PacketMeta { device: 3, ..PacketMeta::default() };
     let d = decode(link, TS, frame.len() as u32, &frame[..caplen], &mut m);
     (d, m)
 }
 
 /// A SYN/ACK with ECE and CWR, every option and 100 bytes of payload, on top of `ip`.
 fn syn_ack(ip: PacketBuilderStep<IpHeaders>) -> Vec<u8> {
-    let b = ip
-        .tcp(40000, 443, 0x1000_0001, 29200)
-        .syn()
-        .ack(0x2000_0002)
-        .ece()
-        .cwr();
+    let b = ip.tcp(40000, 443, 0x1000_0001, 29200).syn().ack(0x2000_0002).ece().cwr();
     built!(b.options(&OPTIONS).unwrap(), &PAYLOAD)
 }
 
@@ -102,12 +87,7 @@ fn assert_v4_addresses(m: &PacketMeta) {
     assert_eq!(m.family, IpFamily::V4);
     assert_eq!(&m.src_addr[..4], &SRC4);
     assert_eq!(&m.dst_addr[..4], &DST4);
-    assert!(
-        m.src_addr[4..]
-            .iter()
-            .chain(&m.dst_addr[4..])
-            .all(|&b| b == 0)
-    );
+    assert!(m.src_addr[4..].iter().chain(&m.dst_addr[4..]).all(|&b| b == 0));
 }
 
 #[test]
@@ -174,10 +154,7 @@ fn linux_sll2_carries_the_ifindex() {
     let (d, m) = run(LinkType::LinuxSll2, &frame);
     assert_eq!(d, Decoded::Tcp);
     assert_eq!(m.ifindex, 0x0102_0304);
-    assert_eq!(
-        (m.family, m.src_addr, m.dst_addr),
-        (IpFamily::V6, SRC6, DST6)
-    );
+    assert_eq!((m.family, m.src_addr, m.dst_addr), (IpFamily::V6, SRC6, DST6));
     assert_syn_ack_tcp(&m);
     assert_eq!((m.ttl, m.ip_len), (50, 40 + 60 + 100));
     assert!(!m.dont_fragment && !m.truncated);
@@ -186,32 +163,20 @@ fn linux_sll2_carries_the_ifindex() {
     let mut arp = sll2(0x0806, 9);
     arp.extend_from_slice(&[0; 28]);
     let (d, m) = run(LinkType::LinuxSll2, &arp);
-    assert_eq!(
-        (d, m.ifindex, m.family),
-        (Decoded::NonIp, 9, IpFamily::NotIp)
-    );
+    assert_eq!((d, m.ifindex, m.family), (Decoded::NonIp, 9, IpFamily::NotIp));
 }
 
 #[test]
 fn raw_ipv4_and_ipv6() {
-    let (d, m) = run(
-        LinkType::RawIp,
-        &syn_ack(PacketBuilder::ipv4(SRC4, DST4, 7)),
-    );
+    let (d, m) = run(LinkType::RawIp, &syn_ack(PacketBuilder::ipv4(SRC4, DST4, 7)));
     assert_eq!(d, Decoded::Tcp);
     assert_v4_addresses(&m);
     assert_syn_ack_tcp(&m);
     assert_eq!((m.wire_len, m.ip_len, m.ttl), (180, 180, 7));
 
-    let (d, m) = run(
-        LinkType::RawIp,
-        &syn_ack(PacketBuilder::ipv6(SRC6, DST6, 8)),
-    );
+    let (d, m) = run(LinkType::RawIp, &syn_ack(PacketBuilder::ipv6(SRC6, DST6, 8)));
     assert_eq!(d, Decoded::Tcp);
-    assert_eq!(
-        (m.family, m.src_addr, m.dst_addr, m.ttl),
-        (IpFamily::V6, SRC6, DST6, 8)
-    );
+    assert_eq!((m.family, m.src_addr, m.dst_addr, m.ttl), (IpFamily::V6, SRC6, DST6, 8));
     assert_syn_ack_tcp(&m);
     assert_eq!(m.ip_len, 200);
     // 2001:db8::a > 2001:db8::1
@@ -250,12 +215,8 @@ fn ipv6_hop_by_hop_and_destination_options_before_tcp() {
         destination_options: Some(Ipv6RawExtHeader::new_raw(IpNumber::TCP, &pad_n).unwrap()),
         ..Ipv6Extensions::default()
     };
-    let header = Ipv6Header {
-        hop_limit: 33,
-        source: SRC6,
-        destination: DST6,
-        ..Ipv6Header::default()
-    };
+    let header =
+        Ipv6Header { hop_limit: 33, source: SRC6, destination: DST6, ..Ipv6Header::default() };
     let frame = syn_ack(eth().ip(IpHeaders::Ipv6(header, exts)));
     // Next headers as built: IPv6 → hop-by-hop (0) → destination options (60) → TCP (6).
     assert_eq!((frame[14 + 6], frame[14 + 40], frame[14 + 48]), (0, 60, 6));
@@ -274,18 +235,12 @@ fn snaplen_cut_in_the_tcp_options() {
     assert_eq!(d, Decoded::Tcp);
     assert!(m.truncated && m.has_tcp);
     assert_v4_addresses(&m);
-    assert_eq!(
-        (m.src_port, m.dst_port, m.seq, m.tcp_flags),
-        (40000, 443, 0x1000_0001, 0xd2)
-    );
+    assert_eq!((m.src_port, m.dst_port, m.seq, m.tcp_flags), (40000, 443, 0x1000_0001, 0xd2));
     assert!(m.has_mss && m.sack_permitted);
     assert!(!m.has_timestamps && !m.has_wscale && m.sack_blocks == 0);
     assert_eq!((m.tsval, m.mss), (0, 1460));
     // Lengths come from the headers, not from the 64 captured bytes.
-    assert_eq!(
-        (m.wire_len, m.ip_len, m.tcp_hdr_len, m.payload_len),
-        (194, 180, 60, 100)
-    );
+    assert_eq!((m.wire_len, m.ip_len, m.tcp_hdr_len, m.payload_len), (194, 180, 60, 100));
 
     // Cut inside the fixed TCP header: IP, but no TCP fields.
     let (d, m) = run_cut(LinkType::Ethernet, &frame, 14 + 20 + 12);
@@ -301,10 +256,7 @@ fn snaplen_cut_in_the_ip_header() {
     // 14 bytes of IPv4 header: the source address is cut, so no flow id.
     let (d, m) = run_cut(LinkType::Ethernet, &frame, 14 + 14);
     assert_eq!(d, Decoded::Ip);
-    assert_eq!(
-        (m.family, m.ip_len, m.ttl, m.ip_proto),
-        (IpFamily::V4, 180, 64, 6)
-    );
+    assert_eq!((m.family, m.ip_len, m.ttl, m.ip_proto), (IpFamily::V4, 180, 64, 6));
     assert!(m.truncated && m.dont_fragment && !m.has_tcp);
     assert_eq!((m.flow_id, m.src_addr), (0, [0; 16]));
 
@@ -324,10 +276,7 @@ fn snaplen_cut_in_the_ip_header() {
     let v6 = syn_ack(PacketBuilder::ipv6(SRC6, DST6, 9));
     let (d, m) = run_cut(LinkType::RawIp, &v6, 30);
     assert_eq!(d, Decoded::Ip);
-    assert_eq!(
-        (m.family, m.ip_len, m.ip_proto, m.ttl),
-        (IpFamily::V6, 200, 6, 9)
-    );
+    assert_eq!((m.family, m.ip_len, m.ip_proto, m.ttl), (IpFamily::V6, 200, 6, 9));
     assert_eq!((m.src_addr, m.flow_id), (SRC6, 0));
     assert!(m.truncated);
 }
@@ -349,10 +298,7 @@ fn ipv4_fragments() {
     let (d, m) = run(LinkType::Ethernet, &later);
     assert_eq!(d, Decoded::Ip);
     assert!(m.fragment && !m.has_tcp);
-    assert_eq!(
-        (m.ip_proto, m.src_port, m.seq, m.tcp_hdr_len, m.payload_len),
-        (6, 0, 0, 0, 0)
-    );
+    assert_eq!((m.ip_proto, m.src_port, m.seq, m.tcp_hdr_len, m.payload_len), (6, 0, 0, 0, 0));
     assert_eq!(m.ip_len, 180);
     assert_ne!(m.flow_id, 0);
 }
@@ -379,21 +325,11 @@ fn arp_is_not_ip() {
     frame.extend_from_slice(&[0x08, 0x06]);
     frame.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
     frame.extend_from_slice(&[0; 20]);
-    let mut m = PacketMeta {
-        device: 5,
-        flow_id: 77,
-        has_tcp: true,
-        ..PacketMeta::default()
-    };
+    let mut m = PacketMeta { device: 5, flow_id: 77, has_tcp: true, ..PacketMeta::default() };
     let d = decode(LinkType::Ethernet, TS, 60, &frame, &mut m);
     assert_eq!(d, Decoded::NonIp);
     // Everything but time, wire length and device is reset.
-    let expected = PacketMeta {
-        ts_ns: TS,
-        wire_len: 60,
-        device: 5,
-        ..PacketMeta::default()
-    };
+    let expected = PacketMeta { ts_ns: TS, wire_len: 60, device: 5, ..PacketMeta::default() };
     assert_eq!(m, expected);
 }
 
@@ -403,19 +339,13 @@ fn udp_and_icmp_get_no_tcp_fields() {
     let (d, m) = run(LinkType::Ethernet, &frame);
     assert_eq!(d, Decoded::Ip);
     assert_v4_addresses(&m);
-    assert_eq!(
-        (m.ip_proto, m.src_port, m.dst_port, m.ip_len),
-        (17, 5353, 53, 31)
-    );
+    assert_eq!((m.ip_proto, m.src_port, m.dst_port, m.ip_len), (17, 5353, 53, 31));
     assert!(!m.has_tcp && m.payload_len == 0 && m.tcp_hdr_len == 0 && m.window == 0);
     assert_ne!(m.flow_id, 0);
 
     let frame = built!(eth().ipv4(SRC4, DST4, 64).icmpv4_echo_request(1, 2), &[]);
     let (d, m) = run(LinkType::Ethernet, &frame);
-    assert_eq!(
-        (d, m.ip_proto, m.src_port, m.dst_port),
-        (Decoded::Ip, 1, 0, 0)
-    );
+    assert_eq!((d, m.ip_proto, m.src_port, m.dst_port), (Decoded::Ip, 1, 0, 0));
 }
 
 #[test]
@@ -424,10 +354,7 @@ fn tso_zero_total_length_uses_the_wire_length() {
     frame[14 + 2..14 + 4].fill(0);
     let mut m = PacketMeta::default();
     // 64 000 bytes on the wire, 194 captured.
-    assert_eq!(
-        decode(LinkType::Ethernet, TS, 64_000, &frame, &mut m),
-        Decoded::Tcp
-    );
+    assert_eq!(decode(LinkType::Ethernet, TS, 64_000, &frame, &mut m), Decoded::Tcp);
     assert_eq!(m.ip_len, 64_000 - 14);
     assert_eq!(m.payload_len, 64_000 - 14 - 20 - 60);
     assert!(m.truncated);
@@ -437,11 +364,7 @@ fn tso_zero_total_length_uses_the_wire_length() {
 fn empty_and_garbage_frames() {
     for link in ALL_LINKS {
         assert_eq!(run(link, &[]).0, Decoded::NonIp, "{link:?}");
-        assert_eq!(
-            run(link, &[0xde, 0xad, 0xbe, 0xef, 0x99]).0,
-            Decoded::NonIp,
-            "{link:?}"
-        );
+        assert_eq!(run(link, &[0xde, 0xad, 0xbe, 0xef, 0x99]).0, Decoded::NonIp, "{link:?}");
     }
     // Version 4 with IHL 3 is not an IP header.
     assert_eq!(run(LinkType::RawIp, &[0x43; 40]).0, Decoded::NonIp);
@@ -463,10 +386,7 @@ fn random_and_garbled_bytes_never_panic() {
         (LinkType::Ethernet, syn_ack(eth().ipv4(SRC4, DST4, 64))),
         (LinkType::RawIp, syn_ack(PacketBuilder::ipv6(SRC6, DST6, 8))),
         (LinkType::LinuxSll2, sll2_frame),
-        (
-            LinkType::Ethernet,
-            syn_ack(eth().single_vlan(VlanId::ZERO).ipv4(SRC4, DST4, 1)),
-        ),
+        (LinkType::Ethernet, syn_ack(eth().single_vlan(VlanId::ZERO).ipv4(SRC4, DST4, 1))),
     ];
     let mut state = 0x9e37_79b9_7f4a_7c15;
     let mut m = PacketMeta::default();
@@ -504,19 +424,13 @@ fn random_and_garbled_bytes_never_panic() {
         }
         assert!(m.sack_blocks <= 4);
     }
-    assert!(
-        tcp_seen > 1000,
-        "the garbled frames still reach TCP often: {tcp_seen}"
-    );
+    assert!(tcp_seen > 1000, "the garbled frames still reach TCP often: {tcp_seen}");
 }
 
 #[test]
 fn both_directions_share_a_flow_id() {
     let forward = syn_ack(eth().ipv4(SRC4, DST4, 64));
-    let reverse = built!(
-        eth().ipv4(DST4, SRC4, 64).tcp(443, 40000, 5, 100).ack(6),
-        &[]
-    );
+    let reverse = built!(eth().ipv4(DST4, SRC4, 64).tcp(443, 40000, 5, 100).ack(6), &[]);
     let (_, f) = run(LinkType::Ethernet, &forward);
     let (_, r) = run(LinkType::Ethernet, &reverse);
     assert_eq!(f.flow_id, r.flow_id);

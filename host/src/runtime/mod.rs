@@ -10,6 +10,7 @@
 //! function, so a component that asks for anything else (WASI included) fails to load.
 
 mod bindings;
+pub mod cache;
 pub mod instance;
 pub mod worker;
 
@@ -124,12 +125,13 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     limits: Limits,
+    cache: Option<cache::Cache>,
     stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
 }
 
 impl Runtime {
-    pub fn new(limits: Limits) -> anyhow::Result<Self> {
+    pub fn new(limits: Limits, cache: Option<cache::Cache>) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         let engine = Engine::new(&config)?;
@@ -145,7 +147,7 @@ impl Runtime {
                 }
             })?
         };
-        Ok(Self { engine, linker, limits, stop, ticker: Some(ticker) })
+        Ok(Self { engine, linker, limits, cache, stop, ticker: Some(ticker) })
     }
 
     pub fn limits(&self) -> &Limits {
@@ -163,8 +165,12 @@ impl Runtime {
             Some([0, b'a', b's', b'm', ..]) => {}
             _ => return Err(LoadError::NotWasm),
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let sha256: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let component = match &self.cache {
+            Some(cache) => cache.component(&self.engine, bytes, &sha256),
+            None => Component::new(&self.engine, bytes),
+        }
+        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         self.check_world(&component)?;
         let pre = self
             .linker
@@ -179,7 +185,6 @@ impl Runtime {
                 .map_err(|e| LoadError::Init(e.to_string()))?;
         let (name, version, families) = probe.info();
         crate::registry::validate(&families)?;
-        let sha256 = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
         Ok(Arc::new(Analyzer { name, version, source: source.to_owned(), sha256, families, pre }))
     }
 
