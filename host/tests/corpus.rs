@@ -33,11 +33,7 @@ enum Outcome {
 
 fn replay_one(file: &Path) -> Outcome {
     let r = host_replay(
-        &[
-            file.as_os_str(),
-            OsStr::new("--output"),
-            OsStr::new("/dev/null"),
-        ],
+        &[file.as_os_str(), OsStr::new("--output"), OsStr::new("/dev/null")],
         PER_FILE_TIMEOUT,
     );
     let stderr = r.stderr_text();
@@ -78,20 +74,12 @@ fn every_corpus_capture_replays_without_panic_or_hang() {
         .expect("read corpus dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default();
+            let name = p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
             name.ends_with(".pcap") || name.ends_with(".pcapng")
         })
         .collect();
     files.sort();
-    assert!(
-        files.len() > 100,
-        "only {} captures in {}",
-        files.len(),
-        dir.display()
-    );
+    assert!(files.len() > 100, "only {} captures in {}", files.len(), dir.display());
 
     let start = Instant::now();
     let next = AtomicUsize::new(0);
@@ -114,10 +102,7 @@ fn every_corpus_capture_replays_without_panic_or_hang() {
     let results = results.into_inner().expect("results");
     assert_eq!(results.len(), files.len());
 
-    let ok = results
-        .iter()
-        .filter(|r| matches!(r.1, Outcome::Ok))
-        .count();
+    let ok = results.iter().filter(|r| matches!(r.1, Outcome::Ok)).count();
     let rejected: Vec<_> = results
         .iter()
         .filter_map(|(f, o, _)| match o {
@@ -150,41 +135,23 @@ fn every_corpus_capture_replays_without_panic_or_hang() {
     if rejected.len() > 20 {
         println!("  ... and {} more rejected", rejected.len() - 20);
     }
-    let report: Vec<String> = bad
-        .iter()
-        .map(|(f, why)| format!("{}: {why}", f.display()))
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "{} corpus files misbehaved:\n{}",
-        bad.len(),
-        report.join("\n\n")
-    );
+    let report: Vec<String> =
+        bad.iter().map(|(f, why)| format!("{}: {why}", f.display())).collect();
+    assert!(bad.is_empty(), "{} corpus files misbehaved:\n{}", bad.len(), report.join("\n\n"));
 }
 
 fn name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// A bad input must exit non-zero (not 101, not a signal) and name the file on stderr.
 fn assert_rejected(file: &Path, what: &str) {
     let r = host_replay(
-        &[
-            file.as_os_str(),
-            OsStr::new("--output"),
-            OsStr::new("/dev/null"),
-        ],
+        &[file.as_os_str(), OsStr::new("--output"), OsStr::new("/dev/null")],
         PER_FILE_TIMEOUT,
     );
     assert_no_panic(&r, what);
-    assert!(
-        !r.success(),
-        "{what}: exit 0 for {}: {}",
-        file.display(),
-        r.describe()
-    );
+    assert!(!r.success(), "{what}: exit 0 for {}: {}", file.display(), r.describe());
     let stderr = r.stderr_text();
     assert!(
         stderr.contains(&name(file)),
@@ -233,11 +200,7 @@ fn one_bad_file_among_good_ones_fails_the_run() {
         PER_FILE_TIMEOUT,
     );
     assert_no_panic(&r, "good + missing file");
-    assert!(
-        !r.success(),
-        "exit 0 although one file is missing: {}",
-        r.describe()
-    );
+    assert!(!r.success(), "exit 0 although one file is missing: {}", r.describe());
     assert!(
         r.stderr_text().contains("missing-in-the-middle.pcap"),
         "stderr does not name the missing file: {}",

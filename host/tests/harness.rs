@@ -26,10 +26,7 @@ wasmtap_nan NaN
     assert_eq!(s[4].value, 1.0);
     assert!(s[5].value.is_nan());
     let pairs = sum_by_pair(&s, "wasmtap_tcp_resets_total");
-    let key = (
-        "10.77.1.2".parse().expect("v4"),
-        "fd77:1::1".parse().expect("v6"),
-    );
+    let key = ("10.77.1.2".parse().expect("v4"), "fd77:1::1".parse().expect("v6"));
     assert_eq!(pairs.get(&key), Some(&2));
 }
 
@@ -61,10 +58,8 @@ fn prometheus_query_answers_are_parsed() {
 
 #[test]
 fn run_with_timeout_kills_a_hung_command() {
-    let r = run_with_timeout(
-        std::process::Command::new("sleep").arg("30"),
-        Duration::from_millis(300),
-    );
+    let r =
+        run_with_timeout(std::process::Command::new("sleep").arg("30"), Duration::from_millis(300));
     assert!(r.timed_out());
     assert!(r.elapsed < Duration::from_secs(5), "{:?}", r.elapsed);
 }
@@ -75,15 +70,8 @@ fn sample_capture_has_ipv4_ipv6_resets_df_and_wscale() {
     let sample = sample_capture();
     assert!(sample.is_file(), "{} is missing", sample.display());
     let t = Totals::from_tshark(&sample);
-    assert!(
-        (100..=2000).contains(&t.frames),
-        "sample has {} frames",
-        t.frames
-    );
-    assert!(
-        t.resets > 0 && t.dont_fragment > 0 && t.wscale_options > 0,
-        "{t:?}"
-    );
+    assert!((100..=2000).contains(&t.frames), "sample has {} frames", t.frames);
+    assert!(t.resets > 0 && t.dont_fragment > 0 && t.wscale_options > 0, "{t:?}");
     assert!(tshark_count(&sample, Some("ipv6 && tcp.flags.reset==1")) > 0);
     assert!(tshark_count(&sample, Some("ip && tcp.flags.reset==1")) > 0);
 }

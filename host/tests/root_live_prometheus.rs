@@ -54,14 +54,7 @@ fn live_capture_is_served_and_scraped_by_prometheus() {
     if !require_root("live_capture_is_served_and_scraped_by_prometheus") {
         return;
     }
-    require_tools(&[
-        "curl",
-        "prometheus",
-        "promtool",
-        "tcpdump",
-        "tshark",
-        "python3",
-    ]);
+    require_tools(&["curl", "prometheus", "promtool", "tcpdump", "tshark", "python3"]);
     let pair = NetnsPair::new();
     let ns = pair.a.clone();
     let dir = TempDir::new("live");
@@ -83,11 +76,7 @@ fn live_capture_is_served_and_scraped_by_prometheus() {
         if let Some(status) = host.try_status() {
             panic!("host run exited early ({status}):\n{}", host.stderr());
         }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz not OK within 60 s:\n{}",
-            host.stderr()
-        );
+        assert!(Instant::now() < deadline, "/readyz not OK within 60 s:\n{}", host.stderr());
         thread::sleep(Duration::from_millis(100));
     }
     let healthz = run_with_timeout(
@@ -103,12 +92,7 @@ fn live_capture_is_served_and_scraped_by_prometheus() {
         ]),
         Duration::from_secs(10),
     );
-    assert_eq!(
-        healthz.stdout_text(),
-        "200",
-        "/healthz: {}",
-        healthz.describe()
-    );
+    assert_eq!(healthz.stdout_text(), "200", "/healthz: {}", healthz.describe());
 
     // A reference capture of the same interface, started after the host is ready and
     // before any test traffic.
@@ -166,11 +150,7 @@ fn live_capture_is_served_and_scraped_by_prometheus() {
         .filter(|s| s.name == "wasmtap_packets_total")
         .filter_map(|s| s.labels.get("device"))
         .collect();
-    assert_eq!(
-        devices,
-        vec![&pair.veth_a],
-        "device label of a live capture"
-    );
+    assert_eq!(devices, vec![&pair.veth_a], "device label of a live capture");
 
     // The exposition passes promtool's checks.
     let (text, _) = scrape(&pair, &ns, port).expect("scrape /metrics");
@@ -179,20 +159,12 @@ fn live_capture_is_served_and_scraped_by_prometheus() {
         Some(text.as_bytes()),
         Duration::from_secs(30),
     );
-    assert!(
-        check.success(),
-        "promtool check metrics: {}",
-        check.describe()
-    );
+    assert!(check.success(), "promtool check metrics: {}", check.describe());
 
     // A real Prometheus scrapes it.
     let prom = PrometheusServer::start(&pair, &ns, free_port(), &listen);
-    let packets = prom.poll_nonzero(
-        &pair,
-        &ns,
-        "sum(wasmtap_packets_total)",
-        Duration::from_secs(60),
-    );
+    let packets =
+        prom.poll_nonzero(&pair, &ns, "sum(wasmtap_packets_total)", Duration::from_secs(60));
     assert!(
         packets >= expected.frames as f64,
         "prometheus sum(wasmtap_packets_total) = {packets}, reference capture has {} frames\n{}",
@@ -200,11 +172,7 @@ fn live_capture_is_served_and_scraped_by_prometheus() {
         prom.logs()
     );
     let resets = prom.query(&pair, &ns, "sum(wasmtap_tcp_resets_total)");
-    assert_eq!(
-        resets,
-        Some(expected.resets as f64),
-        "prometheus sum(wasmtap_tcp_resets_total)"
-    );
+    assert_eq!(resets, Some(expected.resets as f64), "prometheus sum(wasmtap_tcp_resets_total)");
     let up = prom.query(&pair, &ns, "up{job=\"wasmtap\"}");
     assert_eq!(up, Some(1.0), "prometheus up{{job=\"wasmtap\"}}");
     drop(prom);
@@ -232,12 +200,8 @@ fn prometheus_harness_scrapes_itself() {
     let prom = PrometheusServer::start(&pair, &pair.a, port, &format!("127.0.0.1:{port}"));
     let up = prom.poll_nonzero(&pair, &pair.a, "sum(up)", Duration::from_secs(60));
     assert_eq!(up, 1.0, "prometheus never scraped itself:\n{}", prom.logs());
-    let samples = prom.poll_nonzero(
-        &pair,
-        &pair.a,
-        "sum(scrape_samples_scraped)",
-        Duration::from_secs(30),
-    );
+    let samples =
+        prom.poll_nonzero(&pair, &pair.a, "sum(scrape_samples_scraped)", Duration::from_secs(30));
     assert!(samples > 0.0);
     let own = curl_in(&pair, &pair.a, &format!("http://127.0.0.1:{port}/metrics"))
         .expect("prometheus /metrics");

@@ -31,10 +31,7 @@ fn record_capture() -> PathBuf {
     // Earlier runs' captures are replaced, not accumulated.
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
-            if e.file_name()
-                .to_string_lossy()
-                .starts_with("netns-traffic-")
-            {
+            if e.file_name().to_string_lossy().starts_with("netns-traffic-") {
                 let _ = std::fs::remove_file(e.path());
             }
         }
@@ -55,21 +52,12 @@ fn assert_capture_is_interesting(file: &Path, t: &Totals) {
     assert!(t.frames > 1000, "only {} frames captured", t.frames);
     assert!(t.resets > 0, "no RSTs in the capture");
     assert!(t.dont_fragment > 0, "no DF packets in the capture");
-    assert!(
-        t.wscale_options > 0,
-        "no window-scale options in the capture"
-    );
+    assert!(t.wscale_options > 0, "no window-scale options in the capture");
     // Each family ran refused + abort + linger0, so at least 3 RSTs each.
     let v4_resets = tshark_count(file, Some("ip && tcp.flags.reset==1"));
     let v6_resets = tshark_count(file, Some("ipv6 && tcp.flags.reset==1"));
-    assert!(
-        v4_resets >= 3 && v6_resets >= 3,
-        "resets v4={v4_resets} v6={v6_resets}"
-    );
-    assert!(
-        tshark_count(file, Some("ipv6 && tcp")) > 1000,
-        "little IPv6"
-    );
+    assert!(v4_resets >= 3 && v6_resets >= 3, "resets v4={v4_resets} v6={v6_resets}");
+    assert!(tshark_count(file, Some("ipv6 && tcp")) > 1000, "little IPv6");
     assert!(tshark_count(file, Some("ip && tcp")) > 1000, "little IPv4");
 }
 
@@ -89,11 +77,7 @@ fn replay_totals_equal_tshark() {
     assert_eq!(got, expected, "host replay totals differ from tshark's");
 
     // For replay, `device` is the capture file's base name.
-    let base = file
-        .file_name()
-        .expect("file name")
-        .to_string_lossy()
-        .into_owned();
+    let base = file.file_name().expect("file name").to_string_lossy().into_owned();
     let devices: Vec<&String> = samples
         .iter()
         .filter(|s| s.name == "wasmtap_packets_total")
@@ -116,27 +100,17 @@ fn histogram_totals(samples: &[Sample], family: &str) -> (u64, f64, u64) {
         .filter(|s| s.labels.get("le").map(String::as_str) == Some("+Inf"))
         .map(|s| s.value)
         .sum();
-    (
-        as_count(count, family),
-        sum,
-        as_count(inf, &format!("{family}_bucket{{le=\"+Inf\"}}")),
-    )
+    (as_count(count, family), sum, as_count(inf, &format!("{family}_bucket{{le=\"+Inf\"}}")))
 }
 
 /// Buckets must be cumulative and non-decreasing per series.
 fn assert_buckets_cumulative(samples: &[Sample], family: &str) {
     let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    for s in samples
-        .iter()
-        .filter(|s| s.name == format!("{family}_bucket"))
-    {
+    for s in samples.iter().filter(|s| s.name == format!("{family}_bucket")) {
         let mut labels = s.labels.clone();
         let le = labels.remove("le").expect("bucket without le");
         let le: f64 = le.parse().expect("le is a number");
-        series
-            .entry(format!("{labels:?}"))
-            .or_default()
-            .push((le, s.value));
+        series.entry(format!("{labels:?}")).or_default().push((le, s.value));
     }
     assert!(!series.is_empty(), "{family} has no buckets");
     for (key, mut buckets) in series {
@@ -164,10 +138,7 @@ fn replay_histograms_match_tshark_lengths() {
 
     // TCP payload: one observation per TCP segment, sum = sum of tshark's tcp.len.
     let tcp = tshark_fields(file, Some("tcp"), &["tcp.len"]);
-    let tcp_sum: u64 = tcp
-        .iter()
-        .map(|r| r[0].parse::<u64>().expect("tcp.len"))
-        .sum();
+    let tcp_sum: u64 = tcp.iter().map(|r| r[0].parse::<u64>().expect("tcp.len")).sum();
     let (count, sum, inf) = histogram_totals(&samples, "wasmtap_tcp_payload_size_bytes");
     assert_eq!(
         (count, sum, inf),
@@ -216,31 +187,21 @@ fn replay_per_address_pair_counts_equal_tshark() {
     for (metric, filter) in [
         ("wasmtap_tcp_resets_total", "tcp.flags.reset==1"),
         ("wasmtap_ip_dont_fragment_total", "ip.flags.df==1"),
-        (
-            "wasmtap_tcp_window_scale_options_total",
-            "tcp.options.wscale.shift",
-        ),
+        ("wasmtap_tcp_window_scale_options_total", "tcp.options.wscale.shift"),
     ] {
         let expected = tshark_count_by_pair(file, filter);
-        let got: BTreeMap<(IpAddr, IpAddr), u64> = sum_by_pair(&samples, metric)
-            .into_iter()
-            .filter(|(_, v)| *v > 0)
-            .collect();
+        let got: BTreeMap<(IpAddr, IpAddr), u64> =
+            sum_by_pair(&samples, metric).into_iter().filter(|(_, v)| *v > 0).collect();
         assert!(!expected.is_empty(), "tshark found no {filter}");
-        assert_eq!(
-            got, expected,
-            "{metric} per (src_ip, dst_ip) vs tshark {filter}"
-        );
+        assert_eq!(got, expected, "{metric} per (src_ip, dst_ip) vs tshark {filter}");
     }
     // Resets went both ways (server refusals/aborts and the client's linger-0 close).
     let resets = tshark_count_by_pair(file, "tcp.flags.reset==1");
     assert!(resets.len() >= 4, "resets by pair: {resets:?}");
 
     // The shift gauge exists for every pair that sent a window-scale option.
-    let shifts: Vec<&Sample> = samples
-        .iter()
-        .filter(|s| s.name == "wasmtap_tcp_window_scale_shift")
-        .collect();
+    let shifts: Vec<&Sample> =
+        samples.iter().filter(|s| s.name == "wasmtap_tcp_window_scale_shift").collect();
     let wscale_pairs = tshark_count_by_pair(file, "tcp.options.wscale.shift");
     assert_eq!(
         shifts.len(),
@@ -251,36 +212,21 @@ fn replay_per_address_pair_counts_equal_tshark() {
     let rows = tshark_fields(
         file,
         Some("tcp.options.wscale.shift"),
-        &[
-            "ip.src",
-            "ipv6.src",
-            "ip.dst",
-            "ipv6.dst",
-            "tcp.options.wscale.shift",
-        ],
+        &["ip.src", "ipv6.src", "ip.dst", "ipv6.dst", "tcp.options.wscale.shift"],
     );
     let mut last: BTreeMap<(IpAddr, IpAddr), f64> = BTreeMap::new();
     for r in rows {
         let a = |v4: &String, v6: &String| -> IpAddr {
-            if v4.is_empty() { v6 } else { v4 }
-                .parse()
-                .expect("address")
+            if v4.is_empty() { v6 } else { v4 }.parse().expect("address")
         };
-        last.insert(
-            (a(&r[0], &r[1]), a(&r[2], &r[3])),
-            r[4].parse().expect("shift"),
-        );
+        last.insert((a(&r[0], &r[1]), a(&r[2], &r[3])), r[4].parse().expect("shift"));
     }
     for s in shifts {
         let key: (IpAddr, IpAddr) = (
             s.labels["src_ip"].parse().expect("src_ip"),
             s.labels["dst_ip"].parse().expect("dst_ip"),
         );
-        assert_eq!(
-            Some(&s.value),
-            last.get(&key),
-            "wasmtap_tcp_window_scale_shift{key:?}"
-        );
+        assert_eq!(Some(&s.value), last.get(&key), "wasmtap_tcp_window_scale_shift{key:?}");
     }
 }
 
@@ -294,26 +240,35 @@ fn replay_is_deterministic_across_runs_workers_and_batch_sizes() {
     let second = replay_to_text(file, &[], &dir);
     let small = replay_to_text(file, &["--workers", "1", "--batch-size", "7"], &dir);
     let wide = replay_to_text(file, &["--workers", "2", "--batch-size", "1"], &dir);
-    assert!(!first.is_empty());
-    // The analyzers' metrics must be byte-identical; the host's self-metrics (batch
-    // counts, latencies) legitimately depend on batching and timing.
+    assert!(first.contains("wasmtap_packets_total"));
+    // The same command twice: byte-identical, self-metrics included.
+    assert!(first == second, "two identical replays differ:\n{}", diff(&first, &second));
+    // Other worker counts and batch sizes: the analyzers' metrics are byte-identical; the
+    // host's self-metrics (instances per worker, ...) legitimately depend on the worker count.
     let analyzers = without_self_metrics(&first);
-    assert!(analyzers.contains("wasmtap_packets_total"));
-    assert_eq!(
-        analyzers,
-        without_self_metrics(&second),
-        "two identical replays differ"
-    );
-    assert_eq!(
-        analyzers,
-        without_self_metrics(&small),
-        "--workers 1 --batch-size 7 differs from the default"
-    );
-    assert_eq!(
-        analyzers,
-        without_self_metrics(&wide),
-        "--workers 2 --batch-size 1 differs from the default"
-    );
+    for (args, text) in
+        [("--workers 1 --batch-size 7", &small), ("--workers 2 --batch-size 1", &wide)]
+    {
+        let other = without_self_metrics(text);
+        assert!(
+            analyzers == other,
+            "{args} differs from the default:\n{}",
+            diff(&analyzers, &other)
+        );
+    }
+}
+
+/// The lines of `a` and `b` that differ, for assertion messages.
+fn diff(a: &str, b: &str) -> String {
+    let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    let mut out = String::new();
+    for i in 0..la.len().max(lb.len()) {
+        let (x, y) = (la.get(i), lb.get(i));
+        if x != y {
+            out.push_str(&format!("line {}:\n  - {x:?}\n  + {y:?}\n", i + 1));
+        }
+    }
+    out
 }
 
 /// Writes examples/captures/sample.pcap: a few hundred packets of real IPv4 + IPv6 TCP
