@@ -16,8 +16,8 @@ use crate::capture;
 use crate::cli::{Cli, Command};
 use crate::config::{self, Pipeline};
 use crate::registry::{Devices, Families, Registry};
-use crate::runtime::worker::Workers;
 use crate::runtime::cache::Cache;
+use crate::runtime::worker::Workers;
 use crate::runtime::{Analyzer, Runtime, defaults};
 use crate::telemetry::{Shared, Telemetry};
 
@@ -37,7 +37,8 @@ struct Core {
 
 fn core(p: &Pipeline) -> anyhow::Result<Core> {
     let cache = p.cache_dir.as_deref().and_then(Cache::open);
-    let runtime = Arc::new(Runtime::new(p.limits.clone(), cache).context("starting the Wasm runtime")?);
+    let runtime =
+        Arc::new(Runtime::new(p.limits.clone(), cache).context("starting the Wasm runtime")?);
     let registry = Arc::new(Registry::new(Arc::new(Devices::default()), p.series_cap));
     let telemetry = Arc::new(Telemetry::new().context("registering self-metrics")?);
     let shared = Shared { registry, telemetry };

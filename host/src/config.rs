@@ -123,7 +123,11 @@ fn pipeline(a: AnalyzerArgs, p: PipelineArgs) -> Result<Pipeline, ConfigError> {
         defaults: !a.no_default_analyzers,
         analyzers,
         limits,
-        cache_dir: if a.no_cache { None } else { a.cache_dir.or_else(crate::runtime::cache::default_dir) },
+        cache_dir: if a.no_cache {
+            None
+        } else {
+            a.cache_dir.or_else(crate::runtime::cache::default_dir)
+        },
         series_cap: a.series_cap,
         workers,
         batch_size: p.batch_size,

@@ -150,7 +150,9 @@ struct Family {
 
 #[derive(Debug, Default)]
 struct FamilySeries {
-    map: HashMap<Box<[Label]>, SeriesValue>,
+    /// foldhash, not SipHash: keys are label values chosen by analyzers, not by a network peer
+    /// who could aim collisions at them, and lookups run for every update.
+    map: HashMap<Box<[Label]>, SeriesValue, foldhash::fast::RandomState>,
     refused: u64,
 }
 
@@ -278,13 +280,12 @@ impl Registry {
             let Some(family) = families.list.get(u.family as usize) else { continue };
             let mut series = lock(&family.series);
             let at_cap = series.map.len() >= family.cap;
-            let key: Box<[Label]> = u.labels.into_boxed_slice();
-            match series.map.get_mut(&key) {
+            match series.map.get_mut(u.labels.as_slice()) {
                 Some(v) => merge(v, u.value),
                 None if at_cap => series.refused += 1,
                 None => {
                     let v = fresh(u.value);
-                    series.map.insert(key, v);
+                    series.map.insert(u.labels.into_boxed_slice(), v);
                 }
             }
         }

@@ -5,7 +5,8 @@
 //! Outputs: `wasmtap_host_*` and `wasmtap_analyzer_*` families, merged with the analyzers'
 //! families into the one exposition the exporter serves and `host replay` prints.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
@@ -17,6 +18,10 @@ use crate::registry::Registry;
 /// Call latency buckets in seconds: from 10 µs (a small batch) to the 200 ms default budget.
 const LATENCY_BUCKETS: [f64; 10] = [1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.2];
 
+/// Analyzer states, from best to worst. An analyzer shows the worst state of its instances,
+/// so the exposition does not depend on how many workers there are.
+pub const STATES: [&str; 3] = ["running", "backoff", "quarantined"];
+
 /// The host's self-metrics.
 pub struct Telemetry {
     prom: PromRegistry,
@@ -26,7 +31,9 @@ pub struct Telemetry {
     pub analyzer_failures: IntCounterVec,
     pub analyzer_restarts: IntCounterVec,
     pub analyzer_skipped: IntCounterVec,
-    pub analyzer_state: IntGaugeVec,
+    analyzer_state: IntGaugeVec,
+    /// Instances per analyzer in each of [`STATES`], across all workers.
+    instances: Mutex<BTreeMap<String, [i64; 3]>>,
     pub analyzer_log_dropped: IntCounterVec,
     pub analyzer_batch_seconds: HistogramVec,
     series: IntGaugeVec,
@@ -106,9 +113,11 @@ impl Telemetry {
             analyzer_state: gauge(
                 p,
                 "wasmtap_analyzer_state",
-                "Analyzer instances per state (running, backoff, quarantined).",
+                "1 for the analyzer's state, the worst among its instances (running, backoff, \
+                 quarantined), else 0.",
                 &["analyzer", "state"],
             )?,
+            instances: Mutex::default(),
             analyzer_log_dropped: counter(
                 p,
                 "wasmtap_analyzer_log_lines_dropped_total",
@@ -127,6 +136,18 @@ impl Telemetry {
         })
     }
 
+    /// Moves one instance of `analyzer` from state index `from` (if any) to `to`.
+    pub fn instance_state(&self, analyzer: &str, from: Option<usize>, to: usize) {
+        let mut all = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
+        let counts = all.entry(analyzer.to_owned()).or_default();
+        if let Some(c) = from.and_then(|f| counts.get_mut(f)) {
+            *c -= 1;
+        }
+        if let Some(c) = counts.get_mut(to) {
+            *c += 1;
+        }
+    }
+
     /// The whole exposition: analyzer families and self-metrics, sorted by name.
     /// `timing` includes wall-clock histograms; a replay leaves them out so that its output
     /// depends on the capture alone.
@@ -136,6 +157,16 @@ impl Telemetry {
             self.series_refused
                 .with_label_values(&[&family])
                 .set(i64::try_from(refused).unwrap_or(i64::MAX));
+        }
+        {
+            let all = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
+            for (analyzer, counts) in all.iter() {
+                let worst = counts.iter().rposition(|c| *c > 0);
+                for (i, state) in STATES.iter().enumerate() {
+                    let v = i64::from(worst == Some(i));
+                    self.analyzer_state.with_label_values(&[analyzer.as_str(), state]).set(v);
+                }
+            }
         }
         let mut families = registry.gather();
         families.extend(

@@ -45,7 +45,12 @@ impl Cache {
     }
 
     /// The cached compilation of `bytes` (whose digest is `sha256`), or a fresh one.
-    pub fn component(&self, engine: &Engine, bytes: &[u8], sha256: &str) -> wasmtime::Result<Component> {
+    pub fn component(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> wasmtime::Result<Component> {
         let path = self.path(engine, sha256);
         if path.exists() {
             // SAFETY: the file is in a directory private to this user (checked in `open`) and

@@ -153,7 +153,12 @@ impl Instance {
 fn classify(e: wasmtime::Error, limits: &Limits) -> CallError {
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => CallError::Timeout(limits.call_budget),
-        _ => CallError::Trap(format!("{e:#}")),
+        // The trap itself is the message; the wasm backtrace goes to the debug log.
+        Some(trap) => {
+            tracing::debug!("{e:?}");
+            CallError::Trap(trap.to_string())
+        }
+        None => CallError::Trap(format!("{e:#}")),
     }
 }
 

@@ -43,11 +43,12 @@ enum State {
 }
 
 impl State {
-    fn label(self) -> &'static str {
+    /// Index into [`crate::telemetry::STATES`].
+    fn index(self) -> usize {
         match self {
-            State::Running => "running",
-            State::Backoff => "backoff",
-            State::Quarantined => "quarantined",
+            State::Running => 0,
+            State::Backoff => 1,
+            State::Quarantined => 2,
         }
     }
 }
@@ -68,10 +69,8 @@ struct Slot {
 
 impl Slot {
     fn set_state(&mut self, shared: &Shared, state: State) {
-        let name = self.analyzer.name.as_str();
-        let gauges = &shared.telemetry.analyzer_state;
-        gauges.with_label_values(&[name, self.state.label()]).dec();
-        gauges.with_label_values(&[name, state.label()]).inc();
+        let t = &shared.telemetry;
+        t.instance_state(&self.analyzer.name, Some(self.state.index()), state.index());
         self.state = state;
     }
 
@@ -221,7 +220,7 @@ fn work(
             let batch_seconds = t.analyzer_batch_seconds.with_label_values(&[name]);
             let skipped = t.analyzer_skipped.with_label_values(&[name]);
             let log_dropped = t.analyzer_log_dropped.with_label_values(&[name]);
-            t.analyzer_state.with_label_values(&[name, State::Backoff.label()]).inc();
+            t.instance_state(name, None, State::Backoff.index());
             Slot {
                 analyzer,
                 families,
