@@ -18,7 +18,7 @@ use crate::config::{self, Pipeline};
 use crate::registry::{Devices, Families, Registry};
 use crate::runtime::cache::Cache;
 use crate::runtime::worker::Workers;
-use crate::runtime::{Analyzer, Runtime, defaults};
+use crate::runtime::{Analyzer, Runtime, defaults, native};
 use crate::telemetry::{Shared, Telemetry};
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -42,16 +42,27 @@ fn core(p: &Pipeline) -> anyhow::Result<Core> {
     let registry = Arc::new(Registry::new(Arc::new(Devices::default()), p.series_cap));
     let telemetry = Arc::new(Telemetry::new().context("registering self-metrics")?);
     let shared = Shared { registry, telemetry };
-    let mut sources: Vec<(String, &[u8])> = Vec::new();
-    if p.defaults {
-        sources
-            .extend(defaults::DEFAULT_ANALYZERS.iter().map(|(n, b)| (format!("builtin:{n}"), *b)));
+    let mut loaded = Vec::new();
+    if p.defaults && p.native_defaults {
+        for (name, factory) in native::DEFAULTS {
+            let a =
+                runtime.load_native(*factory).with_context(|| format!("analyzer native:{name}"))?;
+            loaded.push((format!("native:{name}"), a));
+        }
+    } else if p.defaults {
+        for (name, bytes) in defaults::DEFAULT_ANALYZERS {
+            let source = format!("builtin:{name}");
+            let a = runtime.load(bytes, &source).with_context(|| format!("analyzer {source}"))?;
+            loaded.push((source, a));
+        }
     }
-    sources.extend(p.analyzers.iter().map(|a| (a.name.clone(), a.bytes.as_slice())));
-    let mut analyzers = Vec::new();
-    for (source, bytes) in sources {
+    for a in &p.analyzers {
         let analyzer =
-            runtime.load(bytes, &source).with_context(|| format!("analyzer {source}"))?;
+            runtime.load(&a.bytes, &a.name).with_context(|| format!("analyzer {}", a.name))?;
+        loaded.push((a.name.clone(), analyzer));
+    }
+    let mut analyzers = Vec::new();
+    for (source, analyzer) in loaded {
         let families = shared
             .registry
             .register(&analyzer.name, &analyzer.families)

@@ -80,6 +80,11 @@ pub struct ReplayArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
+    /// Run the built-in analyzers as native code, outside the sandbox. For benchmarks that
+    /// compare the Wasm pipeline with native; user analyzers still run in Wasm.
+    #[arg(long, hide = true)]
+    pub native_defaults: bool,
+
     #[command(flatten)]
     pub analyzers: AnalyzerArgs,
 

@@ -53,6 +53,8 @@ pub struct AnalyzerSource {
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     pub defaults: bool,
+    /// Run the built-in analyzers natively (benchmarks only).
+    pub native_defaults: bool,
     pub analyzers: Vec<AnalyzerSource>,
     pub limits: Limits,
     /// Where compiled analyzers are cached; `None` turns the cache off.
@@ -121,6 +123,7 @@ fn pipeline(a: AnalyzerArgs, p: PipelineArgs) -> Result<Pipeline, ConfigError> {
     };
     Ok(Pipeline {
         defaults: !a.no_default_analyzers,
+        native_defaults: false,
         analyzers,
         limits,
         cache_dir: if a.no_cache {
@@ -158,10 +161,8 @@ impl Run {
 
 impl Replay {
     pub fn from_args(a: ReplayArgs) -> Result<Self, ConfigError> {
-        Ok(Self {
-            captures: a.captures,
-            output: a.output,
-            pipeline: pipeline(a.analyzers, a.pipeline)?,
-        })
+        let pipeline =
+            Pipeline { native_defaults: a.native_defaults, ..pipeline(a.analyzers, a.pipeline)? };
+        Ok(Self { captures: a.captures, output: a.output, pipeline })
     }
 }

@@ -14,7 +14,7 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use super::bindings::wasmtap::analyzer::{host, types};
 use super::bindings::{AnalyzerComponent, AnalyzerComponentPre};
 use super::{EPOCH_TICK, Limits};
-use crate::registry::{FamilySpec, Kind, Label, Update, Value};
+use crate::registry::{FamilySpec, Update};
 
 /// Why a call into an analyzer failed.
 #[derive(Debug, thiserror::Error)]
@@ -121,22 +121,24 @@ impl Instance {
         let families = self.info.families.iter().map(family_spec).collect();
         (self.info.name.clone(), self.info.version.clone(), families)
     }
+}
 
-    /// Runs one packed batch through the analyzer.
-    pub fn process(&mut self, batch: &[u8]) -> Result<Vec<Update>, CallError> {
+impl super::Session for Instance {
+    fn process(&mut self, batch: &[u8]) -> Result<Vec<Update>, CallError> {
         self.store.set_epoch_deadline(self.deadline_ticks);
         let result = self.bindings.wasmtap_analyzer_analyzer().call_process(&mut self.store, batch);
         self.finish(result)
     }
 
-    /// Advances packet time; `end` marks the end of a replay.
-    pub fn tick(&mut self, now_ns: u64, end: bool) -> Result<Vec<Update>, CallError> {
+    fn tick(&mut self, now_ns: u64, end: bool) -> Result<Vec<Update>, CallError> {
         self.store.set_epoch_deadline(self.deadline_ticks);
         let result =
             self.bindings.wasmtap_analyzer_analyzer().call_tick(&mut self.store, now_ns, end);
         self.finish(result)
     }
+}
 
+impl Instance {
     fn finish(
         &self,
         result: wasmtime::Result<Result<Vec<types::MetricUpdate>, String>>,
@@ -162,40 +164,4 @@ fn classify(e: wasmtime::Error, limits: &Limits) -> CallError {
     }
 }
 
-fn family_spec(f: &types::MetricFamily) -> FamilySpec {
-    FamilySpec {
-        name: f.name.clone(),
-        help: f.help.clone(),
-        kind: match f.kind {
-            types::MetricKind::Counter => Kind::Counter,
-            types::MetricKind::Gauge => Kind::Gauge,
-            types::MetricKind::Histogram => Kind::Histogram,
-        },
-        label_names: f.label_names.clone(),
-        buckets: f.buckets.clone(),
-    }
-}
-
-fn update(u: types::MetricUpdate) -> Update {
-    let labels = u
-        .labels
-        .into_iter()
-        .map(|l| match l {
-            types::LabelValue::Text(s) => Label::Text(Arc::from(s)),
-            types::LabelValue::Ipv4(a) => Label::Ipv4(a),
-            types::LabelValue::Ipv6((hi, lo)) => {
-                Label::Ipv6((u128::from(hi) << 64) | u128::from(lo))
-            }
-            types::LabelValue::Device(d) => Label::Device(d),
-            types::LabelValue::Number(n) => Label::Number(n),
-        })
-        .collect();
-    let value = match u.value {
-        types::UpdateValue::CounterAdd(v) => Value::CounterAdd(v),
-        types::UpdateValue::GaugeSet((v, at)) => Value::GaugeSet(v, at),
-        types::UpdateValue::Histogram(h) => {
-            Value::Histogram { buckets: h.bucket_counts, sum: h.sum, count: h.count }
-        }
-    };
-    Update { family: u.family, labels, value }
-}
+super::wit_conversions!(types);

@@ -12,6 +12,7 @@
 mod bindings;
 pub mod cache;
 pub mod instance;
+pub mod native;
 pub mod worker;
 
 use std::sync::Arc;
@@ -23,9 +24,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
-use crate::registry::FamilySpec;
+use crate::registry::{FamilySpec, Update};
 use bindings::AnalyzerComponentPre;
-use instance::HostState;
+use instance::{CallError, HostState, Instance};
 
 /// The WIT package version this host speaks.
 pub const ABI_VERSION: &str = "0.1.0";
@@ -107,7 +108,23 @@ pub struct Analyzer {
     pub source: String,
     pub sha256: String,
     pub families: Vec<FamilySpec>,
-    pre: AnalyzerComponentPre<HostState>,
+    backend: Backend,
+}
+
+/// How an analyzer's instances are made.
+enum Backend {
+    /// A sandboxed Wasm component.
+    Wasm(AnalyzerComponentPre<HostState>),
+    /// A built-in analyzer's native code (benchmarks only).
+    Native(native::Factory),
+}
+
+/// One running instance of an analyzer, Wasm or native.
+pub trait Session {
+    /// Runs one packed batch.
+    fn process(&mut self, batch: &[u8]) -> Result<Vec<Update>, CallError>;
+    /// Advances packet time; `end` marks the end of a replay.
+    fn tick(&mut self, now_ns: u64, end: bool) -> Result<Vec<Update>, CallError>;
 }
 
 impl std::fmt::Debug for Analyzer {
@@ -154,10 +171,6 @@ impl Runtime {
         &self.limits
     }
 
-    pub(crate) fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// Validates, compiles and initializes a component; `source` names it in messages.
     pub fn load(&self, bytes: &[u8], source: &str) -> Result<Arc<Analyzer>, LoadError> {
         match bytes.get(..8) {
@@ -185,7 +198,46 @@ impl Runtime {
                 .map_err(|e| LoadError::Init(e.to_string()))?;
         let (name, version, families) = probe.info();
         crate::registry::validate(&families)?;
-        Ok(Arc::new(Analyzer { name, version, source: source.to_owned(), sha256, families, pre }))
+        let backend = Backend::Wasm(pre);
+        Ok(Arc::new(Analyzer {
+            name,
+            version,
+            source: source.to_owned(),
+            sha256,
+            families,
+            backend,
+        }))
+    }
+
+    /// Initializes a built-in analyzer as native code (benchmarks only; no sandbox).
+    pub fn load_native(&self, factory: native::Factory) -> Result<Arc<Analyzer>, LoadError> {
+        let (name, version, families) =
+            factory().init().map_err(|e| LoadError::Init(e.to_string()))?;
+        crate::registry::validate(&families)?;
+        let source = format!("native:{name}");
+        let sha256 = String::new();
+        let backend = Backend::Native(factory);
+        Ok(Arc::new(Analyzer { name, version, source, sha256, families, backend }))
+    }
+
+    /// Starts an instance of `analyzer`; `log_dropped` counts its rate-limited log lines.
+    pub fn start(
+        &self,
+        analyzer: &Analyzer,
+        log_dropped: prometheus::IntCounter,
+    ) -> Result<Box<dyn Session>, CallError> {
+        match &analyzer.backend {
+            Backend::Wasm(pre) => {
+                let instance =
+                    Instance::start(&self.engine, pre, &self.limits, &analyzer.name, log_dropped)?;
+                Ok(Box::new(instance))
+            }
+            Backend::Native(factory) => {
+                let mut native = factory();
+                native.init()?;
+                Ok(Box::new(native))
+            }
+        }
     }
 
     fn check_world(&self, component: &Component) -> Result<(), LoadError> {
@@ -223,6 +275,54 @@ impl Drop for Runtime {
         }
     }
 }
+
+/// Defines `family_spec` and `update`, converting a WIT `types` module's declarations and
+/// updates into the registry's terms. Both the wasmtime bindings and the guest SDK's native
+/// bindings generate the same shapes under different paths.
+macro_rules! wit_conversions {
+    ($t:ident) => {
+        fn family_spec(f: &$t::MetricFamily) -> crate::registry::FamilySpec {
+            use crate::registry::Kind;
+            crate::registry::FamilySpec {
+                name: f.name.clone(),
+                help: f.help.clone(),
+                kind: match f.kind {
+                    $t::MetricKind::Counter => Kind::Counter,
+                    $t::MetricKind::Gauge => Kind::Gauge,
+                    $t::MetricKind::Histogram => Kind::Histogram,
+                },
+                label_names: f.label_names.clone(),
+                buckets: f.buckets.clone(),
+            }
+        }
+
+        fn update(u: $t::MetricUpdate) -> crate::registry::Update {
+            use crate::registry::{Label, Value};
+            let labels = u
+                .labels
+                .into_iter()
+                .map(|l| match l {
+                    $t::LabelValue::Text(s) => Label::Text(std::sync::Arc::from(s)),
+                    $t::LabelValue::Ipv4(a) => Label::Ipv4(a),
+                    $t::LabelValue::Ipv6((hi, lo)) => {
+                        Label::Ipv6((u128::from(hi) << 64) | u128::from(lo))
+                    }
+                    $t::LabelValue::Device(d) => Label::Device(d),
+                    $t::LabelValue::Number(n) => Label::Number(n),
+                })
+                .collect();
+            let value = match u.value {
+                $t::UpdateValue::CounterAdd(v) => Value::CounterAdd(v),
+                $t::UpdateValue::GaugeSet((v, at)) => Value::GaugeSet(v, at),
+                $t::UpdateValue::Histogram(h) => {
+                    Value::Histogram { buckets: h.bucket_counts, sum: h.sum, count: h.count }
+                }
+            };
+            crate::registry::Update { family: u.family, labels, value }
+        }
+    };
+}
+use wit_conversions;
 
 /// The default analyzers, compiled from `guest-analyzers/` by the build script.
 pub mod defaults {

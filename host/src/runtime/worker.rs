@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use prometheus::{Histogram, IntCounter};
 
-use super::instance::{CallError, Instance};
-use super::{Analyzer, Runtime};
+use super::instance::CallError;
+use super::{Analyzer, Runtime, Session};
 use crate::batch::{Batch, QUEUE_BATCHES};
 use crate::registry::{Families, Update};
 use crate::telemetry::Shared;
@@ -57,7 +57,7 @@ impl State {
 struct Slot {
     analyzer: Arc<Analyzer>,
     families: Families,
-    instance: Option<Instance>,
+    instance: Option<Box<dyn Session>>,
     state: State,
     failures: VecDeque<Instant>,
     backoff: Duration,
@@ -75,13 +75,7 @@ impl Slot {
     }
 
     fn start(&mut self, runtime: &Runtime, shared: &Shared) {
-        let started = Instance::start(
-            runtime.engine(),
-            &self.analyzer.pre,
-            runtime.limits(),
-            &self.analyzer.name,
-            self.log_dropped.clone(),
-        );
+        let started = runtime.start(&self.analyzer, self.log_dropped.clone());
         match started {
             Ok(instance) => {
                 self.instance = Some(instance);
@@ -97,7 +91,7 @@ impl Slot {
         runtime: &Runtime,
         shared: &Shared,
         packets: usize,
-        f: impl FnOnce(&mut Instance) -> Result<Vec<Update>, CallError>,
+        f: impl FnOnce(&mut dyn Session) -> Result<Vec<Update>, CallError>,
     ) {
         if self.instance.is_none()
             && self.state == State::Backoff
@@ -112,7 +106,7 @@ impl Slot {
             return;
         };
         let t0 = Instant::now();
-        let result = f(instance);
+        let result = f(instance.as_mut());
         self.batch_seconds.observe(t0.elapsed().as_secs_f64());
         let applied = result.and_then(|u| Ok(shared.registry.apply(&self.families, u)?));
         if let Err(e) = applied {
