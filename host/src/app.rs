@@ -15,11 +15,13 @@ use crate::batch::{Batcher, DEFAULT_MAX_AGE, FullQueue};
 use crate::capture;
 use crate::cli::{Cli, Command};
 use crate::config::{self, Pipeline};
+use crate::exporter::Exporter;
 use crate::registry::{Devices, Families, Registry};
 use crate::runtime::cache::Cache;
-use crate::runtime::worker::Workers;
+use crate::runtime::catalog::Catalog;
 use crate::runtime::{Analyzer, Runtime, defaults, native};
 use crate::telemetry::{Shared, Telemetry};
+use crate::watch;
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
@@ -79,7 +81,7 @@ fn core(p: &Pipeline) -> anyhow::Result<Core> {
 fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
     let p = &cfg.pipeline;
     let core = core(p)?;
-    let workers = Workers::start(p.workers, &core.runtime, &core.analyzers, &core.shared)
+    let catalog = Catalog::start(p.workers, core.runtime, core.shared.clone(), core.analyzers)
         .context("starting worker threads")?;
     let total: u64 =
         cfg.captures.iter().filter_map(|c| std::fs::metadata(c).ok()).map(|m| m.len()).sum();
@@ -97,7 +99,7 @@ fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
     let t = &core.shared.telemetry;
     let mut failed = 0;
     let mut batcher = Batcher::new(
-        workers.queues(),
+        catalog.workers().queues(),
         p.batch_size,
         DEFAULT_MAX_AGE,
         FullQueue::Wait,
@@ -118,7 +120,7 @@ fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
         }
     }
     drop(batcher);
-    workers.finish();
+    catalog.finish();
     bar.finish_and_clear();
     let text = core.shared.telemetry.exposition(&core.shared.registry, false);
     match &cfg.output {
@@ -145,6 +147,11 @@ fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
 fn live(cfg: config::Run) -> anyhow::Result<ExitCode> {
     let p = &cfg.pipeline;
     let core = core(p)?;
+    let shared = core.shared.clone();
+    let catalog = Arc::new(
+        Catalog::start(p.workers, core.runtime, shared.clone(), core.analyzers)
+            .context("starting worker threads")?,
+    );
     let tokio = tokio::runtime::Builder::new_multi_thread()
         // HTTP and signals only; the packet path never touches tokio.
         .worker_threads(1)
@@ -161,23 +168,26 @@ fn live(cfg: config::Run) -> anyhow::Result<ExitCode> {
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        tokio.spawn(crate::exporter::serve(listener, core.shared.clone(), ready.clone(), shutdown))
+        let exporter =
+            Exporter { shared: shared.clone(), ready: ready.clone(), catalog: catalog.clone() };
+        tokio.spawn(exporter.serve(listener, shutdown))
     };
-    tracing::info!(listen = %cfg.listen, "serving /metrics, /healthz and /readyz");
+    tracing::info!(listen = %cfg.listen, "serving /metrics, /healthz, /readyz and /analyzers");
+    let _watch = match &cfg.analyzer_dir {
+        Some(dir) => Some(watch::watch(dir, catalog.clone())?),
+        None => None,
+    };
 
-    let workers = Workers::start(p.workers, &core.runtime, &core.analyzers, &core.shared)
-        .context("starting worker threads")?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut captures = Vec::new();
     for iface in &cfg.interfaces {
         let live = capture::Live::open(iface, cfg.snaplen, cfg.promisc, cfg.filter.as_deref())?;
-        let dropped =
-            core.shared.telemetry.packets_dropped.with_label_values(&[iface, "queue_full"]);
-        let batcher =
-            Batcher::new(workers.queues(), p.batch_size, DEFAULT_MAX_AGE, FullQueue::Drop, dropped);
-        let devices = core.shared.registry.devices().clone();
+        let dropped = shared.telemetry.packets_dropped.with_label_values(&[iface, "queue_full"]);
+        let queues = catalog.workers().queues();
+        let batcher = Batcher::new(queues, p.batch_size, DEFAULT_MAX_AGE, FullQueue::Drop, dropped);
+        let devices = shared.registry.devices().clone();
         let handle = live
-            .spawn(batcher, devices, core.shared.telemetry.clone(), stop.clone())
+            .spawn(batcher, devices, shared.telemetry.clone(), stop.clone())
             .with_context(|| format!("starting the capture thread for {iface}"))?;
         tracing::info!(iface, "capturing");
         captures.push(handle);
@@ -192,7 +202,7 @@ fn live(cfg: config::Run) -> anyhow::Result<ExitCode> {
             tracing::error!("a capture thread panicked");
         }
     }
-    workers.finish();
+    catalog.finish();
     let _ = stop_tx.send(true);
     match tokio.block_on(server) {
         Ok(Ok(())) => Ok(ExitCode::SUCCESS),

@@ -63,6 +63,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub promisc: bool,
 
+    /// Watch this directory for `.wasm` analyzers: new files are loaded, changed ones
+    /// reloaded, removed ones unloaded, without a restart.
+    #[arg(long, value_name = "DIR")]
+    pub analyzer_dir: Option<PathBuf>,
+
     #[command(flatten)]
     pub analyzers: AnalyzerArgs,
 

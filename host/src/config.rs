@@ -36,7 +36,10 @@ pub enum ConfigError {
     SeriesCap(usize),
     #[error("analyzer {path}: {source}")]
     AnalyzerFile { path: PathBuf, source: std::io::Error },
-    #[error("--no-default-analyzers with no --analyzer: there would be nothing to compute")]
+    #[error(
+        "--no-default-analyzers with no --analyzer (or --analyzer-dir): there would be nothing \
+         to compute"
+    )]
     NoAnalyzers,
     #[error("interface name {0:?} is empty or too long")]
     Interface(String),
@@ -72,6 +75,7 @@ pub struct Run {
     pub listen: SocketAddr,
     pub snaplen: u32,
     pub promisc: bool,
+    pub analyzer_dir: Option<PathBuf>,
     pub pipeline: Pipeline,
 }
 
@@ -88,7 +92,8 @@ fn default_workers() -> usize {
     cores.saturating_sub(1).max(1)
 }
 
-fn pipeline(a: AnalyzerArgs, p: PipelineArgs) -> Result<Pipeline, ConfigError> {
+/// `dir`: analyzers may also come from a watched directory.
+fn pipeline(a: AnalyzerArgs, p: PipelineArgs, dir: bool) -> Result<Pipeline, ConfigError> {
     let workers = p.workers.unwrap_or_else(default_workers);
     if !(1..=MAX_WORKERS).contains(&workers) {
         return Err(ConfigError::Workers(workers));
@@ -105,7 +110,7 @@ fn pipeline(a: AnalyzerArgs, p: PipelineArgs) -> Result<Pipeline, ConfigError> {
     if a.series_cap == 0 {
         return Err(ConfigError::SeriesCap(a.series_cap));
     }
-    if a.no_default_analyzers && a.analyzers.is_empty() {
+    if a.no_default_analyzers && a.analyzers.is_empty() && !dir {
         return Err(ConfigError::NoAnalyzers);
     }
     let analyzers = a
@@ -154,15 +159,18 @@ impl Run {
             listen: a.listen,
             snaplen: a.snaplen,
             promisc: a.promisc,
-            pipeline: pipeline(a.analyzers, a.pipeline)?,
+            pipeline: pipeline(a.analyzers, a.pipeline, a.analyzer_dir.is_some())?,
+            analyzer_dir: a.analyzer_dir,
         })
     }
 }
 
 impl Replay {
     pub fn from_args(a: ReplayArgs) -> Result<Self, ConfigError> {
-        let pipeline =
-            Pipeline { native_defaults: a.native_defaults, ..pipeline(a.analyzers, a.pipeline)? };
+        let pipeline = Pipeline {
+            native_defaults: a.native_defaults,
+            ..pipeline(a.analyzers, a.pipeline, false)?
+        };
         Ok(Self { captures: a.captures, output: a.output, pipeline })
     }
 }

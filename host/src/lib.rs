@@ -18,10 +18,11 @@
 //!  registry   declared families, aggregation across workers,          registry, telemetry
 //!             series cap; host self-metrics
 //!         ▼
-//!  exporter   tokio/axum: /metrics, /healthz, /readyz                 exporter
+//!  exporter   tokio/axum: /metrics, /healthz, /readyz, /analyzers     exporter
 //! ```
 //!
-//! `cli` declares the flags, `config` checks them and `app` wires the stages together.
+//! `cli` declares the flags, `config` checks them and `app` wires the stages together;
+//! `watch` follows the analyzer directory.
 
 pub mod app;
 pub mod batch;
@@ -33,3 +34,4 @@ pub mod exporter;
 pub mod registry;
 pub mod runtime;
 pub mod telemetry;
+pub mod watch;

@@ -240,15 +240,29 @@ impl Registry {
 
     /// Registers an analyzer's families, all or none.
     pub fn register(&self, owner: &str, specs: &[FamilySpec]) -> Result<Families, FamilyError> {
+        self.replace(None, owner, specs)
+    }
+
+    /// Registers an analyzer's new families in place of `old` (a reloaded version), all or
+    /// none: on an error `old` stays registered. The old series go; counters start afresh.
+    pub fn replace(
+        &self,
+        old: Option<&Families>,
+        owner: &str,
+        specs: &[FamilySpec],
+    ) -> Result<Families, FamilyError> {
         validate(specs)?;
+        let is_old =
+            |f: &Arc<Family>| old.is_some_and(|o| o.list.iter().any(|g| Arc::ptr_eq(f, g)));
         let mut families = self.families.write().unwrap_or_else(PoisonError::into_inner);
         for spec in specs {
             let full_name = format!("{PREFIX}{}", spec.name);
-            if let Some(f) = families.iter().find(|f| f.full_name == full_name) {
+            if let Some(f) = families.iter().find(|f| f.full_name == full_name && !is_old(f)) {
                 let owner = f.owner.clone();
                 return Err(FamilyError::Collision { name: full_name, owner });
             }
         }
+        families.retain(|f| !is_old(f));
         let list: Vec<Arc<Family>> = specs
             .iter()
             .map(|spec| {

@@ -136,16 +136,46 @@ impl Telemetry {
         })
     }
 
-    /// Moves one instance of `analyzer` from state index `from` (if any) to `to`.
-    pub fn instance_state(&self, analyzer: &str, from: Option<usize>, to: usize) {
+    /// Moves one instance of `analyzer` from state index `from` to `to` (`None`: no state, for
+    /// an instance being created or retired).
+    pub fn instance_state(&self, analyzer: &str, from: Option<usize>, to: Option<usize>) {
         let mut all = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
         let counts = all.entry(analyzer.to_owned()).or_default();
         if let Some(c) = from.and_then(|f| counts.get_mut(f)) {
             *c -= 1;
         }
-        if let Some(c) = counts.get_mut(to) {
+        if let Some(c) = to.and_then(|t| counts.get_mut(t)) {
             *c += 1;
         }
+    }
+
+    /// The state of `analyzer`: the worst among its instances, if it has any.
+    pub fn state(&self, analyzer: &str) -> Option<&'static str> {
+        let all = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
+        let worst = all.get(analyzer)?.iter().rposition(|c| *c > 0)?;
+        STATES.get(worst).copied()
+    }
+
+    /// Drops an unloaded analyzer's state series.
+    pub fn forget(&self, analyzer: &str) {
+        let mut all = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
+        all.remove(analyzer);
+        for state in STATES {
+            let _ = self.analyzer_state.remove_label_values(&[analyzer, state]);
+        }
+        for reason in crate::runtime::instance::CallError::REASONS {
+            let _ = self.analyzer_failures.remove_label_values(&[analyzer, reason]);
+        }
+        let counters = [
+            &self.analyzer_traps,
+            &self.analyzer_restarts,
+            &self.analyzer_skipped,
+            &self.analyzer_log_dropped,
+        ];
+        for c in counters {
+            let _ = c.remove_label_values(&[analyzer]);
+        }
+        let _ = self.analyzer_batch_seconds.remove_label_values(&[analyzer]);
     }
 
     /// The whole exposition: analyzer families and self-metrics, sorted by name.

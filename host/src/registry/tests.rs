@@ -171,3 +171,23 @@ fn labels_are_formatted_and_sorted() {
     let v6 = t.find("ip=\"fd77::1\",t=\"b\"} 1").unwrap();
     assert!(v4 < v6, "{t}");
 }
+
+#[test]
+fn replace_swaps_families_all_or_none() {
+    let r = registry(10);
+    r.register("other", &[spec("taken_total", Kind::Counter, &[], &[])]).unwrap();
+    let v1 = r.register("a", &[spec("x_total", Kind::Counter, &[], &[])]).unwrap();
+    r.apply(&v1, vec![Update { family: 0, labels: vec![], value: Value::CounterAdd(5.0) }])
+        .unwrap();
+    // A new version that collides with another analyzer leaves the old one in place.
+    let clash =
+        [spec("x_total", Kind::Counter, &[], &[]), spec("taken_total", Kind::Counter, &[], &[])];
+    assert!(matches!(r.replace(Some(&v1), "a", &clash), Err(FamilyError::Collision { .. })));
+    assert!(text(&r).contains("wasmtap_x_total 5\n"));
+    // The same names again are no collision with itself; series start afresh.
+    let v2 = r.replace(Some(&v1), "a", &[spec("x_total", Kind::Counter, &[], &[])]).unwrap();
+    assert!(!text(&r).contains("wasmtap_x_total"));
+    r.apply(&v2, vec![Update { family: 0, labels: vec![], value: Value::CounterAdd(1.0) }])
+        .unwrap();
+    assert!(text(&r).contains("wasmtap_x_total 1\n"));
+}

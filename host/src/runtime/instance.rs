@@ -31,6 +31,23 @@ pub enum CallError {
     BadUpdate(#[from] crate::registry::UpdateError),
 }
 
+impl CallError {
+    /// Every value [`CallError::reason`] can return.
+    pub const REASONS: [&str; 5] = ["trap", "timeout", "error", "too_many_updates", "bad_update"];
+
+    /// A short label value for the metrics.
+    pub fn reason(&self) -> &'static str {
+        let i = match self {
+            CallError::Trap(_) => 0,
+            CallError::Timeout(_) => 1,
+            CallError::Guest(_) => 2,
+            CallError::TooManyUpdates { .. } => 3,
+            CallError::BadUpdate(_) => 4,
+        };
+        Self::REASONS[i]
+    }
+}
+
 /// Per-store host data: the memory limiter and the log rate limiter.
 pub struct HostState {
     limits: StoreLimits,

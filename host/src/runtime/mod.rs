@@ -11,6 +11,7 @@
 
 mod bindings;
 pub mod cache;
+pub mod catalog;
 pub mod instance;
 pub mod native;
 pub mod worker;
@@ -109,6 +110,18 @@ pub struct Analyzer {
     pub sha256: String,
     pub families: Vec<FamilySpec>,
     backend: Backend,
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Analyzer {
+    /// The reason of the latest failed call, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn set_last_error(&self, e: String) {
+        *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+    }
 }
 
 /// How an analyzer's instances are made.
@@ -135,6 +148,11 @@ impl std::fmt::Debug for Analyzer {
             .field("source", &self.source)
             .finish_non_exhaustive()
     }
+}
+
+/// The sha256 of `bytes`, in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The wasmtime engine, the linker with our one import, and the epoch ticker.
@@ -178,7 +196,7 @@ impl Runtime {
             Some([0, b'a', b's', b'm', ..]) => {}
             _ => return Err(LoadError::NotWasm),
         }
-        let sha256: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let sha256 = sha256_hex(bytes);
         let component = match &self.cache {
             Some(cache) => cache.component(&self.engine, bytes, &sha256),
             None => Component::new(&self.engine, bytes),
@@ -206,6 +224,7 @@ impl Runtime {
             sha256,
             families,
             backend,
+            last_error: std::sync::Mutex::default(),
         }))
     }
 
@@ -217,7 +236,8 @@ impl Runtime {
         let source = format!("native:{name}");
         let sha256 = String::new();
         let backend = Backend::Native(factory);
-        Ok(Arc::new(Analyzer { name, version, source, sha256, families, backend }))
+        let last_error = std::sync::Mutex::default();
+        Ok(Arc::new(Analyzer { name, version, source, sha256, families, backend, last_error }))
     }
 
     /// Starts an instance of `analyzer`; `log_dropped` counts its rate-limited log lines.

@@ -11,11 +11,11 @@
 //! never see any of this.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, select_biased};
 use prometheus::{Histogram, IntCounter};
 
 use super::instance::CallError;
@@ -68,10 +68,36 @@ struct Slot {
 }
 
 impl Slot {
+    fn new(analyzer: Arc<Analyzer>, families: Families, shared: &Shared) -> Self {
+        let t = &shared.telemetry;
+        let name = analyzer.name.as_str();
+        let batch_seconds = t.analyzer_batch_seconds.with_label_values(&[name]);
+        let skipped = t.analyzer_skipped.with_label_values(&[name]);
+        let log_dropped = t.analyzer_log_dropped.with_label_values(&[name]);
+        t.instance_state(name, None, Some(State::Backoff.index()));
+        Slot {
+            analyzer,
+            families,
+            instance: None,
+            state: State::Backoff,
+            failures: VecDeque::new(),
+            backoff: BACKOFF_START,
+            retry_at: Instant::now(),
+            batch_seconds,
+            skipped,
+            log_dropped,
+        }
+    }
+
     fn set_state(&mut self, shared: &Shared, state: State) {
         let t = &shared.telemetry;
-        t.instance_state(&self.analyzer.name, Some(self.state.index()), state.index());
+        t.instance_state(&self.analyzer.name, Some(self.state.index()), Some(state.index()));
         self.state = state;
+    }
+
+    /// Takes this instance out of the state counts, before the slot is dropped.
+    fn retire(&self, shared: &Shared) {
+        shared.telemetry.instance_state(&self.analyzer.name, Some(self.state.index()), None);
     }
 
     fn start(&mut self, runtime: &Runtime, shared: &Shared) {
@@ -118,17 +144,12 @@ impl Slot {
     fn fail(&mut self, shared: &Shared, e: &CallError) {
         let a = &self.analyzer;
         let t = &shared.telemetry;
-        let reason = match e {
-            CallError::Timeout(_) => "timeout",
-            CallError::Trap(_) => "trap",
-            CallError::Guest(_) => "error",
-            CallError::TooManyUpdates { .. } => "too_many_updates",
-            CallError::BadUpdate(_) => "bad_update",
-        };
+        let reason = e.reason();
         if matches!(e, CallError::Timeout(_) | CallError::Trap(_)) {
             t.analyzer_traps.with_label_values(&[&a.name]).inc();
         }
         t.analyzer_failures.with_label_values(&[&a.name, reason]).inc();
+        a.set_last_error(e.to_string());
         self.instance = None;
         let now = Instant::now();
         self.failures.push_back(now);
@@ -154,10 +175,30 @@ impl Slot {
     }
 }
 
+/// A change to the set of analyzers, applied by every worker between two batches.
+pub enum Control {
+    /// Add an analyzer, or replace the running one of the same name.
+    Install(Arc<Analyzer>, Families),
+    /// Remove the analyzer of this name.
+    Remove(String),
+}
+
+/// A change and where to say it was applied.
+type Acked = (Control, Sender<()>);
+
+/// How long a change waits for every worker to apply it. A worker applies changes between
+/// batches, and a batch takes milliseconds, so this only trips on a worker that is stuck.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The pool of worker threads.
 pub struct Workers {
-    queues: Vec<Sender<Batch>>,
-    threads: Vec<JoinHandle<()>>,
+    queues: Mutex<Vec<Sender<Batch>>>,
+    controls: Mutex<Vec<Sender<Acked>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Workers {
@@ -168,35 +209,75 @@ impl Workers {
         analyzers: &[(Arc<Analyzer>, Families)],
         shared: &Shared,
     ) -> std::io::Result<Self> {
-        let mut queues = Vec::new();
-        let mut threads = Vec::new();
+        let (mut queues, mut controls, mut threads) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..n.max(1) {
             let (tx, rx) = crossbeam_channel::bounded(QUEUE_BATCHES);
+            let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
             let (runtime, shared) = (runtime.clone(), shared.clone());
             let analyzers = analyzers.to_vec();
             let thread = std::thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || work(&runtime, &shared, analyzers, &rx))?;
+                .spawn(move || work(&runtime, &shared, analyzers, &rx, &ctl_rx))?;
             queues.push(tx);
+            controls.push(ctl_tx);
             threads.push(thread);
         }
-        Ok(Self { queues, threads })
+        Ok(Self {
+            queues: Mutex::new(queues),
+            controls: Mutex::new(controls),
+            threads: Mutex::new(threads),
+        })
     }
 
     /// One sender per worker, for a source's batcher.
     pub fn queues(&self) -> Vec<Sender<Batch>> {
-        self.queues.clone()
+        lock(&self.queues).clone()
+    }
+
+    /// Applies a change on every worker and waits until all have applied it.
+    /// Returns false if some worker did not answer in time.
+    pub fn control(&self, make: impl Fn() -> Control) -> bool {
+        let (ack_tx, ack_rx) = crossbeam_channel::unbounded();
+        let sent = lock(&self.controls)
+            .iter()
+            .filter(|c| c.send((make(), ack_tx.clone())).is_ok())
+            .count();
+        drop(ack_tx);
+        let deadline = Instant::now() + CONTROL_TIMEOUT;
+        (0..sent).all(|_| ack_rx.recv_deadline(deadline).is_ok())
     }
 
     /// Closes the queues, waits for the workers to drain them and run their final tick.
     /// Every batcher must have been dropped first.
-    pub fn finish(self) {
-        drop(self.queues);
-        for t in self.threads {
+    pub fn finish(&self) {
+        lock(&self.queues).clear();
+        lock(&self.controls).clear();
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        for t in threads {
             if t.join().is_err() {
                 tracing::error!("a worker thread panicked");
             }
         }
+    }
+}
+
+fn apply(control: Control, slots: &mut Vec<Slot>, runtime: &Runtime, shared: &Shared) {
+    match control {
+        Control::Install(analyzer, families) => {
+            let mut slot = Slot::new(analyzer, families, shared);
+            slot.start(runtime, shared);
+            match slots.iter_mut().find(|s| s.analyzer.name == slot.analyzer.name) {
+                Some(old) => std::mem::replace(old, slot).retire(shared),
+                None => slots.push(slot),
+            }
+        }
+        Control::Remove(name) => slots.retain(|s| {
+            let keep = s.analyzer.name != name;
+            if !keep {
+                s.retire(shared);
+            }
+            keep
+        }),
     }
 }
 
@@ -205,36 +286,30 @@ fn work(
     shared: &Shared,
     analyzers: Vec<(Arc<Analyzer>, Families)>,
     rx: &Receiver<Batch>,
+    controls: &Receiver<Acked>,
 ) {
-    let t = &shared.telemetry;
-    let mut slots: Vec<Slot> = analyzers
-        .into_iter()
-        .map(|(analyzer, families)| {
-            let name = analyzer.name.as_str();
-            let batch_seconds = t.analyzer_batch_seconds.with_label_values(&[name]);
-            let skipped = t.analyzer_skipped.with_label_values(&[name]);
-            let log_dropped = t.analyzer_log_dropped.with_label_values(&[name]);
-            t.instance_state(name, None, State::Backoff.index());
-            Slot {
-                analyzer,
-                families,
-                instance: None,
-                state: State::Backoff,
-                failures: VecDeque::new(),
-                backoff: BACKOFF_START,
-                retry_at: Instant::now(),
-                batch_seconds,
-                skipped,
-                log_dropped,
-            }
-        })
-        .collect();
+    let mut slots: Vec<Slot> =
+        analyzers.into_iter().map(|(a, families)| Slot::new(a, families, shared)).collect();
     for slot in &mut slots {
         slot.start(runtime, shared);
     }
     let mut last_ts = 0u64;
     let mut next_tick = 0u64;
-    for batch in rx {
+    loop {
+        // Changes first: a reload takes effect before the next batch.
+        let batch = select_biased! {
+            recv(controls) -> msg => {
+                if let Ok((control, ack)) = msg {
+                    apply(control, &mut slots, runtime, shared);
+                    let _ = ack.send(());
+                }
+                continue;
+            }
+            recv(rx) -> batch => match batch {
+                Ok(b) => b,
+                Err(_) => break,
+            },
+        };
         for slot in &mut slots {
             slot.call(runtime, shared, batch.len(), |i| i.process(batch.bytes()));
         }
