@@ -25,8 +25,11 @@ use anyhow::{Context, Result, bail, ensure};
 const GUEST_TARGET: &str = "wasm32-unknown-unknown";
 
 /// Analyzers embedded in the host and loaded by default: (analyzer name, guest crate name).
-const DEFAULT_ANALYZERS: &[(&str, &str)] =
-    &[("traffic", "wasmtap-analyzer-traffic"), ("header-flags", "wasmtap-analyzer-header-flags")];
+const DEFAULT_ANALYZERS: &[(&str, &str)] = &[
+    ("traffic", "wasmtap-analyzer-traffic"),
+    ("header-flags", "wasmtap-analyzer-header-flags"),
+    ("tcp-analysis", "wasmtap-analyzer-tcp-analysis"),
+];
 
 /// Analyzers built only for the host's tests (never embedded): (analyzer name, crate name).
 const TEST_ANALYZERS: &[(&str, &str)] =

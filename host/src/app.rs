@@ -27,6 +27,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => live(config::Run::from_args(args)?),
         Command::Replay(args) => replay(config::Replay::from_args(args)?),
+        Command::Check(args) => {
+            let mut out = std::io::stdout().lock();
+            let outcome = crate::check::check(&args.analyzer, args.pcap.as_deref(), &mut out)?;
+            Ok(if outcome.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
     }
 }
 

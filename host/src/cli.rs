@@ -37,6 +37,23 @@ pub enum Command {
     /// stdout or --output. Exits non-zero if any capture could not be read (the metrics of
     /// what was read are still printed).
     Replay(ReplayArgs),
+    /// Check an analyzer component before deploying it: its world, WIT version and imports,
+    /// its `init` and metric families, then a replay of a capture (a built-in sample by
+    /// default) showing the metrics it produced, ns per packet, peak memory and any trap.
+    ///
+    /// Exits non-zero on any problem.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The analyzer component to check.
+    #[arg(value_name = "ANALYZER.wasm")]
+    pub analyzer: PathBuf,
+
+    /// Replay this capture instead of the built-in sample.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

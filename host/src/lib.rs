@@ -27,6 +27,7 @@
 pub mod app;
 pub mod batch;
 pub mod capture;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod decode;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prometheus::IntCounter;
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
 
 use super::bindings::wasmtap::analyzer::{host, types};
 use super::bindings::{AnalyzerComponent, AnalyzerComponentPre};
@@ -23,6 +23,8 @@ pub enum CallError {
     Timeout(std::time::Duration),
     #[error("trapped: {0}")]
     Trap(String),
+    #[error("tried to grow its memory past the cap of {} MiB", .0 >> 20)]
+    Memory(usize),
     #[error("returned an error: {0}")]
     Guest(String),
     #[error("returned {got} updates, over the limit of {limit}")]
@@ -33,7 +35,8 @@ pub enum CallError {
 
 impl CallError {
     /// Every value [`CallError::reason`] can return.
-    pub const REASONS: [&str; 5] = ["trap", "timeout", "error", "too_many_updates", "bad_update"];
+    pub const REASONS: [&str; 6] =
+        ["trap", "timeout", "error", "too_many_updates", "bad_update", "memory"];
 
     /// A short label value for the metrics.
     pub fn reason(&self) -> &'static str {
@@ -43,14 +46,60 @@ impl CallError {
             CallError::Guest(_) => 2,
             CallError::TooManyUpdates { .. } => 3,
             CallError::BadUpdate(_) => 4,
+            CallError::Memory(_) => 5,
         };
         Self::REASONS[i]
     }
 }
 
+/// The store's resource limits, remembering the largest linear memory asked for.
+struct Limiter {
+    limits: StoreLimits,
+    peak_memory: usize,
+    grow_failed: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, max);
+        if matches!(allowed, Ok(true)) {
+            self.peak_memory = self.peak_memory.max(desired);
+        } else {
+            self.grow_failed = true;
+        }
+        allowed
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, max)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
 /// Per-store host data: the memory limiter and the log rate limiter.
 pub struct HostState {
-    limits: StoreLimits,
+    limiter: Limiter,
     name: Arc<str>,
     log_window: Instant,
     log_lines: u32,
@@ -101,16 +150,21 @@ impl Instance {
         name: &str,
         log_dropped: IntCounter,
     ) -> Result<Self, CallError> {
+        let limits_builder = StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            // One component of ours needs a handful of each; these stop a component from
+            // building a forest of instances or tables inside one store.
+            .instances(16)
+            .tables(16)
+            .memories(4)
+            .table_elements(100_000)
+            // A failed grow traps at once, so the reason is clear; a guest allocator that
+            // handles the failure itself would only abort later with less to say.
+            .trap_on_grow_failure(true);
+        let limiter =
+            Limiter { limits: limits_builder.build(), peak_memory: 0, grow_failed: false };
         let state = HostState {
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
-                // One component of ours needs a handful of each; these stop a component from
-                // building a forest of instances or tables inside one store.
-                .instances(16)
-                .tables(16)
-                .memories(4)
-                .table_elements(100_000)
-                .build(),
+            limiter,
             name: Arc::from(name),
             log_window: Instant::now(),
             log_lines: 0,
@@ -118,17 +172,17 @@ impl Instance {
             log_dropped,
         };
         let mut store = Store::new(engine, state);
-        store.limiter(|s| &mut s.limits);
+        store.limiter(|s| &mut s.limiter);
         let ticks = limits.call_budget.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
         let deadline_ticks = u64::try_from(ticks).unwrap_or(u64::MAX);
         store.set_epoch_deadline(deadline_ticks);
-        let bindings = pre.instantiate(&mut store).map_err(|e| classify(e, limits))?;
+        let bindings = pre.instantiate(&mut store).map_err(|e| classify(e, limits, false))?;
         let config = types::Config { entries: Vec::new() };
         store.set_epoch_deadline(deadline_ticks);
         let info = bindings
             .wasmtap_analyzer_analyzer()
             .call_init(&mut store, &config)
-            .map_err(|e| classify(e, limits))?
+            .map_err(|e| classify(e, limits, store.data().limiter.grow_failed))?
             .map_err(CallError::Guest)?;
         Ok(Self { store, bindings, info, deadline_ticks, limits: limits.clone() })
     }
@@ -141,6 +195,10 @@ impl Instance {
 }
 
 impl super::Session for Instance {
+    fn peak_memory(&self) -> Option<usize> {
+        Some(self.store.data().limiter.peak_memory)
+    }
+
     fn process(&mut self, batch: &[u8]) -> Result<Vec<Update>, CallError> {
         self.store.set_epoch_deadline(self.deadline_ticks);
         let result = self.bindings.wasmtap_analyzer_analyzer().call_process(&mut self.store, batch);
@@ -157,10 +215,13 @@ impl super::Session for Instance {
 
 impl Instance {
     fn finish(
-        &self,
+        &mut self,
         result: wasmtime::Result<Result<Vec<types::MetricUpdate>, String>>,
     ) -> Result<Vec<Update>, CallError> {
-        let updates = result.map_err(|e| classify(e, &self.limits))?.map_err(CallError::Guest)?;
+        let grow_failed = std::mem::take(&mut self.store.data_mut().limiter.grow_failed);
+        let updates = result
+            .map_err(|e| classify(e, &self.limits, grow_failed))?
+            .map_err(CallError::Guest)?;
         if updates.len() > self.limits.max_updates {
             let (got, limit) = (updates.len(), self.limits.max_updates);
             return Err(CallError::TooManyUpdates { got, limit });
@@ -169,7 +230,10 @@ impl Instance {
     }
 }
 
-fn classify(e: wasmtime::Error, limits: &Limits) -> CallError {
+fn classify(e: wasmtime::Error, limits: &Limits, grow_failed: bool) -> CallError {
+    if grow_failed {
+        return CallError::Memory(limits.memory_bytes);
+    }
     match e.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => CallError::Timeout(limits.call_budget),
         // The trap itself is the message; the wasm backtrace goes to the debug log.

@@ -138,6 +138,10 @@ pub trait Session {
     fn process(&mut self, batch: &[u8]) -> Result<Vec<Update>, CallError>;
     /// Advances packet time; `end` marks the end of a replay.
     fn tick(&mut self, now_ns: u64, end: bool) -> Result<Vec<Update>, CallError>;
+    /// The largest linear memory the instance has had, in bytes, where that is known.
+    fn peak_memory(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl std::fmt::Debug for Analyzer {

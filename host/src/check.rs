@@ -1,0 +1,190 @@
+//! Stage: control (`host check`, the conformance check for analyzer authors).
+//!
+//! Input: one `.wasm` analyzer and a capture (the built-in sample unless `--pcap`).
+//! Output: a report on stdout — the component's world, version and imports, its declared
+//! families, then a replay: the metrics it produced, ns per packet, peak memory and any
+//! failure — and a verdict. Every problem is reported with what to do about it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::batch::{Batch, Batcher, DEFAULT_BATCH_SIZE, DEFAULT_MAX_AGE, FullQueue};
+use crate::capture;
+use crate::registry::{Devices, Registry};
+use crate::runtime::{ABI_VERSION, Limits, Runtime, Session, defaults};
+use crate::telemetry::Telemetry;
+
+/// The sample capture checked against when no `--pcap` is given: real IPv4 and IPv6 TCP
+/// traffic with handshakes, bulk data and resets.
+const SAMPLE: &[u8] = include_bytes!("../../examples/captures/sample.pcap");
+
+/// What `host check` found.
+pub struct Outcome {
+    pub passed: bool,
+}
+
+/// Checks `wasm` and writes the report to `out`.
+pub fn check(wasm: &Path, pcap: Option<&Path>, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let fail = |out: &mut dyn Write, what: &str, e: &dyn std::fmt::Display| {
+        let _ = writeln!(out, "FAIL {what}: {e}");
+        Ok(Outcome { passed: false })
+    };
+    let bytes = match std::fs::read(wasm) {
+        Ok(b) => b,
+        Err(e) => return fail(out, &format!("reading {}", wasm.display()), &e),
+    };
+    writeln!(out, "checking {} ({} bytes)", wasm.display(), bytes.len())?;
+    let runtime = Runtime::new(Limits::default(), None)?;
+    let analyzer = match runtime.load(&bytes, &wasm.display().to_string()) {
+        Ok(a) => a,
+        Err(e) => return fail(out, "loading", &e),
+    };
+    writeln!(
+        out,
+        "ok   component: world analyzer-component of wasmtap:analyzer@{ABI_VERSION}; imports only host.log"
+    )?;
+    writeln!(
+        out,
+        "ok   init: {} {} (sha256 {})",
+        analyzer.name, analyzer.version, analyzer.sha256
+    )?;
+
+    // Its families must be valid and clear of the built-in analyzers' names.
+    let registry = Arc::new(Registry::new(Arc::new(Devices::default()), usize::MAX));
+    for (name, builtin) in defaults::DEFAULT_ANALYZERS {
+        let a = runtime.load(builtin, name).with_context(|| format!("built-in analyzer {name}"))?;
+        if a.name != analyzer.name {
+            registry.register(&a.name, &a.families)?;
+        }
+    }
+    let families = match registry.register(&analyzer.name, &analyzer.families) {
+        Ok(f) => f,
+        Err(e) => return fail(out, "metric families", &e),
+    };
+    writeln!(out, "ok   {} metric families:", analyzer.families.len())?;
+    for f in &analyzer.families {
+        let labels = f.label_names.join(", ");
+        let kind = format!("{:?}", f.kind).to_lowercase();
+        writeln!(out, "       {}{} {kind} [{labels}]", crate::registry::PREFIX, f.name)?;
+    }
+
+    let (capture, _tmp) = match pcap {
+        Some(p) => (p.to_owned(), None),
+        None => {
+            let tmp = TempFile::new("sample.pcap", SAMPLE)?;
+            (tmp.0.clone(), Some(tmp))
+        }
+    };
+    let telemetry = Telemetry::new()?;
+    let mut session = match runtime
+        .start(&analyzer, telemetry.analyzer_log_dropped.with_label_values(&[&analyzer.name]))
+    {
+        Ok(s) => s,
+        Err(e) => return fail(out, "instantiating", &e),
+    };
+    let (tx, rx) = crossbeam_channel::bounded::<Batch>(crate::batch::QUEUE_BATCHES);
+    let dropped = telemetry.packets_dropped.with_label_values(&["check", "queue_full"]);
+    let received = telemetry.packets_received.with_label_values(&["check"]);
+    let devices = registry.devices().clone();
+    let report = std::thread::scope(|s| {
+        let reader = s.spawn(move || {
+            let mut batcher = Batcher::new(
+                vec![tx],
+                DEFAULT_BATCH_SIZE,
+                DEFAULT_MAX_AGE,
+                FullQueue::Wait,
+                dropped,
+            );
+            capture::replay(&capture, &mut batcher, &devices, &received, &|_| {})
+        });
+        let report = run(session.as_mut(), &rx, &registry, &families);
+        (reader.join(), report)
+    });
+    let (read, (packets, busy, failure)) = report;
+    match read {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return fail(out, "reading the capture", &e),
+        Err(_) => anyhow::bail!("the capture reader panicked"),
+    }
+    if let Some(e) = failure {
+        return fail(out, "running", &format!("the analyzer {e} (after {packets} packets)"));
+    }
+    let ns = if packets == 0 { 0.0 } else { busy.as_nanos() as f64 / packets as f64 };
+    writeln!(out, "ok   replayed {packets} packets: {ns:.0} ns/packet in the analyzer")?;
+    if let Some(peak) = session.peak_memory() {
+        let cap = Limits::default().memory_bytes >> 20;
+        writeln!(out, "ok   peak linear memory: {} KiB (cap {cap} MiB)", peak >> 10)?;
+    }
+    writeln!(out, "metrics produced:")?;
+    // Only this analyzer ran, so every series in the registry is its own.
+    let text = exposition(&registry);
+    let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    if samples.is_empty() {
+        writeln!(out, "       (none for this capture)")?;
+    }
+    for l in samples {
+        writeln!(out, "       {l}")?;
+    }
+    writeln!(out, "PASS")?;
+    Ok(Outcome { passed: true })
+}
+
+/// Runs every batch through the session; returns packets, time inside the analyzer and the
+/// first failure.
+fn run(
+    session: &mut dyn Session,
+    rx: &crossbeam_channel::Receiver<Batch>,
+    registry: &Registry,
+    families: &crate::registry::Families,
+) -> (u64, Duration, Option<String>) {
+    let (mut packets, mut busy, mut last_ts) = (0u64, Duration::ZERO, 0u64);
+    for batch in rx {
+        packets += batch.len() as u64;
+        last_ts = last_ts.max(batch.max_ts());
+        let t0 = Instant::now();
+        let result = session.process(batch.bytes());
+        busy += t0.elapsed();
+        if let Err(e) = result.and_then(|u| Ok(registry.apply(families, u)?)) {
+            return (packets, busy, Some(e.to_string()));
+        }
+    }
+    let result = session.tick(last_ts, true);
+    match result.and_then(|u| Ok(registry.apply(families, u)?)) {
+        Ok(()) => (packets, busy, None),
+        Err(e) => (packets, busy, Some(e.to_string())),
+    }
+}
+
+fn exposition(registry: &Registry) -> String {
+    let mut out = Vec::new();
+    let encoder = prometheus::TextEncoder::new();
+    match prometheus::Encoder::encode(&encoder, &registry.gather(), &mut out) {
+        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+        Err(e) => format!("# encoding failed: {e}"),
+    }
+}
+
+/// A file in a fresh temporary directory, removed with it on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, bytes: &[u8]) -> std::io::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("wasmtap-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(name);
+        std::fs::write(&path, bytes)?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
