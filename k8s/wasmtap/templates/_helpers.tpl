@@ -1,0 +1,4 @@
+{{- define "wasmtap.labels" -}}
+app.kubernetes.io/name: wasmtap
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
