@@ -855,6 +855,10 @@ pub fn without_self_metrics(text: &str) -> String {
 // ------------------------------------------------------------------------------------------
 // The host binary
 
+/// Limit for one replay of a test capture (≤ ~10k packets, well under a second normally);
+/// generous for a loaded CI machine, short enough that a hung host fails the suite quickly.
+pub const REPLAY_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// `host replay ARGS...` with a timeout.
 pub fn host_replay(args: &[&std::ffi::OsStr], timeout: Duration) -> RunResult {
     run_with_timeout(Command::new(HOST).arg("replay").args(args), timeout)
@@ -897,7 +901,7 @@ pub fn replay_to_text_checked(
     args.extend(extra.iter().map(std::ffi::OsStr::new));
     args.push("--output".as_ref());
     args.push(out.as_os_str());
-    let r = host_replay(&args, Duration::from_secs(300));
+    let r = host_replay(&args, REPLAY_TIMEOUT);
     no_panic(&r, "host replay");
     assert!(r.success(), "host replay {} {extra:?} failed: {}", capture.display(), r.describe());
     std::fs::read_to_string(&out).unwrap_or_else(|e| panic!("reading {}: {e}", out.display()))
