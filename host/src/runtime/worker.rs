@@ -295,13 +295,18 @@ fn work(
     }
     let mut last_ts = 0u64;
     let mut next_tick = 0u64;
+    // Once the control side hangs up, wait on batches alone: a closed channel is always ready.
+    let mut controls = controls.clone();
     loop {
         // Changes first: a reload takes effect before the next batch.
         let batch = select_biased! {
             recv(controls) -> msg => {
-                if let Ok((control, ack)) = msg {
-                    apply(control, &mut slots, runtime, shared);
-                    let _ = ack.send(());
+                match msg {
+                    Ok((control, ack)) => {
+                        apply(control, &mut slots, runtime, shared);
+                        let _ = ack.send(());
+                    }
+                    Err(_) => controls = crossbeam_channel::never(),
                 }
                 continue;
             }
