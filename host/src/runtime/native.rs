@@ -71,4 +71,5 @@ fn boxed<A: Analyzer + 'static>() -> Box<dyn Native> {
 pub const DEFAULTS: &[(&str, Factory)] = &[
     ("traffic", boxed::<wasmtap_analyzer_traffic::Traffic>),
     ("header-flags", boxed::<wasmtap_analyzer_header_flags::HeaderFlags>),
+    ("tcp-analysis", boxed::<wasmtap_analyzer_tcp_analysis::TcpAnalysis>),
 ];
