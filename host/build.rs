@@ -11,8 +11,12 @@
 //! Outputs, in `$OUT_DIR`:
 //! - `default_analyzers.rs`: `pub static DEFAULT_ANALYZERS: &[(&str, &[u8])]`, the default
 //!   analyzers as (name, component bytes) via `include_bytes!`;
-//! - `test-analyzers/<name>.wasm`: components for the host's tests only, with
-//!   `cargo:rustc-env=WASMTAP_TEST_ANALYZERS_DIR` pointing at that folder.
+//! - `<name>.component.wasm`: each default analyzer's component, with
+//!   `cargo:rustc-env=WASMTAP_DEFAULT_ANALYZERS_DIR` pointing at `$OUT_DIR` (for `host check`
+//!   tests);
+//! - `test-analyzers/<name>.wasm`: good and hostile analyzers for the host's tests only, with
+//!   `cargo:rustc-env=WASMTAP_TEST_ANALYZERS_DIR` pointing at that folder (see
+//!   `build/test_analyzers.rs`).
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -20,6 +24,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail, ensure};
+
+#[path = "build/test_analyzers.rs"]
+mod test_analyzers;
 
 /// The guests are plain wasm modules made into components here; see the header for why.
 const GUEST_TARGET: &str = "wasm32-unknown-unknown";
@@ -31,16 +38,15 @@ const DEFAULT_ANALYZERS: &[(&str, &str)] = &[
     ("tcp-analysis", "wasmtap-analyzer-tcp-analysis"),
 ];
 
-/// Analyzers built only for the host's tests (never embedded): (analyzer name, crate name).
-const TEST_ANALYZERS: &[(&str, &str)] =
-    &[("trap-first-batch", "wasmtap-analyzer-trap-first-batch")];
+/// The version of the WIT package `wit/` that the host speaks and analyzers are built against.
+const ABI_VERSION: &str = "0.1.0";
 
-/// The only component imports an analyzer may have: the contract's own interfaces, so that the
-/// host can link nothing else (no WASI).
-const ALLOWED_IMPORTS: &[&str] = &["wasmtap:analyzer/host@0.1.0", "wasmtap:analyzer/types@0.1.0"];
+/// The only interfaces an analyzer may import: the contract's own, so that the host can link
+/// nothing else (no WASI). Qualified with the package version by [`allowed_imports`].
+const ALLOWED_INTERFACES: &[&str] = &["wasmtap:analyzer/host", "wasmtap:analyzer/types"];
 
-/// The interface every analyzer must export.
-const REQUIRED_EXPORT: &str = "wasmtap:analyzer/analyzer@0.1.0";
+/// The interface every analyzer must export, likewise qualified by [`required_export`].
+const REQUIRED_INTERFACE: &str = "wasmtap:analyzer/analyzer";
 
 /// Environment variables of the outer build that must not reach the nested cargo: flags,
 /// wrappers, target selection and the build-script variables cargo sets for this script.
@@ -83,7 +89,7 @@ fn main() -> Result<()> {
     rerun_if_changed(&repo.join("wit"));
     watch_guest_sources(&guests)?;
 
-    check_target_installed()?;
+    check_target_installed(GUEST_TARGET)?;
     let wasm_dir = build_guests(&guests)?;
 
     let mut entries = Vec::new();
@@ -94,14 +100,10 @@ fn main() -> Result<()> {
         entries.push((*name, path));
     }
     write(&out_dir.join("default_analyzers.rs"), default_analyzers_rs(&entries)?.as_bytes())?;
+    println!("cargo:rustc-env=WASMTAP_DEFAULT_ANALYZERS_DIR={}", utf8(&out_dir)?);
 
     let test_dir = out_dir.join("test-analyzers");
-    std::fs::create_dir_all(&test_dir)
-        .with_context(|| format!("creating {}", test_dir.display()))?;
-    for (name, krate) in TEST_ANALYZERS {
-        let component = componentize(&wasm_dir, name, krate)?;
-        write(&test_dir.join(format!("{name}.wasm")), &component)?;
-    }
+    test_analyzers::write_all(&guests, &wasm_dir, &test_dir)?;
     println!("cargo:rustc-env=WASMTAP_TEST_ANALYZERS_DIR={}", utf8(&test_dir)?);
     Ok(())
 }
@@ -134,8 +136,12 @@ fn watch_guest_sources(dir: &Path) -> Result<()> {
             entry.file_type().with_context(|| format!("inspecting {}", path.display()))?.is_dir();
         if is_dir {
             let hidden = name.to_string_lossy().starts_with('.');
-            if name == OsStr::new("src") || name == OsStr::new(".cargo") {
-                // Cargo scans a watched directory recursively.
+            if name == OsStr::new("src")
+                || name == OsStr::new(".cargo")
+                || name == OsStr::new("wit")
+            {
+                // Cargo scans a watched directory recursively. (`wit/`: a crate's own copy of a
+                // WIT package, as the wrong-version test analyzer has.)
                 rerun_if_changed(&path);
             } else if name != OsStr::new("target") && !hidden {
                 watch_guest_sources(&path)?;
@@ -154,10 +160,10 @@ fn rustc() -> String {
     std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned())
 }
 
-/// Fails early, with the fix, if the standard library for the guest target is missing.
-fn check_target_installed() -> Result<()> {
+/// Fails early, with the fix, if the standard library for `target` is missing.
+fn check_target_installed(target: &str) -> Result<()> {
     let out = Command::new(rustc())
-        .args(["--print", "target-libdir", "--target", GUEST_TARGET])
+        .args(["--print", "target-libdir", "--target", target])
         .output()
         .context("running rustc --print target-libdir")?;
     let libdir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
@@ -169,21 +175,29 @@ fn check_target_installed() -> Result<()> {
             .unwrap_or(false);
     if !installed {
         bail!(
-            "the {GUEST_TARGET} target is not installed (no core library in {}); the guest \
-             analyzers need it: run `rustup target add {GUEST_TARGET}`",
+            "the {target} target is not installed (no core library in {}); the guest \
+             analyzers need it: run `rustup target add {target}`",
             libdir.display()
         );
     }
     Ok(())
 }
 
-/// Runs the nested cargo; returns the folder holding the core `.wasm` modules.
+/// Builds the whole guest workspace for [`GUEST_TARGET`]; returns the folder holding the core
+/// `.wasm` modules.
 fn build_guests(guests: &Path) -> Result<PathBuf> {
+    nested_cargo(guests, GUEST_TARGET, &["--workspace"])
+}
+
+/// Runs the nested cargo for `target` on the packages `selection` names (`--workspace`, or
+/// `-p CRATE`); returns the folder holding the `.wasm` files.
+fn nested_cargo(guests: &Path, target: &str, selection: &[&str]) -> Result<PathBuf> {
     let cargo = env("CARGO")?;
     let manifest = guests.join("Cargo.toml");
     let target_dir = guests.join("target");
     let mut cmd = Command::new(&cargo);
-    cmd.args(["build", "--release", "--workspace", "--target", GUEST_TARGET])
+    cmd.args(["build", "--release", "--target", target])
+        .args(selection)
         .arg("--manifest-path")
         .arg(&manifest)
         .arg("--target-dir")
@@ -212,18 +226,33 @@ fn build_guests(guests: &Path) -> Result<PathBuf> {
         let hint = if stderr.contains("may not be installed")
             || stderr.contains("can't find crate for `core`")
         {
-            format!("\nhint: run `rustup target add {GUEST_TARGET}`")
+            format!("\nhint: run `rustup target add {target}`")
         } else {
             String::new()
         };
-        bail!("building the guest analyzers ({}) failed:\n{stderr}{hint}", manifest.display());
+        bail!(
+            "building the guest analyzers ({}, {target}) failed:\n{stderr}{hint}",
+            manifest.display()
+        );
     }
-    Ok(target_dir.join(GUEST_TARGET).join("release"))
+    Ok(target_dir.join(target).join("release"))
 }
 
 /// Turns the core module of `krate` into a validated component and checks its imports/exports.
 fn componentize(wasm_dir: &Path, name: &str, krate: &str) -> Result<Vec<u8>> {
-    let module_path = wasm_dir.join(format!("{}.wasm", krate.replace('-', "_")));
+    let component = encode_component(wasm_dir, name, krate)?;
+    check_interfaces(name, &component, ABI_VERSION)?;
+    Ok(component)
+}
+
+/// The path of the `.wasm` file cargo writes for `krate` into `wasm_dir`.
+fn wasm_file(wasm_dir: &Path, krate: &str) -> PathBuf {
+    wasm_dir.join(format!("{}.wasm", krate.replace('-', "_")))
+}
+
+/// Turns the core module of `krate` into a validated component, without checking its world.
+fn encode_component(wasm_dir: &Path, name: &str, krate: &str) -> Result<Vec<u8>> {
+    let module_path = wasm_file(wasm_dir, krate);
     let module = std::fs::read(&module_path)
         .with_context(|| format!("reading {}", module_path.display()))?;
     let component = wit_component::ComponentEncoder::default()
@@ -232,30 +261,47 @@ fn componentize(wasm_dir: &Path, name: &str, krate: &str) -> Result<Vec<u8>> {
         .with_context(|| format!("reading the component type of {}", module_path.display()))?
         .encode()
         .with_context(|| format!("encoding analyzer {name:?} as a component"))?;
-    check_interfaces(name, &component)?;
     Ok(component)
 }
 
-/// Fails unless the component imports only [`ALLOWED_IMPORTS`] and exports [`REQUIRED_EXPORT`].
-fn check_interfaces(name: &str, component: &[u8]) -> Result<()> {
+/// [`ALLOWED_INTERFACES`] at WIT package version `abi`.
+fn allowed_imports(abi: &str) -> Vec<String> {
+    ALLOWED_INTERFACES.iter().map(|i| format!("{i}@{abi}")).collect()
+}
+
+/// [`REQUIRED_INTERFACE`] at WIT package version `abi`.
+fn required_export(abi: &str) -> String {
+    format!("{REQUIRED_INTERFACE}@{abi}")
+}
+
+/// The (imports, exports) of a component, as `package/interface@version` names.
+fn component_world(name: &str, component: &[u8]) -> Result<(Vec<String>, Vec<String>)> {
     let decoded =
         wit_component::decode(component).with_context(|| format!("decoding analyzer {name:?}"))?;
     let wit_component::DecodedWasm::Component(resolve, world) = decoded else {
         bail!("analyzer {name:?} did not encode as a component");
     };
     let world = &resolve.worlds[world];
-    let imports: Vec<String> = world.imports.keys().map(|k| resolve.name_world_key(k)).collect();
-    let exports: Vec<String> = world.exports.keys().map(|k| resolve.name_world_key(k)).collect();
-    let foreign: Vec<&String> =
-        imports.iter().filter(|i| !ALLOWED_IMPORTS.contains(&i.as_str())).collect();
+    let imports = world.imports.keys().map(|k| resolve.name_world_key(k)).collect();
+    let exports = world.exports.keys().map(|k| resolve.name_world_key(k)).collect();
+    Ok((imports, exports))
+}
+
+/// Fails unless the component imports only [`allowed_imports`] and exports
+/// [`required_export`], both at WIT package version `abi`.
+fn check_interfaces(name: &str, component: &[u8], abi: &str) -> Result<()> {
+    let (imports, exports) = component_world(name, component)?;
+    let allowed = allowed_imports(abi);
+    let foreign: Vec<&String> = imports.iter().filter(|i| !allowed.contains(i)).collect();
     ensure!(
         foreign.is_empty(),
-        "analyzer {name:?} imports {foreign:?}; an analyzer may import only {ALLOWED_IMPORTS:?} \
+        "analyzer {name:?} imports {foreign:?}; an analyzer may import only {allowed:?} \
          (was it built for wasm32-wasip2, or does it use a crate that needs WASI?)"
     );
+    let export = required_export(abi);
     ensure!(
-        exports == [REQUIRED_EXPORT],
-        "analyzer {name:?} exports {exports:?}; expected exactly [{REQUIRED_EXPORT:?}]"
+        exports == [export.as_str()],
+        "analyzer {name:?} exports {exports:?}; expected exactly [{export:?}]"
     );
     Ok(())
 }
