@@ -183,7 +183,6 @@ fn live(cfg: config::Run) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
-    let stop = Arc::new(AtomicBool::new(false));
     let mut captures = Vec::new();
     for iface in &cfg.interfaces {
         let live = capture::Live::open(iface, cfg.snaplen, cfg.promisc, cfg.filter.as_deref())?;
@@ -192,7 +191,7 @@ fn live(cfg: config::Run) -> anyhow::Result<ExitCode> {
         let batcher = Batcher::new(queues, p.batch_size, DEFAULT_MAX_AGE, FullQueue::Drop, dropped);
         let devices = shared.registry.devices().clone();
         let handle = live
-            .spawn(batcher, devices, shared.telemetry.clone(), stop.clone())
+            .spawn(batcher, devices, shared.telemetry.clone())
             .with_context(|| format!("starting the capture thread for {iface}"))?;
         tracing::info!(iface, "capturing");
         captures.push(handle);
@@ -201,11 +200,8 @@ fn live(cfg: config::Run) -> anyhow::Result<ExitCode> {
 
     let signal = tokio.block_on(shutdown_signal());
     tracing::info!("{signal}: shutting down");
-    stop.store(true, Ordering::Relaxed);
     for c in captures {
-        if c.join().is_err() {
-            tracing::error!("a capture thread panicked");
-        }
+        c.stop();
     }
     catalog.finish();
     let _ = stop_tx.send(true);

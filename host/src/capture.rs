@@ -130,17 +130,20 @@ impl Live {
         Ok(Self { iface: iface.to_owned(), cap, link })
     }
 
-    /// Runs the capture loop on a new thread until `stop` is set.
+    /// Runs the capture loop on a new thread until [`Running::stop`].
     pub fn spawn(
-        self,
+        mut self,
         batcher: Batcher,
         devices: Arc<Devices>,
         telemetry: Arc<Telemetry>,
-        stop: Arc<AtomicBool>,
-    ) -> std::io::Result<JoinHandle<()>> {
-        std::thread::Builder::new()
+    ) -> std::io::Result<Running> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let breaker = self.cap.breakloop_handle();
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
             .name(format!("capture-{}", self.iface))
-            .spawn(move || self.run(batcher, &devices, &telemetry, &stop))
+            .spawn(move || self.run(batcher, &devices, &telemetry, &flag))?;
+        Ok(Running { thread, stop, breaker })
     }
 
     fn run(
@@ -183,6 +186,8 @@ impl Live {
                     ts
                 }
                 Err(pcap::Error::TimeoutExpired) => now_ns(),
+                // pcap_breakloop from `Running::stop`.
+                Err(pcap::Error::NoMorePackets) => break,
                 Err(e) => {
                     tracing::error!(iface, "capture stopped: {e}");
                     break;
@@ -200,6 +205,26 @@ impl Live {
             }
         }
         received.inc_by(pending);
+    }
+}
+
+/// A capture thread at work.
+pub struct Running {
+    thread: JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+    breaker: pcap::BreakLoop,
+}
+
+impl Running {
+    /// Stops the capture and waits for its thread, which flushes its last batches.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // libpcap's read timeout does not fire on an idle interface (TPACKET_V3), so wake
+        // the blocked read as well.
+        self.breaker.breakloop();
+        if self.thread.join().is_err() {
+            tracing::error!("a capture thread panicked");
+        }
     }
 }
 

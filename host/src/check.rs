@@ -12,15 +12,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::batch::{Batch, Batcher, DEFAULT_BATCH_SIZE, DEFAULT_MAX_AGE, FullQueue};
+use crate::batch::{Batch, Batcher, DEFAULT_MAX_AGE, FullQueue};
 use crate::capture;
-use crate::registry::{Devices, Registry};
+use crate::registry::{DEFAULT_SERIES_CAP, Devices, Registry};
+use crate::runtime::instance::CallError;
 use crate::runtime::{ABI_VERSION, Limits, Runtime, Session, defaults};
 use crate::telemetry::Telemetry;
 
 /// The sample capture checked against when no `--pcap` is given: real IPv4 and IPv6 TCP
 /// traffic with handshakes, bulk data and resets.
 const SAMPLE: &[u8] = include_bytes!("../../examples/captures/sample.pcap");
+
+/// Packets per batch in a check: small, so that even the sample capture makes a few dozen
+/// calls and faults that appear only from a later call on (leaks, the Nth-batch panic) show.
+const CHECK_BATCH_SIZE: usize = 8;
 
 /// What `host check` found.
 pub struct Outcome {
@@ -54,7 +59,7 @@ pub fn check(wasm: &Path, pcap: Option<&Path>, out: &mut dyn Write) -> anyhow::R
     )?;
 
     // Its families must be valid and clear of the built-in analyzers' names.
-    let registry = Arc::new(Registry::new(Arc::new(Devices::default()), usize::MAX));
+    let registry = Arc::new(Registry::new(Arc::new(Devices::default()), DEFAULT_SERIES_CAP));
     for (name, builtin) in defaults::DEFAULT_ANALYZERS {
         let a = runtime.load(builtin, name).with_context(|| format!("built-in analyzer {name}"))?;
         if a.name != analyzer.name {
@@ -92,13 +97,8 @@ pub fn check(wasm: &Path, pcap: Option<&Path>, out: &mut dyn Write) -> anyhow::R
     let devices = registry.devices().clone();
     let report = std::thread::scope(|s| {
         let reader = s.spawn(move || {
-            let mut batcher = Batcher::new(
-                vec![tx],
-                DEFAULT_BATCH_SIZE,
-                DEFAULT_MAX_AGE,
-                FullQueue::Wait,
-                dropped,
-            );
+            let mut batcher =
+                Batcher::new(vec![tx], CHECK_BATCH_SIZE, DEFAULT_MAX_AGE, FullQueue::Wait, dropped);
             capture::replay(&capture, &mut batcher, &devices, &received, &|_| {})
         });
         let report = run(session.as_mut(), &rx, &registry, &families);
@@ -118,6 +118,15 @@ pub fn check(wasm: &Path, pcap: Option<&Path>, out: &mut dyn Write) -> anyhow::R
     if let Some(peak) = session.peak_memory() {
         let cap = Limits::default().memory_bytes >> 20;
         writeln!(out, "ok   peak linear memory: {} KiB (cap {cap} MiB)", peak >> 10)?;
+    }
+    for (family, _, refused) in registry.series_counts() {
+        if refused > 0 {
+            let why = format!(
+                "{family}: {refused} updates refused over the cap of {DEFAULT_SERIES_CAP} series; \
+                 keep label values to a bounded set (addresses, devices, small enums)"
+            );
+            return fail(out, "cardinality", &why);
+        }
     }
     writeln!(out, "metrics produced:")?;
     // Only this analyzer ran, so every series in the registry is its own.
@@ -148,12 +157,14 @@ fn run(
         let t0 = Instant::now();
         let result = session.process(batch.bytes());
         busy += t0.elapsed();
-        if let Err(e) = result.and_then(|u| Ok(registry.apply(families, u)?)) {
+        if let Err(e) =
+            result.and_then(|u| registry.apply(families, u).map_err(CallError::BadUpdate))
+        {
             return (packets, busy, Some(e.to_string()));
         }
     }
     let result = session.tick(last_ts, true);
-    match result.and_then(|u| Ok(registry.apply(families, u)?)) {
+    match result.and_then(|u| registry.apply(families, u).map_err(CallError::BadUpdate)) {
         Ok(()) => (packets, busy, None),
         Err(e) => (packets, busy, Some(e.to_string())),
     }

@@ -136,7 +136,35 @@ impl Devices {
 enum SeriesValue {
     Counter(f64),
     Gauge(f64, u64),
-    Histogram { buckets: Vec<u64>, sum: f64, count: u64 },
+    /// `sum` in [`Nanos`], so that it does not depend on the order of additions.
+    Histogram {
+        buckets: Vec<u64>,
+        sum: Nanos,
+        count: u64,
+    },
+}
+
+/// A sum kept exactly, in billionths: f64 additions round differently depending on their
+/// order, and the order in which workers and batches report is not fixed, so float sums
+/// would differ in their last digits between replays of the same capture. Observations are
+/// kept to 1e-9 (a nanosecond, or a billionth of a byte), far below anything a histogram of
+/// times or sizes resolves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Nanos(i128);
+
+impl Nanos {
+    const PER_UNIT: i128 = 1_000_000_000;
+
+    fn from_f64(v: f64) -> Self {
+        // `as` saturates on overflow and maps NaN to 0; sums are finite in practice.
+        Nanos((v * Self::PER_UNIT as f64).round() as i128)
+    }
+
+    fn to_f64(self) -> f64 {
+        // Whole and fractional parts apart, so that whole sums stay exact past 2^53 nanos.
+        let (whole, frac) = (self.0 / Self::PER_UNIT, self.0 % Self::PER_UNIT);
+        whole as f64 + frac as f64 / Self::PER_UNIT as f64
+    }
 }
 
 #[derive(Debug)]
@@ -390,7 +418,7 @@ impl Registry {
                     })
                     .collect();
                 h.set_bucket(list);
-                h.set_sample_sum(*sum);
+                h.set_sample_sum(sum.to_f64());
                 h.set_sample_count(*count);
                 m.set_histogram(h);
             }
@@ -437,7 +465,9 @@ fn fresh(value: Value) -> SeriesValue {
     match value {
         Value::CounterAdd(v) => SeriesValue::Counter(v),
         Value::GaugeSet(v, at) => SeriesValue::Gauge(v, at),
-        Value::Histogram { buckets, sum, count } => SeriesValue::Histogram { buckets, sum, count },
+        Value::Histogram { buckets, sum, count } => {
+            SeriesValue::Histogram { buckets, sum: Nanos::from_f64(sum), count }
+        }
     }
 }
 
@@ -455,7 +485,7 @@ fn merge(into: &mut SeriesValue, value: Value) {
         ) => {
             // Bucket counts were checked against the family before merging.
             buckets.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-            *sum += s;
+            sum.0 += Nanos::from_f64(s).0;
             *count += n;
         }
         // Kinds are checked before merging; a mismatch cannot reach here.

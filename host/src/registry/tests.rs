@@ -191,3 +191,25 @@ fn replace_swaps_families_all_or_none() {
         .unwrap();
     assert!(text(&r).contains("wasmtap_x_total 1\n"));
 }
+
+#[test]
+fn histogram_sums_do_not_depend_on_the_order_of_updates() {
+    let r1 = registry(10);
+    let r2 = registry(10);
+    let h = [spec("t_seconds", Kind::Histogram, &[], &[1.0])];
+    let (f1, f2) = (r1.register("a", &h).unwrap(), r2.register("a", &h).unwrap());
+    let values = [0.1, 0.2, 0.3, 1e-3, 7.123456789, 1e6];
+    let up = |v: f64| Update {
+        family: 0,
+        labels: vec![],
+        value: Value::Histogram { buckets: vec![1, 0], sum: v, count: 1 },
+    };
+    for v in values {
+        r1.apply(&f1, vec![up(v)]).unwrap();
+    }
+    for v in values.iter().rev() {
+        r2.apply(&f2, vec![up(*v)]).unwrap();
+    }
+    assert_eq!(text(&r1), text(&r2));
+    assert!(text(&r1).contains("wasmtap_t_seconds_sum 1000007.724456789\n"), "{}", text(&r1));
+}

@@ -30,7 +30,7 @@ pub enum CallError {
     #[error("returned {got} updates, over the limit of {limit}")]
     TooManyUpdates { got: usize, limit: usize },
     #[error("sent an invalid update: {0}")]
-    BadUpdate(#[from] crate::registry::UpdateError),
+    BadUpdate(crate::registry::UpdateError),
 }
 
 impl CallError {

@@ -89,16 +89,17 @@ pub enum LoadError {
     )]
     WrongVersion { found: String },
     #[error(
-        "imports {0:?}, which analyzers may not use: the only import is \
-         wasmtap:analyzer/host@{ABI_VERSION} (build for wasm32-unknown-unknown, not wasip2)"
+        "imports {}, which analyzers may not use: the only import is \
+         wasmtap:analyzer/host@{ABI_VERSION} (build for wasm32-unknown-unknown, not wasip2)",
+        .0.join(", ")
     )]
-    ForbiddenImport(String),
+    ForbiddenImport(Vec<String>),
     #[error("does not export {EXPORT_NAME}: is it built for the analyzer-component world?")]
     MissingExport,
     #[error("init failed: {0}")]
     Init(String),
     #[error("declares an invalid metric family: {0}")]
-    Family(#[from] crate::registry::FamilyError),
+    Family(crate::registry::FamilyError),
 }
 
 /// A loaded analyzer, shared by all workers.
@@ -219,7 +220,7 @@ impl Runtime {
             instance::Instance::start(&self.engine, &pre, &self.limits, source, log_dropped)
                 .map_err(|e| LoadError::Init(e.to_string()))?;
         let (name, version, families) = probe.info();
-        crate::registry::validate(&families)?;
+        crate::registry::validate(&families).map_err(LoadError::Family)?;
         let backend = Backend::Wasm(pre);
         Ok(Arc::new(Analyzer {
             name,
@@ -236,7 +237,7 @@ impl Runtime {
     pub fn load_native(&self, factory: native::Factory) -> Result<Arc<Analyzer>, LoadError> {
         let (name, version, families) =
             factory().init().map_err(|e| LoadError::Init(e.to_string()))?;
-        crate::registry::validate(&families)?;
+        crate::registry::validate(&families).map_err(LoadError::Family)?;
         let source = format!("native:{name}");
         let sha256 = String::new();
         let backend = Backend::Native(factory);
@@ -279,10 +280,14 @@ impl Runtime {
                 return Err(LoadError::WrongVersion { found });
             }
         }
-        if let Some((name, _)) =
-            ty.imports(&self.engine).find(|(n, _)| !ALLOWED_IMPORTS.contains(n))
-        {
-            return Err(LoadError::ForbiddenImport(name.to_owned()));
+        let forbidden: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(n, _)| n)
+            .filter(|n| !ALLOWED_IMPORTS.contains(n))
+            .map(str::to_owned)
+            .collect();
+        if !forbidden.is_empty() {
+            return Err(LoadError::ForbiddenImport(forbidden));
         }
         if ty.get_export(&self.engine, EXPORT_NAME).is_none() {
             return Err(LoadError::MissingExport);

@@ -134,7 +134,8 @@ impl Slot {
         let t0 = Instant::now();
         let result = f(instance.as_mut());
         self.batch_seconds.observe(t0.elapsed().as_secs_f64());
-        let applied = result.and_then(|u| Ok(shared.registry.apply(&self.families, u)?));
+        let applied = result
+            .and_then(|u| shared.registry.apply(&self.families, u).map_err(CallError::BadUpdate));
         if let Err(e) = applied {
             self.skipped.inc_by(packets as u64);
             self.fail(shared, &e);
