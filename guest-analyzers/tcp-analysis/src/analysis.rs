@@ -57,6 +57,11 @@ const FAST_RETRANSMISSION_WINDOW_NS: u64 = 20_000_000;
 /// once it has one, the initial RTT is the threshold.
 const DEFAULT_OUT_OF_ORDER_NS: u64 = 3_000_000;
 
+/// Wireshark's duplicate-ACK count of -1 (set after an "ACKed unseen segment"), which it
+/// keeps in an unsigned field: it therefore passes the "at least two duplicate ACKs" test of a
+/// fast retransmission, and the next duplicate ACK counts as the first.
+const UNSEEN_ACKED: u32 = u32::MAX;
+
 /// `a < b` in sequence space (Wireshark's `LT_SEQ`): correct across the 2^32 wrap.
 #[inline]
 fn lt_seq(a: u32, b: u32) -> bool {
@@ -131,7 +136,7 @@ struct Direction {
     /// Raw window of the last segment; `u32::MAX` before the first one, so that it never
     /// equals a real (16-bit) window.
     window: u32,
-    /// Duplicate ACKs in a row.
+    /// Duplicate ACKs in a row, or [`UNSEEN_ACKED`] after an "ACKed unseen segment".
     dup_acks: u32,
     /// The keep-alive and zero-window-probe flags of the last segment.
     last_flags: u16,
@@ -194,7 +199,9 @@ impl Connection {
         seg.is_syn_only() && d.base_set && seg.seq != d.base_seq
     }
 
-    /// Analyzes one segment sent in direction `dir` (0 or 1; the record's direction bit).
+    /// Analyzes one segment sent in direction `dir` (0 or 1; the record's direction bit). Check
+    /// [`Connection::is_reused_by`] first: a SYN that starts a new connection belongs to a new
+    /// `Connection`.
     pub fn analyze(&mut self, dir: usize, seg: &Segment) -> Outcome {
         let first_rtt_ns = self.first_rtt_ns;
         let (fwd, rev) = self.split(dir);
@@ -261,12 +268,15 @@ fn analyze_sequence(
         fwd.dup_acks = 0;
     }
 
-    // "ACKed unseen segment": this ACK covers data the other direction was not seen sending;
-    // its highest contiguous sequence number jumps to its highest one. (Later Wireshark
-    // versions jump only backwards and restart the duplicate-ACK count instead; tshark 4.0
-    // does this, as checked against it.)
+    // "ACKed unseen segment": this ACK covers data the other direction was not seen sending.
+    // If that direction's highest contiguous sequence number is below its highest one, it jumps
+    // there; otherwise its duplicate-ACK count becomes Wireshark's -1.
     if rev.max_seq_to_be_acked != 0 && gt_seq(ack, rev.max_seq_to_be_acked) && seg.has(th::ACK) {
-        rev.max_seq_to_be_acked = rev.next_seq;
+        if lt_seq(rev.max_seq_to_be_acked, rev.next_seq) {
+            rev.max_seq_to_be_acked = rev.next_seq;
+        } else {
+            rev.dup_acks = UNSEEN_ACKED;
+        }
     }
 
     if len > 0 || seg.has(th::SYN | th::FIN) {
@@ -329,7 +339,7 @@ fn classify_fwd(
         return flags | flag::ZERO_WINDOW_PROBE_ACK;
     }
     if window != 0 {
-        fwd.dup_acks = fwd.dup_acks.saturating_add(1);
+        fwd.dup_acks = if fwd.dup_acks == UNSEEN_ACKED { 1 } else { fwd.dup_acks.wrapping_add(1) };
         flags |= flag::DUPLICATE_ACK;
     }
     flags

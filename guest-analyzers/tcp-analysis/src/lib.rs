@@ -36,7 +36,8 @@
 //!    segment came less than 20 ms before this one;
 //! 3. **out-of-order**: the sequence number did not advance, this segment came sooner after the
 //!    segment that last advanced `nextseq` than the connection's initial RTT (3 ms while the
-//!    initial RTT is unknown), and it does not end exactly at `nextseq`;
+//!    initial RTT is unknown), and it does not end exactly at `nextseq` (its end counting the
+//!    SYN or FIN sequence number);
 //! 4. **retransmission**: the sequence number did not advance.
 //!
 //! SYN and FIN take one sequence number each, so a retransmitted SYN or FIN is a retransmission
@@ -52,13 +53,19 @@
 //! - **keep-alive ACK**: what would be a duplicate ACK right after a keep-alive from the other
 //!   side; not counted as a duplicate ACK;
 //! - **zero-window probe**: one byte at `nextseq` while the other side's last window was 0; it
-//!   does not advance `nextseq`, and is neither a zero window nor a retransmission;
+//!   is not a zero window itself, and it does not advance `nextseq`, so repeated probes are not
+//!   retransmissions (nor is the data that later starts with the probed byte);
 //! - **zero-window probe ACK**: a repeated bare ACK with window 0 right after a probe; it is a
 //!   zero window but not a duplicate ACK;
 //! - **window update** (a bare ACK with a new window) is neither a duplicate ACK nor counted;
 //! - **previous segment not captured** (a sequence number beyond `nextseq`) moves `nextseq` on;
 //!   the segments that fill the gap later are then out-of-order or retransmissions as above;
-//! - **ACKed unseen segment**: as in Wireshark, it restarts the other side's duplicate-ACK count;
+//! - **ACKed unseen segment** (an ACK beyond the other side's highest contiguous sequence
+//!   number): if that side has sent beyond a gap, its highest contiguous sequence number jumps to
+//!   its highest one; otherwise its duplicate-ACK count becomes Wireshark's -1, which tshark 4.0
+//!   keeps unsigned, so that this side's next retransmission of the sequence number the other
+//!   side last acknowledged, within 20 ms of the other side's last segment, is "fast" without
+//!   any duplicate ACK (and the other side's next duplicate ACK counts as its first);
 //! - **RST** segments are never duplicate ACKs, zero windows or keep-alives, and carry no
 //!   sequence space; a retransmitted SYN first restores `nextseq` as Wireshark does, so that a
 //!   RST in between does not hide it.

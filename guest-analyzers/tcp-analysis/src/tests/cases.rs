@@ -243,6 +243,47 @@ fn resets_close_and_a_new_syn_reuses_the_ports() {
 }
 
 #[test]
+fn acked_unseen_segments_as_tshark_4_0_handles_them() {
+    let k = Conn::new(13);
+    // The server acknowledges client data it was not seen sending, so the client's duplicate-ACK
+    // count becomes Wireshark's (unsigned) -1: the server's quick retransmission is "fast".
+    let mut p = handshake(&k, 0, 1000);
+    p.extend([
+        k.c(1100, ACK, C + 1, S + 1, 100, 1000),
+        k.s(1200, ACK, S + 1, C + 301, 0, 1000), // 5 ACKed unseen segment
+        k.s(1300, ACK, S + 1, C + 301, 100, 1000), // 6
+        k.s(1800, ACK, S + 1, C + 301, 100, 1000), // 7 fast retransmission
+    ]);
+    assert_counts(&run(&[], &p), [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+
+    // With a gap in the client's data (here across 2^32), its highest contiguous sequence
+    // number jumps to its highest one instead, and the retransmission is a plain one.
+    let i: u32 = 0xffff_ff00;
+    let p = [
+        k.c(0, SYN, i, 0, 0, 1000),
+        k.s(500, SYN | ACK, S, i + 1, 0, 1000),
+        k.c(1000, ACK, i + 1, S + 1, 0, 1000),
+        k.c(1100, ACK, 0x65, S + 1, 100, 1000), // 4 a gap across 2^32
+        k.s(1200, ACK, S + 1, 0x65, 0, 1000),   // 5 ACKed unseen segment
+        k.s(1300, ACK, S + 1, 0x65, 100, 1000), // 6
+        k.s(1800, ACK, S + 1, 0x65, 100, 1000), // 7 a plain retransmission
+    ];
+    assert_counts(&run(&[], &p), [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+
+    // The jump shows when a retransmitted SYN restores the next sequence number to the highest
+    // contiguous one: the old data after it is a retransmission, not a new segment.
+    let mut p = handshake(&k, 0, 1000);
+    p.extend([
+        k.c(1100, ACK, C + 1, S + 1, 100, 1000),
+        k.c(1200, ACK, C + 201, S + 1, 100, 1000), // 5 a gap
+        k.s(1300, ACK, S + 1, C + 250, 0, 1000),   // 6 ACKed unseen segment
+        k.c(1_001_300, SYN, C, 0, 0, 1000),        // 7 retransmitted SYN
+        k.c(2_001_300, ACK, C + 251, S + 1, 100, 1000), // 8 retransmission
+    ]);
+    assert_counts(&run(&[], &p), [2.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+}
+
+#[test]
 fn counters_are_labelled_by_the_flagged_segment() {
     let mut k = Conn::new(11);
     k.device = 3;
