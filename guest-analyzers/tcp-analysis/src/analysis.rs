@@ -43,9 +43,13 @@ pub mod flag {
 
 /// TCP flag bits, as in the record's flags byte.
 mod th {
+    /// FIN: takes one sequence number.
     pub const FIN: u8 = 0x01;
+    /// SYN: takes one sequence number.
     pub const SYN: u8 = 0x02;
+    /// RST.
     pub const RST: u8 = 0x04;
+    /// ACK: the acknowledgement number is valid.
     pub const ACK: u8 = 0x10;
 }
 

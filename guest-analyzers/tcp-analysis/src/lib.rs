@@ -13,7 +13,10 @@
 //!
 //! The per-segment counters carry `src_ip`, `dst_ip` and `device` of the flagged segment (its
 //! sender, its receiver, the interface or file it was captured on), as tshark shows them.
-//! Each counts the segments on which tshark 4.0, with its default preferences, shows the field:
+//! Each counts the segments on which tshark 4.0 shows the field with its default preferences
+//! (`tcp.analyze_sequence_numbers` on; `tcp.fastrt_supersedes_ooo` on; relative sequence numbers
+//! on, which changes only what tshark displays: its analysis, like this one, runs on the
+//! absolute numbers):
 //!
 //! | metric | tshark field | a segment counts when |
 //! |---|---|---|
@@ -60,12 +63,12 @@
 //! - **window update** (a bare ACK with a new window) is neither a duplicate ACK nor counted;
 //! - **previous segment not captured** (a sequence number beyond `nextseq`) moves `nextseq` on;
 //!   the segments that fill the gap later are then out-of-order or retransmissions as above;
-//! - **ACKed unseen segment** (an ACK beyond the other side's highest contiguous sequence
-//!   number): if that side has sent beyond a gap, its highest contiguous sequence number jumps to
-//!   its highest one; otherwise its duplicate-ACK count becomes Wireshark's -1, which tshark 4.0
-//!   keeps unsigned, so that this side's next retransmission of the sequence number the other
-//!   side last acknowledged, within 20 ms of the other side's last segment, is "fast" without
-//!   any duplicate ACK (and the other side's next duplicate ACK counts as its first);
+//! - **ACKed unseen segment** (an ACK from A beyond B's highest contiguous sequence number): if
+//!   B has sent beyond a gap, its highest contiguous sequence number jumps to its highest one;
+//!   otherwise B's duplicate-ACK count becomes Wireshark's -1, which tshark 4.0 keeps unsigned,
+//!   so that A's next retransmission of the sequence number B last acknowledged, within 20 ms of
+//!   B's last segment, is "fast" without any duplicate ACK (and B's next duplicate ACK counts as
+//!   its first);
 //! - **RST** segments are never duplicate ACKs, zero windows or keep-alives, and carry no
 //!   sequence space; a retransmitted SYN first restores `nextseq` as Wireshark does, so that a
 //!   RST in between does not hide it.
@@ -74,7 +77,7 @@
 //!
 //! - `tcp_handshake_seconds`: tshark's `tcp.analysis.initial_rtt`, observed once per connection:
 //!   the time from the most recent SYN (without ACK) to the first segment with ACK and without
-//!   SYN after it, in either direction. Buckets 100 µs … 3 s.
+//!   SYN after it (a RST/ACK or FIN/ACK too), in either direction. Buckets 100 µs … 3 s.
 //! - `tcp_connection_duration_seconds`: observed once per connection, from its first packet
 //!   (the first SYN, or the first segment seen if the capture missed the SYN) to the packet that
 //!   closed it: the second direction's first FIN, or the first RST. A connection that is not
@@ -102,7 +105,10 @@
 //! # Where this can differ from tshark
 //!
 //! - Wireshark never forgets a connection; this analyzer does after the timeouts above or an
-//!   eviction, and a long-silent connection that resumes is then analyzed afresh.
+//!   eviction, and a long-silent connection that resumes is then analyzed afresh. So does a
+//!   connection in a capture whose clock steps back by more than the idle timeout.
+//! - Only the TCP the host decodes is analyzed: not TCP inside tunnels (VXLAN, Geneve, GRE) or
+//!   link types the host does not read, which tshark dissects.
 //! - IP fragments are skipped (tshark analyzes the reassembled segment).
 //! - Wireshark stops adding the SYN/FIN sequence number to `nextseq` once 10 000 segments of a
 //!   direction are unacknowledged (one-sided captures); this analyzer always adds it.
@@ -127,9 +133,9 @@ const DEFAULT_MAX_FLOWS: usize = 65_536;
 /// update lists and the allocator inside the host's 64 MiB per-instance cap.
 const MAX_TABLE_BYTES: usize = 40 << 20;
 
-/// Default `idle_timeout_seconds`: 5 minutes, the idle timeout of common connection pools and
-/// proxies (and conntrack's for unreplied state is far shorter): a connection silent for longer
-/// has most likely gone, and keeping it would only crowd the table.
+/// Default `idle_timeout_seconds`: 5 minutes, as long as common proxies and load balancers
+/// keep an idle connection; one silent for longer has most likely gone (its close not captured),
+/// and keeping it would only crowd the table.
 const DEFAULT_IDLE_TIMEOUT_S: f64 = 300.0;
 
 /// Default `closed_linger_seconds`: 60 s, as long as Linux keeps a closed connection in

@@ -111,6 +111,7 @@ impl Metrics {
     /// Counts the flags of segment `p`.
     #[inline]
     pub fn segment(&self, p: &Packet<'_>, flags: u16, out: &mut Updates) {
+        // The flags that have a counter; most segments have none and return at once.
         const COUNTED: u16 =
             flag::ANY_RETRANSMISSION | flag::OUT_OF_ORDER | flag::DUPLICATE_ACK | flag::ZERO_WINDOW;
         if flags & COUNTED == 0 {
