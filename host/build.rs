@@ -16,7 +16,8 @@
 //!   tests);
 //! - `test-analyzers/<name>.wasm`: good and hostile analyzers for the host's tests only, with
 //!   `cargo:rustc-env=WASMTAP_TEST_ANALYZERS_DIR` pointing at that folder (see
-//!   `build/test_analyzers.rs`).
+//!   `build/test_analyzers.rs`), and there too `syn-no-answer.wasm`, the example analyzer
+//!   `examples/syn-no-answer` (a workspace of its own, so built by a nested cargo of its own).
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -104,6 +105,7 @@ fn main() -> Result<()> {
 
     let test_dir = out_dir.join("test-analyzers");
     test_analyzers::write_all(&guests, &wasm_dir, &test_dir)?;
+    test_analyzers::write_example(&repo.join(test_analyzers::EXAMPLE_DIR), &test_dir)?;
     println!("cargo:rustc-env=WASMTAP_TEST_ANALYZERS_DIR={}", utf8(&test_dir)?);
     Ok(())
 }

@@ -6,14 +6,19 @@
 //! entry, each checked to be the artifact it claims to be — a component of the right world and
 //! WIT version, a component that does import WASI, a core module, or bytes that are not wasm —
 //! so that a test analyzer cannot fail the host's tests for an accidental reason.
+//!
+//! Also the example analyzer ([`EXAMPLE_DIR`], loaded by `host/tests/example_analyzer.rs`):
+//! a crate with its own workspace, lock file and target dir, as a user's would be, so it gets a
+//! nested cargo of its own; its component is checked like a default analyzer's.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
 
 use super::{
-    ABI_VERSION, check_interfaces, check_target_installed, component_world, encode_component,
-    nested_cargo, required_export, wasm_file, write,
+    ABI_VERSION, GUEST_TARGET, check_interfaces, check_target_installed, component_world,
+    componentize, encode_component, nested_cargo, required_export, wasm_file, watch_guest_sources,
+    write,
 };
 
 /// The target whose std turns file access into `wasi:filesystem` imports.
@@ -91,6 +96,22 @@ pub const TEST_ANALYZERS: &[(&str, Make)] = &[
     ("random-bytes", Make::RandomBytes { len: 4096, seed: 0x5eed_0f7e_57ed }),
     ("wasi-filesystem", Make::Wasi { krate: "wasmtap-analyzer-wasi-filesystem" }),
 ];
+
+/// The example analyzer's crate, relative to the repository root.
+pub const EXAMPLE_DIR: &str = "examples/syn-no-answer";
+
+/// The example's file (and analyzer) name, and its crate name.
+const EXAMPLE: (&str, &str) = ("syn-no-answer", "syn-no-answer");
+
+/// Builds the example analyzer in `example` (its own manifest, lock file and target dir) and
+/// writes its checked component to `<dir>/syn-no-answer.wasm`.
+pub fn write_example(example: &Path, dir: &Path) -> Result<()> {
+    watch_guest_sources(example)?;
+    let wasm_dir = nested_cargo(example, GUEST_TARGET, &[])?;
+    let (name, krate) = EXAMPLE;
+    let component = componentize(&wasm_dir, name, krate)?;
+    write(&dir.join(format!("{name}.wasm")), &component)
+}
 
 /// Makes, checks and writes every [`TEST_ANALYZERS`] entry into `dir`.
 pub fn write_all(guests: &Path, wasm_dir: &Path, dir: &Path) -> Result<()> {

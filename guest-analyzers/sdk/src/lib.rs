@@ -59,6 +59,29 @@
 //! Target `wasm32-unknown-unknown`, not `wasm32-wasip2`: the latter pulls WASI imports in, and the
 //! host links none. Natively, `cargo test` runs the analyzer against bytes from
 //! [`BatchBuilder`], through a [`Runner`] that behaves as the host does.
+//!
+//! ```text
+//! cargo build --release --target wasm32-unknown-unknown
+//! wasm-tools component new target/wasm32-unknown-unknown/release/my_analyzer.wasm \
+//!     -o my-analyzer.wasm
+//! ```
+//!
+//! ## 5. Checking and loading
+//!
+//! `host check my-analyzer.wasm` is the conformance check: it validates the component (world,
+//! WIT version, imports), runs `init`, checks the declared families, replays a sample capture
+//! and prints the metrics produced, ns per packet and peak memory. It ends with `PASS`, or exits
+//! non-zero with what to fix. Then load the analyzer with `host run --analyzer my-analyzer.wasm`
+//! (or `host replay CAPTURE --analyzer …`), or drop it into the folder of
+//! `host run --analyzer-dir DIR`, which loads, reloads and unloads analyzers without a restart.
+//!
+//! ## A worked example
+//!
+//! `examples/syn-no-answer` in the repository is a complete analyzer written the way a user
+//! would write one: a crate of its own that depends on this SDK, counting failed TCP connection
+//! attempts per destination. It keeps per-connection state in a bounded table expired in packet
+//! time from [`Analyzer::tick`], keeps its label values bounded, unit-tests itself with
+//! [`BatchBuilder`] and [`Runner`], and its README has the exact build and check commands.
 
 extern crate self as wasmtap_sdk;
 
