@@ -182,6 +182,9 @@ impl Telemetry {
     /// `timing` includes wall-clock histograms; a replay leaves them out so that its output
     /// depends on the capture alone.
     pub fn exposition(&self, registry: &Registry, timing: bool) -> String {
+        // Only the families registered now: an unloaded analyzer's go with it.
+        self.series.reset();
+        self.series_refused.reset();
         for (family, live, refused) in registry.series_counts() {
             self.series.with_label_values(&[&family]).set(i64::try_from(live).unwrap_or(i64::MAX));
             self.series_refused

@@ -11,7 +11,8 @@
 //! never see any of this.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -184,6 +185,14 @@ pub enum Control {
     Remove(String),
 }
 
+/// What the workers share to end a capture together: the latest packet time any of them saw,
+/// and a barrier that all pass once their queues are drained. The final tick then uses the
+/// same time on every worker, so what expires at the end does not depend on the sharding.
+struct End {
+    latest: AtomicU64,
+    drained: Barrier,
+}
+
 /// A change and where to say it was applied.
 type Acked = (Control, Sender<()>);
 
@@ -211,14 +220,16 @@ impl Workers {
         shared: &Shared,
     ) -> std::io::Result<Self> {
         let (mut queues, mut controls, mut threads) = (Vec::new(), Vec::new(), Vec::new());
-        for i in 0..n.max(1) {
+        let n = n.max(1);
+        let end = Arc::new(End { latest: AtomicU64::new(0), drained: Barrier::new(n) });
+        for i in 0..n {
             let (tx, rx) = crossbeam_channel::bounded(QUEUE_BATCHES);
             let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
-            let (runtime, shared) = (runtime.clone(), shared.clone());
+            let (runtime, shared, end) = (runtime.clone(), shared.clone(), end.clone());
             let analyzers = analyzers.to_vec();
             let thread = std::thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || work(&runtime, &shared, analyzers, &rx, &ctl_rx))?;
+                .spawn(move || work(&runtime, &shared, analyzers, &rx, &ctl_rx, &end))?;
             queues.push(tx);
             controls.push(ctl_tx);
             threads.push(thread);
@@ -288,6 +299,7 @@ fn work(
     analyzers: Vec<(Arc<Analyzer>, Families)>,
     rx: &Receiver<Batch>,
     controls: &Receiver<Acked>,
+    end: &End,
 ) {
     let mut slots: Vec<Slot> =
         analyzers.into_iter().map(|(a, families)| Slot::new(a, families, shared)).collect();
@@ -320,6 +332,7 @@ fn work(
             slot.call(runtime, shared, batch.len(), |i| i.process(batch.bytes()));
         }
         last_ts = last_ts.max(batch.max_ts());
+        end.latest.fetch_max(batch.max_ts(), Ordering::Relaxed);
         drop(batch);
         if last_ts >= next_tick {
             if next_tick != 0 {
@@ -330,6 +343,8 @@ fn work(
             next_tick = last_ts.saturating_add(TICK_EVERY_NS);
         }
     }
+    end.drained.wait();
+    let last_ts = end.latest.load(Ordering::Relaxed);
     for slot in &mut slots {
         slot.call(runtime, shared, 0, |i| i.tick(last_ts, true));
     }
