@@ -13,7 +13,7 @@ pub const HEADER_LEN: usize = 16;
 pub const RECORD_LEN: usize = 96;
 
 /// Byte offsets of the fields inside one record, exactly as in the WIT comment.
-pub(crate) mod offset {
+pub mod offset {
     /// `u64` packet time, ns since the Unix epoch.
     pub const TIME_NS: usize = 0;
     /// `u64` flow id, equal for both directions.
@@ -62,6 +62,8 @@ pub(crate) mod offset {
     pub const SACK_BLOCKS: usize = 92;
     /// `u8` TCP header length in bytes.
     pub const TCP_HEADER_LEN: usize = 93;
+    /// `u16` reserved, zero.
+    pub const RESERVED: usize = 94;
 }
 
 /// TCP flag bits of the record's flags byte (offset 87), as on the wire.

@@ -95,7 +95,9 @@ mod updates;
 pub use batch::{Batch, BatchError, Direction, Packet, Packets};
 pub use builder::{BatchBuilder, PacketFields};
 pub use family::{AnalyzerInfo, Counter, Gauge, Histogram, Label, MAX_LABELS};
-pub use layout::{HEADER_LEN, LAYOUT_VERSION, RECORD_LEN, packet_bits, tcp_flags, tcp_options};
+pub use layout::{
+    HEADER_LEN, LAYOUT_VERSION, RECORD_LEN, offset, packet_bits, tcp_flags, tcp_options,
+};
 pub use runner::Runner;
 pub use updates::Updates;
 

@@ -10,103 +10,11 @@
 
 use crate::decode::{IpFamily, PacketMeta};
 
-/// Version of the record layout below. Analyzers check it before reading a batch; any change
-/// to an existing field's offset or meaning bumps it (new fields go in the reserved space or
-/// past the stride, which old readers skip).
-pub const LAYOUT_VERSION: u16 = 1;
-/// Batch header: version (u16), stride (u16), count (u32), 8 reserved bytes. 16 keeps the
-/// records that follow 8-byte aligned, so a guest can read their u64 fields in place.
-pub const HEADER_LEN: usize = 16;
-/// Bytes per record in version 1: 94 bytes of fields rounded up to a multiple of 8 (alignment,
-/// as above), leaving 2 reserved bytes. Written into the header, so it can grow compatibly.
-pub const RECORD_STRIDE: usize = 96;
-
-/// Byte offsets of the record fields (layout version 1). Named so that the writer reads like
-/// the WIT comment and the tests check each offset separately.
-pub mod offset {
-    /// u64 packet time, ns since the Unix epoch.
-    pub const TIME_NS: usize = 0;
-    /// u64 flow id.
-    pub const FLOW_ID: usize = 8;
-    /// `[u8; 16]` source address.
-    pub const SRC_ADDR: usize = 16;
-    /// `[u8; 16]` destination address.
-    pub const DST_ADDR: usize = 32;
-    /// u32 TCP sequence number.
-    pub const SEQ: usize = 48;
-    /// u32 TCP acknowledgement number.
-    pub const ACK: usize = 52;
-    /// u32 TCP TSval.
-    pub const TSVAL: usize = 56;
-    /// u32 TCP TSecr.
-    pub const TSECR: usize = 60;
-    /// u32 frame length on the wire.
-    pub const WIRE_LEN: usize = 64;
-    /// u32 IP length.
-    pub const IP_LEN: usize = 68;
-    /// u32 TCP payload length.
-    pub const PAYLOAD_LEN: usize = 72;
-    /// u16 source port.
-    pub const SRC_PORT: usize = 76;
-    /// u16 destination port.
-    pub const DST_PORT: usize = 78;
-    /// u16 TCP window as sent.
-    pub const WINDOW: usize = 80;
-    /// u16 TCP MSS option value.
-    pub const MSS: usize = 82;
-    /// u16 device index.
-    pub const DEVICE: usize = 84;
-    /// u8 IP protocol of the transport.
-    pub const IP_PROTO: usize = 86;
-    /// u8 TCP flags.
-    pub const TCP_FLAGS: usize = 87;
-    /// u8 IPv4 TTL / IPv6 hop limit.
-    pub const TTL: usize = 88;
-    /// u8 TCP window scale shift.
-    pub const WSCALE: usize = 89;
-    /// u8 packet bits, see [`super::packet_bits`].
-    pub const PACKET_BITS: usize = 90;
-    /// u8 TCP option bits, see [`super::tcp_option_bits`].
-    pub const TCP_OPTION_BITS: usize = 91;
-    /// u8 number of SACK blocks.
-    pub const SACK_BLOCKS: usize = 92;
-    /// u8 TCP header length in bytes.
-    pub const TCP_HDR_LEN: usize = 93;
-    /// u16 reserved, zero.
-    pub const RESERVED: usize = 94;
-}
-
-/// Bits of the packet-bits byte (record offset 90).
-pub mod packet_bits {
-    /// An IPv4 packet.
-    pub const IPV4: u8 = 0x01;
-    /// An IPv6 packet.
-    pub const IPV6: u8 = 0x02;
-    /// IPv4 don't-fragment set.
-    pub const DONT_FRAGMENT: u8 = 0x04;
-    /// A fragment (more-fragments set or offset ≠ 0).
-    pub const FRAGMENT: u8 = 0x08;
-    /// A TCP header is present.
-    pub const TCP: u8 = 0x10;
-    /// Captured less than the headers claim.
-    pub const TRUNCATED: u8 = 0x20;
-    /// The source is the higher endpoint of the canonical 5-tuple.
-    pub const DIRECTION: u8 = 0x40;
-}
-
-/// Bits of the TCP-option-bits byte (record offset 91).
-pub mod tcp_option_bits {
-    /// SACK permitted.
-    pub const SACK_PERMITTED: u8 = 0x01;
-    /// Timestamps (TSval/TSecr valid).
-    pub const TIMESTAMPS: u8 = 0x02;
-    /// MSS (value valid).
-    pub const MSS: u8 = 0x04;
-    /// Window scale (shift valid).
-    pub const WINDOW_SCALE: u8 = 0x08;
-    /// SACK blocks (count valid).
-    pub const SACK_BLOCKS: u8 = 0x10;
-}
+// The layout's numbers come from the guest SDK, which reads what this writes: one definition
+// for both sides of the contract (the `process` comment in `wit/analyzer.wit`).
+pub use wasmtap_sdk::RECORD_LEN as RECORD_STRIDE;
+pub use wasmtap_sdk::tcp_options as tcp_option_bits;
+pub use wasmtap_sdk::{HEADER_LEN, LAYOUT_VERSION, offset, packet_bits};
 
 /// Writes the batch header for `count` records into the first [`HEADER_LEN`] bytes of `buf`.
 ///
@@ -162,9 +70,9 @@ pub fn write_record(meta: &PacketMeta, out: &mut [u8]) {
     r[o::TTL] = meta.ttl;
     r[o::WSCALE] = meta.wscale;
     r[o::PACKET_BITS] = packet_bits_of(meta);
-    r[o::TCP_OPTION_BITS] = tcp_option_bits_of(meta);
+    r[o::TCP_OPTIONS] = tcp_option_bits_of(meta);
     r[o::SACK_BLOCKS] = meta.sack_blocks;
-    r[o::TCP_HDR_LEN] = meta.tcp_hdr_len;
+    r[o::TCP_HEADER_LEN] = meta.tcp_hdr_len;
 }
 
 /// The packet-bits byte of a record.
