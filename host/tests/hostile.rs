@@ -44,6 +44,7 @@
 
 #[path = "hostile/capture.rs"]
 mod capture;
+mod common;
 #[path = "hostile/live.rs"]
 mod live;
 #[path = "hostile/support.rs"]

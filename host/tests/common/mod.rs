@@ -738,7 +738,8 @@ pub fn parse_exposition(text: &str) -> Vec<Sample> {
     out
 }
 
-fn parse_sample(line: &str) -> Result<Sample, String> {
+/// Parses one sample line of the exposition.
+pub fn parse_sample(line: &str) -> Result<Sample, String> {
     let name_end = line.find(|c: char| c == '{' || c.is_whitespace()).ok_or("no value")?;
     let name = &line[..name_end];
     if name.is_empty() {

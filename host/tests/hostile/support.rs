@@ -11,9 +11,13 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+// The shared test helpers that serve here unchanged.
+pub use crate::common::{
+    Sample, TempDir, Totals, parse_exposition, parse_sample, require_root, sample_capture,
+};
 
 /// The host binary under test.
 pub const HOST: &str = env!("CARGO_BIN_EXE_host");
@@ -36,43 +40,6 @@ pub fn default_components() -> BTreeMap<String, PathBuf> {
             Some((name, p))
         })
         .collect()
-}
-
-/// `examples/captures/sample.pcap`, the capture `host check` replays by default.
-pub fn sample_capture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/captures/sample.pcap")
-}
-
-/// Makes temporary names unique within this test process.
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// A fresh directory, removed on drop unless the test is panicking.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let nanos =
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir()
-            .join(format!("wasmtap-hostile-{tag}-{}-{seq}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).expect("creating a temporary directory");
-        TempDir(path)
-    }
-
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!("keeping {} for inspection", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 /// What a finished (or killed) command left behind.
@@ -213,58 +180,6 @@ fn dechunk(mut rest: &str) -> Result<String, String> {
     }
 }
 
-/// One sample line of the exposition.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-/// The samples of an exposition (comments skipped).
-pub fn parse_exposition(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| parse_sample(l).unwrap_or_else(|| panic!("unparsable exposition line {l:?}")))
-        .collect()
-}
-
-fn parse_sample(line: &str) -> Option<Sample> {
-    let (series, value) = line.rsplit_once(' ')?;
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        v => v.parse().ok()?,
-    };
-    let (name, labels) = match series.split_once('{') {
-        None => (series, BTreeMap::new()),
-        Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}')?)?),
-    };
-    Some(Sample { name: name.to_owned(), labels, value })
-}
-
-fn parse_labels(mut rest: &str) -> Option<BTreeMap<String, String>> {
-    let mut labels = BTreeMap::new();
-    while !rest.is_empty() {
-        let (key, after) = rest.split_once("=\"")?;
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let end = loop {
-            match chars.next()? {
-                (i, '"') => break i,
-                (_, '\\') => match chars.next()?.1 {
-                    'n' => value.push('\n'),
-                    c => value.push(c),
-                },
-                (_, c) => value.push(c),
-            }
-        };
-        labels.insert(key.trim_start_matches(',').to_owned(), value);
-        rest = after[end + 1..].trim_start_matches(',');
-    }
-    Some(labels)
-}
-
 /// The value of the sample `name` whose labels include every pair of `labels`, if exactly one
 /// matches; the sum if several do; `None` if none does.
 pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -325,7 +240,7 @@ pub fn family_differences(text: &str, reference: &str, families: &[String]) -> V
         diffs.push(format!("{} sample lines, expected {}", got.len(), want.len()));
     }
     for (g, w) in got.iter().zip(&want) {
-        let (Some(gs), Some(ws)) = (parse_sample(g), parse_sample(w)) else {
+        let (Ok(gs), Ok(ws)) = (parse_sample(g), parse_sample(w)) else {
             diffs.push(format!("unparsable: {g:?} or {w:?}"));
             continue;
         };
@@ -343,77 +258,6 @@ pub fn default_families(baseline: &str) -> Vec<String> {
     let families = analyzer_families(baseline);
     assert!(families.iter().any(|f| f == "wasmtap_packets_total"), "baseline:\n{baseline}");
     families
-}
-
-/// The counts that tshark and the default analyzers must agree on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Totals {
-    pub frames: u64,
-    pub resets: u64,
-    pub dont_fragment: u64,
-    pub wscale_options: u64,
-}
-
-impl Totals {
-    /// The default analyzers' counts, summed over all their series.
-    pub fn from_exposition(samples: &[Sample]) -> Totals {
-        let count = |name: &str| {
-            let v = value(samples, name, &[]).unwrap_or_else(|| panic!("no {name} sample"));
-            assert!(v.fract() == 0.0 && v >= 0.0, "{name} = {v} is not a count");
-            v as u64
-        };
-        Totals {
-            frames: count("wasmtap_packets_total"),
-            resets: count("wasmtap_tcp_resets_total"),
-            dont_fragment: count("wasmtap_ip_dont_fragment_total"),
-            wscale_options: count("wasmtap_tcp_window_scale_options_total"),
-        }
-    }
-
-    /// tshark's counts for the same things in `file`.
-    pub fn from_tshark(file: &Path) -> Totals {
-        Totals {
-            frames: tshark_count(file, None),
-            resets: tshark_count(file, Some("tcp.flags.reset==1")),
-            dont_fragment: tshark_count(file, Some("ip.flags.df==1")),
-            wscale_options: tshark_count(file, Some("tcp.options.wscale.shift")),
-        }
-    }
-}
-
-/// Frames of `file` that match the display `filter` (all frames without one).
-pub fn tshark_count(file: &Path, filter: Option<&str>) -> u64 {
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-n").arg("-r").arg(file).args(["-T", "fields", "-e", "frame.number"]);
-    if let Some(f) = filter {
-        cmd.args(["-Y", f]);
-    }
-    let r = run(&mut cmd, Duration::from_secs(120));
-    assert!(r.success(), "tshark {filter:?} on {} failed: {}", file.display(), r.describe());
-    r.stdout.lines().filter(|l| !l.trim().is_empty()).count() as u64
-}
-
-/// True when running as root (capture on `lo` needs it).
-pub fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// For root-only tests: false, after a loud message, when not root, unless
-/// `WASMTAP_REQUIRE_ROOT=1` (CI), which makes a missing root a failure.
-pub fn require_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    let required = matches!(std::env::var("WASMTAP_REQUIRE_ROOT").as_deref(), Ok("1" | "true"));
-    assert!(!required, "{test}: needs root (WASMTAP_REQUIRE_ROOT=1 makes this a failure)");
-    eprintln!("\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-    eprintln!("!!! SKIPPED {test}: needs root (live capture on lo).");
-    eprintln!("!!! Run as root, or set WASMTAP_REQUIRE_ROOT=1 to make this a failure.");
-    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n");
-    false
 }
 
 /// Makes a FIFO at `path`.
