@@ -27,16 +27,7 @@ fn capture(test: &str) -> Option<&'static Path> {
 
 fn record_capture() -> PathBuf {
     require_tools(&["tcpdump", "tshark", "python3", "ip"]);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    // Earlier runs' captures are replaced, not accumulated.
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with("netns-traffic-") {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-    let file = dir.join(format!("netns-traffic-{}.pcap", std::process::id()));
+    let file = fresh_capture(Path::new(env!("CARGO_TARGET_TMPDIR")), "netns-traffic-");
     let pair = NetnsPair::new();
     let tcpdump = Tcpdump::start(&pair, &pair.a, &pair.veth_a, &file);
     let _server = start_traffic_server(&pair, PORT);

@@ -176,16 +176,7 @@ fn capture(test: &str) -> Option<&'static Recorded> {
 
 fn record() -> Recorded {
     require_tools(&["tcpdump", "tshark", "python3", "ip", "nft", "ethtool"]);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    // Earlier runs' captures are replaced, not accumulated; this one stays for inspection.
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with("lossy-tcp-") {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-    let file = dir.join(format!("lossy-tcp-{}.pcap", std::process::id()));
+    let file = fresh_capture(Path::new(env!("CARGO_TARGET_TMPDIR")), "lossy-tcp-");
     let pair = lossy_pair();
     let tcpdump = Tcpdump::start(&pair, &pair.a, &pair.veth_a, &file);
     let mut server = Spawned::start(

@@ -129,6 +129,20 @@ impl Drop for TempDir {
 // ------------------------------------------------------------------------------------------
 // Running commands
 
+/// A path for this run's capture in `dir`, named `PREFIX<pid>.pcap`. Earlier runs' captures
+/// with the same prefix are removed, so they are replaced, not accumulated; this one stays for
+/// inspection.
+pub fn fresh_capture(dir: &Path, prefix: &str) -> PathBuf {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    dir.join(format!("{prefix}{}.pcap", std::process::id()))
+}
+
 /// The outcome of [`run_with_timeout`].
 #[derive(Debug)]
 pub struct RunResult {
