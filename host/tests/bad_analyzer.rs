@@ -10,11 +10,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 fn trap_analyzer() -> PathBuf {
-    // Set by host/build.rs; `option_env!` so that this file compiles before it exists.
-    let dir = option_env!("WASMTAP_TEST_ANALYZERS_DIR").unwrap_or_else(|| {
-        panic!("WASMTAP_TEST_ANALYZERS_DIR is not set at compile time (host/build.rs sets it)")
-    });
-    let path = PathBuf::from(dir).join("trap-first-batch.wasm");
+    // Built by the `wasmtap-test-analyzers` dev-dependency (host/test-analyzers/build.rs).
+    let path = wasmtap_test_analyzers::path("trap-first-batch");
     assert!(path.is_file(), "{} does not exist", path.display());
     path
 }

@@ -3,11 +3,11 @@
 //! what tshark shows through `host replay --analyzer`, and loads and unloads live through
 //! `--analyzer-dir`.
 //!
-//! Inputs: `syn-no-answer.wasm`, which `host/build.rs` builds from the example's own workspace
-//! into `WASMTAP_TEST_ANALYZERS_DIR`; the committed sample capture; a synthetic capture written
-//! here ([`synthetic_capture`]) with every case of the analyzer's rules; tshark; for the live
-//! test, root (live capture on `lo`) and python3. Outputs: pass/fail, with the host's output on
-//! failure.
+//! Inputs: `syn-no-answer.wasm`, which `host/test-analyzers/build.rs` builds from the example's
+//! own workspace into `wasmtap_test_analyzers::DIR`; the committed sample capture; a synthetic
+//! capture written here ([`synthetic_capture`]) with every case of the analyzer's rules;
+//! tshark; for the live test, root (live capture on `lo`) and python3. Outputs: pass/fail,
+//! with the host's output on failure.
 //!
 //! The expected counts come from tshark at run time: [`expected_from_tshark`] reads every SYN,
 //! SYN/ACK and RST of a capture with `tshark -T fields` and applies the analyzer's documented
@@ -42,10 +42,14 @@ const UNANSWERED: &str = "wasmtap_tcp_syn_unanswered_total";
 const REFUSED: &str = "wasmtap_tcp_syn_refused_total";
 const EVICTIONS: &str = "wasmtap_tcp_syn_evictions_total";
 
-/// The example's component, built by `host/build.rs`.
+/// The example's component, built by `host/test-analyzers/build.rs`.
 fn example_wasm() -> PathBuf {
-    let path = Path::new(env!("WASMTAP_TEST_ANALYZERS_DIR")).join("syn-no-answer.wasm");
-    assert!(path.is_file(), "{} is missing: host/build.rs builds it", path.display());
+    let path = wasmtap_test_analyzers::path("syn-no-answer");
+    assert!(
+        path.is_file(),
+        "{} is missing: host/test-analyzers/build.rs builds it",
+        path.display()
+    );
     path
 }
 

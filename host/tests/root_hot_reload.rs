@@ -20,7 +20,7 @@ const BURST_BYTES: u64 = 200_000;
 const RELOAD_LIMIT: Duration = Duration::from_secs(2);
 
 fn test_analyzer(name: &str) -> PathBuf {
-    Path::new(env!("WASMTAP_TEST_ANALYZERS_DIR")).join(format!("{name}.wasm"))
+    wasmtap_test_analyzers::path(name)
 }
 
 /// Names in `GET /analyzers`, crudely parsed: every `"name":"…"` at the top level of the list

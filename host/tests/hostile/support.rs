@@ -1,7 +1,8 @@
 //! Helpers of the hostile-analyzer suite: where the analyzers are, running the host with a
 //! timeout, a bare HTTP GET, parsing the Prometheus text exposition and counting with tshark.
 //!
-//! Inputs: the host binary and the folders `host/build.rs` writes (compile-time environment).
+//! Inputs: the host binary and the folders `host/build.rs` (default analyzers) and
+//! `host/test-analyzers/build.rs` (test analyzers) write.
 //! Outputs: plain values for the tests to assert on. Every wait is bounded; every temporary
 //! directory goes away on drop (kept, with its path printed, when the test panicked).
 //! Self-contained on purpose: `host/tests/common/` belongs to the other integration tests.
@@ -22,10 +23,14 @@ pub use crate::common::{
 /// The host binary under test.
 pub const HOST: &str = env!("CARGO_BIN_EXE_host");
 
-/// The test analyzers' folder, written by `host/build.rs`.
+/// A test analyzer, from the folder the `wasmtap-test-analyzers` crate's build script writes.
 pub fn test_analyzer(file: &str) -> PathBuf {
-    let path = Path::new(env!("WASMTAP_TEST_ANALYZERS_DIR")).join(format!("{file}.wasm"));
-    assert!(path.is_file(), "{} is missing: host/build.rs writes it", path.display());
+    let path = wasmtap_test_analyzers::path(file);
+    assert!(
+        path.is_file(),
+        "{} is missing: host/test-analyzers/build.rs writes it",
+        path.display()
+    );
     path
 }
 

@@ -1,24 +1,25 @@
 //! Build script, test analyzers: the good and hostile `.wasm` files that only the host's tests
 //! load (`host/tests/hostile.rs` documents what the host must do with each).
 //!
-//! Inputs: the guest workspace (already built for `wasm32-unknown-unknown` by the caller, whose
-//! output folder is `wasm_dir`) and [`TEST_ANALYZERS`]. Outputs: `<dir>/<name>.wasm` for every
-//! entry, each checked to be the artifact it claims to be — a component of the right world and
-//! WIT version, a component that does import WASI, a core module, or bytes that are not wasm —
-//! so that a test analyzer cannot fail the host's tests for an accidental reason.
+//! Inputs: the guest workspace, whose test crates (and the default `traffic` crate, for the
+//! core-module case) are built here by a nested cargo, and [`TEST_ANALYZERS`]. Outputs:
+//! `<dir>/<name>.wasm` for every entry, each checked to be the artifact it claims to be — a
+//! component of the right world and WIT version, a component that does import WASI, a core
+//! module, or bytes that are not wasm — so that a test analyzer cannot fail the host's tests
+//! for an accidental reason.
 //!
 //! Also the example analyzer ([`EXAMPLE_DIR`], loaded by `host/tests/example_analyzer.rs`):
 //! a crate with its own workspace, lock file and target dir, as a user's would be, so it gets a
 //! nested cargo of its own; its component is checked like a default analyzer's.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
 
-use super::{
-    ABI_VERSION, GUEST_TARGET, check_interfaces, check_target_installed, component_world,
-    componentize, encode_component, nested_cargo, required_export, wasm_file, watch_guest_sources,
-    write,
+use super::guest::{
+    ABI_VERSION, GUEST_TARGET, build_modules, check_interfaces, check_target_installed,
+    component_world, componentize, encode_component, required_export, watch_guest_sources, write,
 };
 
 /// The target whose std turns file access into `wasi:filesystem` imports.
@@ -107,24 +108,45 @@ const EXAMPLE: (&str, &str) = ("syn-no-answer", "syn-no-answer");
 /// writes its checked component to `<dir>/syn-no-answer.wasm`.
 pub fn write_example(example: &Path, dir: &Path) -> Result<()> {
     watch_guest_sources(example)?;
-    let wasm_dir = nested_cargo(example, GUEST_TARGET, &[])?;
     let (name, krate) = EXAMPLE;
-    let component = componentize(&wasm_dir, name, krate)?;
+    let modules = build_modules(example, GUEST_TARGET, &[krate])?;
+    let component = componentize(name, module(&modules, krate)?)?;
     write(&dir.join(format!("{name}.wasm")), &component)
 }
 
-/// Makes, checks and writes every [`TEST_ANALYZERS`] entry into `dir`.
-pub fn write_all(guests: &Path, wasm_dir: &Path, dir: &Path) -> Result<()> {
+/// The module of `krate` in what [`build_modules`] returned.
+fn module<'a>(modules: &'a BTreeMap<String, Vec<u8>>, krate: &str) -> Result<&'a [u8]> {
+    modules.get(krate).map(Vec::as_slice).with_context(|| format!("{krate} was not built"))
+}
+
+/// The guest crates built for [`GUEST_TARGET`]: every component's and core module's.
+fn guest_target_crates() -> Vec<&'static str> {
+    let mut crates: Vec<&str> = TEST_ANALYZERS
+        .iter()
+        .filter_map(|(_, make)| match make {
+            Make::Component { krate, .. } | Make::CoreModule { krate } => Some(*krate),
+            Make::Wasi { .. } | Make::RandomBytes { .. } => None,
+        })
+        .collect();
+    crates.sort_unstable();
+    crates.dedup();
+    crates
+}
+
+/// Builds, makes, checks and writes every [`TEST_ANALYZERS`] entry into `dir`.
+pub fn write_all(guests: &Path, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    check_target_installed(GUEST_TARGET)?;
+    let modules = build_modules(guests, GUEST_TARGET, &guest_target_crates())?;
     for (name, make) in TEST_ANALYZERS {
         let bytes = match make {
             Make::Component { krate, abi } => {
-                let component = encode_component(wasm_dir, name, krate)?;
+                let component = encode_component(name, module(&modules, krate)?)?;
                 check_interfaces(name, &component, abi)?;
                 component
             }
             Make::Wasi { krate } => wasi_component(guests, name, krate)?,
-            Make::CoreModule { krate } => core_module(wasm_dir, name, krate)?,
+            Make::CoreModule { krate } => core_module(name, module(&modules, krate)?)?,
             Make::RandomBytes { len, seed } => random_bytes(name, *len, *seed)?,
         };
         write(&dir.join(format!("{name}.wasm")), &bytes)?;
@@ -135,9 +157,9 @@ pub fn write_all(guests: &Path, wasm_dir: &Path, dir: &Path) -> Result<()> {
 /// Builds `krate` for [`WASI_TARGET`] and checks that the component imports `wasi:filesystem`.
 fn wasi_component(guests: &Path, name: &str, krate: &str) -> Result<Vec<u8>> {
     check_target_installed(WASI_TARGET)?;
-    let dir = nested_cargo(guests, WASI_TARGET, &["-p", krate])?;
-    let path = wasm_file(&dir, krate);
-    let component = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let component = build_modules(guests, WASI_TARGET, &[krate])?
+        .remove(krate)
+        .with_context(|| format!("{krate} was not built"))?;
     let (imports, exports) = component_world(name, &component)?;
     ensure!(
         imports.iter().any(|i| i.starts_with("wasi:filesystem/")),
@@ -152,16 +174,13 @@ fn wasi_component(guests: &Path, name: &str, krate: &str) -> Result<Vec<u8>> {
     Ok(component)
 }
 
-/// The core module of `krate`, checked to be one.
-fn core_module(wasm_dir: &Path, name: &str, krate: &str) -> Result<Vec<u8>> {
-    let path = wasm_file(wasm_dir, krate);
-    let module = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+/// A crate's core module as is, checked to be one.
+fn core_module(name: &str, module: &[u8]) -> Result<Vec<u8>> {
     ensure!(
         module.starts_with(WASM_MAGIC) && module.get(4..8) == Some(CORE_MODULE_VERSION),
-        "test analyzer {name:?}: {} is not a core WebAssembly module",
-        path.display()
+        "test analyzer {name:?}: its crate's output is not a core WebAssembly module"
     );
-    Ok(module)
+    Ok(module.to_vec())
 }
 
 /// `len` bytes of splitmix64 output from `seed`, checked not to look like wasm.
