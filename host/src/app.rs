@@ -6,25 +6,37 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::batch::{Batcher, DEFAULT_MAX_AGE, FullQueue};
 use crate::capture;
+use crate::capture::live::Context as CaptureContext;
 use crate::cli::{Cli, Command};
 use crate::config::{self, Pipeline};
 use crate::exporter::Exporter;
-use crate::registry::{Devices, Families, Registry};
+use crate::health::Health;
+use crate::interfaces::{self, Links, Options, Supervisor};
+use crate::registry::{Devices, Families, Policy, Registry};
 use crate::runtime::cache::Cache;
 use crate::runtime::catalog::Catalog;
 use crate::runtime::{Analyzer, Runtime, defaults, native};
 use crate::telemetry::{Shared, Telemetry};
 use crate::watch;
 
+/// How long the first listing of the network interfaces may take (it takes milliseconds).
+const LINKS_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run(args) if args.check_config => {
+            let cfg = config::Run::from_args(args)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", cfg.summary()).context("writing to stdout")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run(args) => live(config::Run::from_args(args)?),
         Command::Replay(args) => replay(config::Replay::from_args(args)?),
         Command::Check(args) => {
@@ -42,13 +54,18 @@ struct Core {
     analyzers: Vec<(Arc<Analyzer>, Families)>,
 }
 
-fn core(p: &Pipeline) -> anyhow::Result<Core> {
+/// `policy` and `ttl` apply to the registry before any family registers.
+fn core(p: &Pipeline, policy: &Policy, ttl: Option<Duration>) -> anyhow::Result<Core> {
     let cache = p.cache_dir.as_deref().and_then(Cache::open);
     let runtime =
         Arc::new(Runtime::new(p.limits.clone(), cache).context("starting the Wasm runtime")?);
     let registry = Arc::new(Registry::new(Arc::new(Devices::default()), p.series_cap));
+    registry.set_limits(p.series_cap, ttl);
+    for note in registry.set_policy(policy.clone()) {
+        tracing::debug!("{note}");
+    }
     let telemetry = Arc::new(Telemetry::new().context("registering self-metrics")?);
-    let shared = Shared { registry, telemetry };
+    let shared = Shared { registry, telemetry, health: Arc::new(Health::default()) };
     let mut loaded = Vec::new();
     if p.defaults && p.native_defaults {
         for (name, factory) in native::DEFAULTS {
@@ -68,8 +85,16 @@ fn core(p: &Pipeline) -> anyhow::Result<Core> {
             runtime.load(&a.bytes, &a.name).with_context(|| format!("analyzer {}", a.name))?;
         loaded.push((a.name.clone(), analyzer));
     }
-    let mut analyzers = Vec::new();
+    let mut analyzers: Vec<(Arc<Analyzer>, Families)> = Vec::new();
     for (source, analyzer) in loaded {
+        // One name, one analyzer: its metrics, logs and failures are charged by name.
+        if let Some((taken, _)) = analyzers.iter().find(|(a, _)| a.name == analyzer.name) {
+            bail!(
+                "analyzer {source}: its name {:?} is already taken by {}",
+                analyzer.name,
+                taken.source
+            );
+        }
         let families = shared
             .registry
             .register(&analyzer.name, &analyzer.families)
@@ -85,7 +110,8 @@ fn core(p: &Pipeline) -> anyhow::Result<Core> {
 
 fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
     let p = &cfg.pipeline;
-    let core = core(p)?;
+    // A replay's series never expire: its output depends on the capture alone.
+    let core = core(p, &Policy::new(), None)?;
     let catalog = Catalog::start(p.workers, core.runtime, core.shared.clone(), core.analyzers)
         .context("starting worker threads")?;
     let total: u64 =
@@ -103,13 +129,8 @@ fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
     };
     let t = &core.shared.telemetry;
     let mut failed = 0;
-    let mut batcher = Batcher::new(
-        catalog.workers().queues(),
-        p.batch_size,
-        DEFAULT_MAX_AGE,
-        FullQueue::Wait,
-        t.packets_dropped.with_label_values(&["replay", "queue_full"]),
-    );
+    let mut batcher =
+        Batcher::new(catalog.workers().queues(), p.batch_size, DEFAULT_MAX_AGE, FullQueue::Wait);
     let devices = core.shared.registry.devices().clone();
     for path in &cfg.captures {
         let name = path
@@ -149,16 +170,19 @@ fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn live(cfg: config::Run) -> anyhow::Result<ExitCode> {
+fn live(mut cfg: config::Run) -> anyhow::Result<ExitCode> {
     let p = &cfg.pipeline;
-    let core = core(p)?;
+    let core = core(p, &cfg.policy, cfg.series_ttl)?;
+    for note in core.shared.registry.set_policy(cfg.policy.clone()) {
+        tracing::warn!("{note}");
+    }
     let shared = core.shared.clone();
     let catalog = Arc::new(
         Catalog::start(p.workers, core.runtime, shared.clone(), core.analyzers)
             .context("starting worker threads")?,
     );
     let tokio = tokio::runtime::Builder::new_multi_thread()
-        // HTTP and signals only; the packet path never touches tokio.
+        // HTTP, link events and signals only; the packet path never touches tokio.
         .worker_threads(1)
         .enable_all()
         .build()
@@ -166,43 +190,63 @@ fn live(cfg: config::Run) -> anyhow::Result<ExitCode> {
     let listener = tokio
         .block_on(tokio::net::TcpListener::bind(cfg.listen))
         .with_context(|| format!("--listen {}: cannot listen there", cfg.listen))?;
-    let ready = Arc::new(AtomicBool::new(false));
+
+    // The interface table first: capture threads label packets from it.
+    let links = Arc::new(Links::default());
+    let (changed_tx, changed_rx) = crossbeam_channel::bounded(1);
+    let (first_tx, first_rx) = crossbeam_channel::bounded(1);
+    tokio.spawn(interfaces::follow(links.clone(), changed_tx, first_tx));
+    match first_rx.recv_timeout(LINKS_TIMEOUT) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => bail!("cannot list the network interfaces: {e}"),
+        Err(_) => bail!("listing the network interfaces took over {}s", LINKS_TIMEOUT.as_secs()),
+    }
+    let ctx = CaptureContext {
+        links,
+        devices: shared.registry.devices().clone(),
+        telemetry: shared.telemetry.clone(),
+        selection: Arc::new(cfg.selection.clone()),
+    };
+    let options = Options {
+        snaplen: cfg.snaplen,
+        promisc: cfg.promisc,
+        filter: cfg.filter.clone(),
+        forget_after: cfg.series_ttl,
+    };
+    let batcher = {
+        let (catalog, batch_size) = (catalog.clone(), p.batch_size);
+        Box::new(move || {
+            Batcher::new(catalog.workers().queues(), batch_size, DEFAULT_MAX_AGE, FullQueue::Drop)
+        })
+    };
+    let supervisor = Supervisor::start(options, ctx, shared.health.clone(), batcher, changed_rx)?;
+
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = {
         let mut rx = stop_rx.clone();
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let exporter =
-            Exporter { shared: shared.clone(), ready: ready.clone(), catalog: catalog.clone() };
+        let exporter = Exporter { shared: shared.clone(), catalog: catalog.clone() };
         tokio.spawn(exporter.serve(listener, shutdown))
     };
-    tracing::info!(listen = %cfg.listen, "serving /metrics, /healthz, /readyz and /analyzers");
     let _watch = match &cfg.analyzer_dir {
         Some(dir) => Some(watch::watch(dir, catalog.clone())?),
         None => None,
     };
+    tracing::info!(listen = %cfg.listen, "serving /metrics, /healthz, /readyz and /analyzers");
+    shared.health.started();
 
-    let mut captures = Vec::new();
-    for iface in &cfg.interfaces {
-        let live = capture::Live::open(iface, cfg.snaplen, cfg.promisc, cfg.filter.as_deref())?;
-        let dropped = shared.telemetry.packets_dropped.with_label_values(&[iface, "queue_full"]);
-        let queues = catalog.workers().queues();
-        let batcher = Batcher::new(queues, p.batch_size, DEFAULT_MAX_AGE, FullQueue::Drop, dropped);
-        let devices = shared.registry.devices().clone();
-        let handle = live
-            .spawn(batcher, devices, shared.telemetry.clone())
-            .with_context(|| format!("starting the capture thread for {iface}"))?;
-        tracing::info!(iface, "capturing");
-        captures.push(handle);
-    }
-    ready.store(true, Ordering::Release);
-
-    let signal = tokio.block_on(shutdown_signal());
+    let expiry = tokio.spawn(expire(shared.clone()));
+    let signal = loop {
+        match tokio.block_on(signal()) {
+            Signal::Reload => cfg = reload(cfg, &shared),
+            Signal::Stop(name) => break name,
+        }
+    };
     tracing::info!("{signal}: shutting down");
-    for c in captures {
-        c.stop();
-    }
+    expiry.abort();
+    supervisor.stop();
     catalog.finish();
     let _ = stop_tx.send(true);
     match tokio.block_on(server) {
@@ -212,9 +256,61 @@ fn live(cfg: config::Run) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn shutdown_signal() -> &'static str {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+/// How often expired series are looked for: a series leaves within this after its TTL.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
+/// Removes expired series, off the async workers (it takes each family's lock in turn).
+async fn expire(shared: Shared) {
+    let mut every = tokio::time::interval(EXPIRE_EVERY);
+    loop {
+        every.tick().await;
+        let registry = shared.registry.clone();
+        if let Ok(n @ 1..) = tokio::task::spawn_blocking(move || registry.expire()).await {
+            tracing::debug!(series = n, "expired");
+        }
+    }
+}
+
+/// Applies what SIGHUP can change without a restart: the label policy, --series-cap and
+/// --series-ttl from the configuration file (flags still win). Returns the configuration in
+/// force; a file that fails to load changes nothing.
+fn reload(cfg: config::Run, shared: &Shared) -> config::Run {
+    let Some(path) = cfg.args.config.clone() else {
+        tracing::info!("SIGHUP: no --config file to reload; nothing changed");
+        return cfg;
+    };
+    let new = match config::Run::from_args(cfg.args.clone()) {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!("SIGHUP: {e:#}; keeping the configuration in force");
+            return cfg;
+        }
+    };
+    shared.registry.set_limits(new.pipeline.series_cap, new.series_ttl);
+    for note in shared.registry.set_policy(new.policy.clone()) {
+        tracing::warn!("{note}");
+    }
+    let ignored = cfg.restart_needed(&new);
+    tracing::info!(
+        config = %path.display(), series_cap = new.pipeline.series_cap,
+        series_ttl = ?new.series_ttl, "SIGHUP: label policy and series limits reloaded"
+    );
+    if !ignored.is_empty() {
+        tracing::warn!("SIGHUP: changes to {} take effect on restart", ignored.join(", "));
+    }
+    // Only the reloaded settings are in force; keep the rest as started.
+    config::Run { series_ttl: new.series_ttl, policy: new.policy, ..cfg }
+}
+
+enum Signal {
+    Reload,
+    Stop(&'static str),
+}
+
+async fn signal() -> Signal {
+    use tokio::signal::unix::{SignalKind, signal};
+    let wait = |kind| async move {
+        match signal(kind) {
             Ok(mut s) => {
                 s.recv().await;
             }
@@ -222,7 +318,8 @@ async fn shutdown_signal() -> &'static str {
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => "interrupt",
-        () = term => "terminate",
+        _ = tokio::signal::ctrl_c() => Signal::Stop("interrupt"),
+        () = wait(SignalKind::terminate()) => Signal::Stop("terminate"),
+        () = wait(SignalKind::hangup()) => Signal::Reload,
     }
 }

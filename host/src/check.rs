@@ -6,7 +6,7 @@
 //! failure — and a verdict. Every problem is reported with what to do about it.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,11 +60,18 @@ pub fn check(wasm: &Path, pcap: Option<&Path>, out: &mut dyn Write) -> anyhow::R
 
     // Its families must be valid and clear of the built-in analyzers' names.
     let registry = Arc::new(Registry::new(Arc::new(Devices::default()), DEFAULT_SERIES_CAP));
+    // Every built-in family counts, whatever the analyzer calls itself; so does the name. Only
+    // a built-in's own component (the same bytes) is checked on its own.
     for (name, builtin) in defaults::DEFAULT_ANALYZERS {
         let a = runtime.load(builtin, name).with_context(|| format!("built-in analyzer {name}"))?;
-        if a.name != analyzer.name {
-            registry.register(&a.name, &a.families)?;
+        if a.sha256 == analyzer.sha256 {
+            continue;
         }
+        if a.name == analyzer.name {
+            let taken = format!("{:?} is the name of a built-in analyzer", a.name);
+            return fail(out, "analyzer name", &taken);
+        }
+        registry.register(&a.name, &a.families)?;
     }
     let families = match registry.register(&analyzer.name, &analyzer.families) {
         Ok(f) => f,
@@ -80,25 +87,29 @@ pub fn check(wasm: &Path, pcap: Option<&Path>, out: &mut dyn Write) -> anyhow::R
     let (capture, _tmp) = match pcap {
         Some(p) => (p.to_owned(), None),
         None => {
-            let tmp = TempFile::new("sample.pcap", SAMPLE)?;
-            (tmp.0.clone(), Some(tmp))
+            // A private directory of our own, at a name nobody can guess or plant a link at
+            // beforehand; the file keeps the sample's name, which labels its `device`.
+            let dir = tempfile::Builder::new()
+                .prefix("wasmtap-check-")
+                .tempdir()
+                .context("creating a temporary directory for the sample capture")?;
+            let path = dir.path().join("sample.pcap");
+            std::fs::write(&path, SAMPLE).context("writing the sample capture")?;
+            (path, Some(dir))
         }
     };
     let telemetry = Telemetry::new()?;
-    let mut session = match runtime
-        .start(&analyzer, telemetry.analyzer_log_dropped.with_label_values(&[&analyzer.name]))
-    {
+    let mut session = match runtime.start(&analyzer, telemetry.log_counters(&analyzer.name)) {
         Ok(s) => s,
         Err(e) => return fail(out, "instantiating", &e),
     };
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(crate::batch::QUEUE_BATCHES);
-    let dropped = telemetry.packets_dropped.with_label_values(&["check", "queue_full"]);
     let received = telemetry.packets_received.with_label_values(&["check"]);
     let devices = registry.devices().clone();
     let report = std::thread::scope(|s| {
         let reader = s.spawn(move || {
             let mut batcher =
-                Batcher::new(vec![tx], CHECK_BATCH_SIZE, DEFAULT_MAX_AGE, FullQueue::Wait, dropped);
+                Batcher::new(vec![tx], CHECK_BATCH_SIZE, DEFAULT_MAX_AGE, FullQueue::Wait);
             capture::replay(&capture, &mut batcher, &devices, &received, &|_| {})
         });
         let report = run(session.as_mut(), &rx, &registry, &families);
@@ -176,26 +187,5 @@ fn exposition(registry: &Registry) -> String {
     match prometheus::Encoder::encode(&encoder, &registry.gather(), &mut out) {
         Ok(()) => String::from_utf8_lossy(&out).into_owned(),
         Err(e) => format!("# encoding failed: {e}"),
-    }
-}
-
-/// A file in a fresh temporary directory, removed with it on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, bytes: &[u8]) -> std::io::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("wasmtap-check-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join(name);
-        std::fs::write(&path, bytes)?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(dir) = self.0.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
     }
 }

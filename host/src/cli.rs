@@ -3,7 +3,6 @@
 //! Input: the process arguments. Output: the raw, unchecked flags ([`Cli`]); `config` turns
 //! them into a checked configuration. Every flag of the host is declared here and only here.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -14,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 /// headers and feeds them in batches to analyzer components running under wasmtime. The
 /// analyzers' metrics are served to Prometheus (`host run`) or printed (`host replay`).
 #[derive(Debug, Parser)]
-#[command(name = "host", version, propagate_version = true, max_term_width = 100)]
+#[command(name = "wasmtap", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -28,7 +27,7 @@ pub struct Cli {
 pub enum Command {
     /// Capture live from network interfaces and serve the metrics over HTTP.
     ///
-    /// Serves GET /metrics (Prometheus text format), /healthz and /readyz.
+    /// Serves GET /metrics (Prometheus text format), /healthz, /readyz and /analyzers.
     /// Capturing needs root, or the CAP_NET_RAW and CAP_NET_ADMIN capabilities.
     Run(RunArgs),
     /// Run capture files (pcap or pcapng) through the same pipeline and print the metrics.
@@ -56,25 +55,47 @@ pub struct CheckArgs {
     pub pcap: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
+/// `host run`'s flags. Those that a configuration file can also set are `Option`s here, so
+/// that `config` can tell a flag given (it wins) from one left out (the file's value, else the
+/// default the help text names).
+#[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Interface to capture on; repeat for several. `any` captures on all interfaces at once
-    /// (Linux), labelling each packet with the interface it was seen on.
-    #[arg(short = 'i', long = "interface", value_name = "IFACE", default_value = "any")]
+    /// A TOML file with any of these settings under the flags' long names (`series-cap = 100`)
+    /// and the label policy (`[labels.drop]`). Flags win over it. SIGHUP reloads the label
+    /// policy, --series-cap and --series-ttl from it; other changes need a restart.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Check the flags and the configuration file, print the settings in force, and exit
+    /// (0 if they are valid) without capturing.
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Interface to capture on: a name or a glob pattern (`veth*`, `cali*`); repeat for
+    /// several. Matching interfaces are followed as they come, go and come back; each is
+    /// captured once, however many patterns match it. `any` is one capture of every interface
+    /// (Linux), labelling each packet with the interface it was seen on. /readyz fails while
+    /// an interface given by name (not pattern) is not captured. Default: any.
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
     pub interfaces: Vec<String>,
+
+    /// Leave out interfaces matching this glob pattern (also from `any`); repeat for several.
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
 
     /// BPF capture filter (tcpdump syntax), applied in the kernel, e.g. `tcp port 443`.
     #[arg(short = 'f', long = "filter", value_name = "BPF")]
     pub filter: Option<String>,
 
-    /// Address to serve metrics on. 9725 avoids node_exporter (9100) and Prometheus (9090).
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9725")]
-    pub listen: SocketAddr,
+    /// Address to serve metrics on, HOST:PORT; the host may be a name (`localhost:9725`).
+    /// 9725 avoids node_exporter (9100) and Prometheus (9090). Default: 0.0.0.0:9725.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
 
     /// Bytes captured per packet. The default holds Ethernet, VLAN tags, IPv6 with extension
-    /// headers and TCP with options; payload is never needed.
-    #[arg(long, value_name = "BYTES", default_value_t = 256)]
-    pub snaplen: u32,
+    /// headers and TCP with options; payload is never needed. Default: 256.
+    #[arg(long, value_name = "BYTES")]
+    pub snaplen: Option<u32>,
 
     /// Put the interfaces into promiscuous mode.
     #[arg(long)]
@@ -85,6 +106,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub analyzer_dir: Option<PathBuf>,
 
+    /// A series not updated for this long leaves /metrics and frees its place under
+    /// --series-cap; a counter that comes back starts from 0. `0s` keeps series for ever.
+    /// Default: 10m.
+    #[arg(long, value_name = "DURATION")]
+    pub series_ttl: Option<String>,
+
     #[command(flatten)]
     pub analyzers: AnalyzerArgs,
 
@@ -92,7 +119,7 @@ pub struct RunArgs {
     pub pipeline: PipelineArgs,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
     /// Capture files to read, in order (pcap or pcapng).
     #[arg(required = true, value_name = "CAPTURE")]
@@ -114,7 +141,7 @@ pub struct ReplayArgs {
     pub pipeline: PipelineArgs,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Analyzers")]
 pub struct AnalyzerArgs {
     /// A WebAssembly analyzer component to load besides the built-in ones; repeat for several.
@@ -125,13 +152,13 @@ pub struct AnalyzerArgs {
     #[arg(long)]
     pub no_default_analyzers: bool,
 
-    /// CPU budget of one analyzer call, in milliseconds (epoch deadline).
-    #[arg(long, value_name = "MS", default_value_t = 200)]
-    pub call_budget_ms: u64,
+    /// CPU budget of one analyzer call, in milliseconds (epoch deadline). Default: 200.
+    #[arg(long, value_name = "MS")]
+    pub call_budget_ms: Option<u64>,
 
-    /// Linear-memory cap of one analyzer instance, in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 64)]
-    pub memory_mib: usize,
+    /// Linear-memory cap of one analyzer instance, in MiB. Default: 64.
+    #[arg(long, value_name = "MIB")]
+    pub memory_mib: Option<usize>,
 
     /// Directory for compiled analyzers, so later starts skip compilation.
     /// Default: $XDG_CACHE_HOME/wasmtap, else ~/.cache/wasmtap.
@@ -142,12 +169,13 @@ pub struct AnalyzerArgs {
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_cache: bool,
 
-    /// Series one metric family may hold; updates for new series beyond it are refused.
-    #[arg(long, value_name = "N", default_value_t = crate::registry::DEFAULT_SERIES_CAP)]
-    pub series_cap: usize,
+    /// Series one metric family may hold; updates for new series beyond it are refused (and
+    /// counted) until old series expire. Default: 10000.
+    #[arg(long, value_name = "N")]
+    pub series_cap: Option<usize>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Pipeline")]
 pub struct PipelineArgs {
     /// Worker threads running analyzers (each has its own instance of every analyzer).
@@ -155,7 +183,7 @@ pub struct PipelineArgs {
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 
-    /// Packets per batch handed to the analyzers.
-    #[arg(long, value_name = "N", default_value_t = crate::batch::DEFAULT_BATCH_SIZE)]
-    pub batch_size: usize,
+    /// Packets per batch handed to the analyzers. Default: 1024.
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
 }

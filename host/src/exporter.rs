@@ -1,16 +1,29 @@
 //! Stage: exporter.
 //!
-//! Inputs: the registry and self-metrics ([`Shared`]), the analyzer catalog and a readiness
-//! flag. Output: HTTP on tokio: `GET /metrics` (Prometheus text format 0.0.4), `/healthz` (the
-//! process serves), `/readyz` (analyzers loaded and every capture open) and `/analyzers`
-//! (JSON: each analyzer's name, version, source, sha256, state, last error and families).
+//! Inputs: the registry, self-metrics and health ([`Shared`]) and the analyzer catalog.
+//! Output: HTTP/1.1 on tokio: `GET /metrics` (Prometheus text format 0.0.4, gzip-compressed
+//! when the client accepts it), `/healthz` (no capture or worker thread has died), `/readyz`
+//! (every named interface captured and an analyzer running) and `/analyzers` (JSON: each
+//! analyzer's name, version, source, sha256, state, last error and families). Health answers
+//! carry the reason in their body.
+//!
+//! Scrapes must not hurt the capture, whatever clients do:
+//! - `/metrics` renders at most once at a time, and scrapes arriving together share one
+//!   render and its one gzip compression; at most 8 scrapes are in flight, more get 503 at
+//!   once; at most 3 renders are alive, so memory is bounded (see `scrape`);
+//! - at most 128 connections; a request header must arrive within 5 s; a response must be
+//!   read within 10 s (see `server`);
+//! - on shutdown the server stops accepting, lets responses in progress finish for up to 5 s,
+//!   then drops whatever is left and returns.
+
+mod scrape;
+mod server;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{FromRef, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -19,15 +32,24 @@ use tokio::net::TcpListener;
 use crate::runtime::catalog::Catalog;
 use crate::telemetry::Shared;
 
-/// The content type of the Prometheus text exposition format.
-const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
 /// What the HTTP handlers read.
 #[derive(Clone)]
 pub struct Exporter {
     pub shared: Shared,
-    pub ready: Arc<AtomicBool>,
     pub catalog: Arc<Catalog>,
+}
+
+/// The router's state: the exporter and the `/metrics` machinery.
+#[derive(Clone)]
+struct App {
+    exporter: Exporter,
+    scrapes: Arc<scrape::Scrapes>,
+}
+
+impl FromRef<App> for Exporter {
+    fn from_ref(app: &App) -> Exporter {
+        app.exporter.clone()
+    }
 }
 
 /// Runs `f` off the async workers: gathering takes locks, briefly.
@@ -39,12 +61,8 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
-async fn metrics(State(e): State<Exporter>) -> Response {
-    let shared = e.shared;
-    match blocking(move || shared.telemetry.exposition(&shared.registry, true)).await {
-        Ok(text) => ([(header::CONTENT_TYPE, TEXT_FORMAT)], text).into_response(),
-        Err(r) => r,
-    }
+async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
+    app.scrapes.respond(&headers).await
 }
 
 async fn analyzers(State(e): State<Exporter>) -> Response {
@@ -55,31 +73,41 @@ async fn analyzers(State(e): State<Exporter>) -> Response {
     }
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(State(e): State<Exporter>) -> impl IntoResponse {
+    match e.shared.health.live() {
+        Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
+        Err(why) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{why}\n")),
+    }
 }
 
 async fn readyz(State(e): State<Exporter>) -> impl IntoResponse {
-    if e.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    match e.shared.health.ready(&e.shared.telemetry) {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 
 impl Exporter {
-    /// Serves until `shutdown` completes.
+    /// Serves until `shutdown` completes, then for at most a few seconds more while the
+    /// responses in progress finish (see the module docs).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let app = Router::new()
+        let shared = self.shared.clone();
+        let render: scrape::RenderFn =
+            Arc::new(move || shared.telemetry.exposition(&shared.registry, true));
+        let refused = |reason| self.shared.telemetry.http_refused.with_label_values(&[reason]);
+        let (busy, connections) = (refused("busy"), refused("connections"));
+        let scrapes = Arc::new(scrape::Scrapes::new(render, Some(busy)));
+        let app = App { exporter: self, scrapes };
+        let router = Router::new()
             .route("/metrics", get(metrics))
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/analyzers", get(analyzers))
-            .with_state(self);
-        axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+            .with_state(app);
+        server::run(listener, router, server::LIMITS, shutdown, Some(connections)).await
     }
 }

@@ -22,7 +22,9 @@
 //! ```
 //!
 //! `cli` declares the flags, `config` checks them and `app` wires the stages together;
-//! `watch` follows the analyzer directory.
+//! `interfaces` follows the kernel's links and attaches captures to the selected ones,
+//! `watch` follows the analyzer directory, and `health` says what `/healthz` and `/readyz`
+//! answer.
 
 pub mod app;
 pub mod batch;
@@ -32,6 +34,8 @@ pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod exporter;
+pub mod health;
+pub mod interfaces;
 pub mod registry;
 pub mod runtime;
 pub mod telemetry;

@@ -13,6 +13,7 @@ use prometheus::{
     Registry as PromRegistry, TextEncoder,
 };
 
+use crate::health::Health;
 use crate::registry::Registry;
 
 /// Call latency buckets in seconds: from 10 µs (a small batch) to the 200 ms default budget.
@@ -35,9 +36,12 @@ pub struct Telemetry {
     /// Instances per analyzer in each of [`STATES`], across all workers.
     instances: Mutex<BTreeMap<String, [i64; 3]>>,
     pub analyzer_log_dropped: IntCounterVec,
+    analyzer_log_cut: IntCounterVec,
     pub analyzer_batch_seconds: HistogramVec,
     series: IntGaugeVec,
-    series_refused: IntGaugeVec,
+    series_refused: IntCounterVec,
+    pub interface_up: IntGaugeVec,
+    pub http_refused: IntCounterVec,
 }
 
 fn counter(
@@ -77,13 +81,15 @@ impl Telemetry {
             packets_received: counter(
                 p,
                 "wasmtap_host_packets_received_total",
-                "Packets read from the source (interface or capture file).",
+                "Packets read from the source (interface or capture file) and handed to the \
+                 analyzers.",
                 &["device"],
             )?,
             packets_dropped: counter(
                 p,
                 "wasmtap_host_packets_dropped_total",
-                "Packets lost before analysis: by the kernel or interface (from pcap stats) or by a full worker queue.",
+                "Packets lost before analysis: by the kernel or the interface (libpcap's \
+                 statistics) or because a worker's queue was full (read, not received).",
                 &["device", "reason"],
             )?,
             analyzer_traps: counter(
@@ -124,16 +130,58 @@ impl Telemetry {
                 "Log lines dropped by the per-analyzer rate limit.",
                 &["analyzer"],
             )?,
+            analyzer_log_cut: counter(
+                p,
+                "wasmtap_analyzer_log_lines_cut_total",
+                "Log lines cut to the length limit before they were logged.",
+                &["analyzer"],
+            )?,
             analyzer_batch_seconds,
             series: gauge(p, "wasmtap_host_series", "Live series per metric family.", &["family"])?,
-            series_refused: gauge(
+            series_refused: counter(
                 p,
-                "wasmtap_host_series_refused",
+                "wasmtap_host_series_refused_total",
                 "Updates refused because their family was at its series cap.",
                 &["family"],
             )?,
+            interface_up: gauge(
+                p,
+                "wasmtap_host_interface_up",
+                "1 while the interface is captured; 0 while an interface named with -i is not.",
+                &["device"],
+            )?,
+            http_refused: counter(
+                p,
+                "wasmtap_host_http_refused_total",
+                "HTTP requests and connections refused by the exporter's bounds: `busy` (503, \
+                 too many scrapes in flight) or `connections` (too many open).",
+                &["reason"],
+            )?,
             prom,
         })
+    }
+
+    /// The log counters of one analyzer's instances.
+    pub fn log_counters(&self, analyzer: &str) -> crate::runtime::instance::LogCounters {
+        crate::runtime::instance::LogCounters {
+            dropped: self.analyzer_log_dropped.with_label_values(&[analyzer]),
+            cut: self.analyzer_log_cut.with_label_values(&[analyzer]),
+        }
+    }
+
+    /// Drops the per-device series of an interface that is gone (its counters restart from
+    /// 0 if it comes back).
+    pub fn forget_device(&self, device: &str) {
+        let _ = self.packets_received.remove_label_values(&[device]);
+        for reason in ["kernel", "interface", "queue_full"] {
+            let _ = self.packets_dropped.remove_label_values(&[device, reason]);
+        }
+    }
+
+    /// Analyzers with at least one instance running.
+    pub fn running_analyzers(&self) -> usize {
+        let all = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
+        all.values().filter(|c| c[0] > 0).count()
     }
 
     /// Moves one instance of `analyzer` from state index `from` to `to` (`None`: no state, for
@@ -171,6 +219,7 @@ impl Telemetry {
             &self.analyzer_restarts,
             &self.analyzer_skipped,
             &self.analyzer_log_dropped,
+            &self.analyzer_log_cut,
         ];
         for c in counters {
             let _ = c.remove_label_values(&[analyzer]);
@@ -187,9 +236,8 @@ impl Telemetry {
         self.series_refused.reset();
         for (family, live, refused) in registry.series_counts() {
             self.series.with_label_values(&[&family]).set(i64::try_from(live).unwrap_or(i64::MAX));
-            self.series_refused
-                .with_label_values(&[&family])
-                .set(i64::try_from(refused).unwrap_or(i64::MAX));
+            // The registry keeps the running total; the reset above dropped the old one.
+            self.series_refused.with_label_values(&[&family]).inc_by(refused);
         }
         {
             let all = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
@@ -222,4 +270,5 @@ impl Telemetry {
 pub struct Shared {
     pub registry: Arc<Registry>,
     pub telemetry: Arc<Telemetry>,
+    pub health: Arc<Health>,
 }

@@ -231,7 +231,12 @@ impl<'a> Packet<'a> {
     pub fn time_ns(&self) -> u64 {
         self.u64(offset::TIME_NS)
     }
-    /// Flow id: a hash of the canonical 5-tuple, equal for both directions.
+    /// Flow id: a hash of the canonical 5-tuple and the device, equal for both directions.
+    ///
+    /// Key per-flow state by it alone: a connection seen on two interfaces (say a pod's veth
+    /// and its peer's bridge port, both captured by `-i any`) has one flow id per interface,
+    /// so each observation point is analyzed on its own and a copy of a segment on a second
+    /// interface is never mistaken for a retransmission.
     pub fn flow_id(&self) -> u64 {
         self.u64(offset::FLOW_ID)
     }

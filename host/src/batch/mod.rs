@@ -8,13 +8,19 @@
 //! Nothing here allocates per packet: buffers come from a pool that workers refill when they
 //! are done with a batch. A live source never blocks on a full queue; it drops the batch and
 //! counts the packets. A replay waits instead, so it loses nothing.
+//!
+//! Every batch sent or dropped is tallied per device (read back from its records), so that a
+//! source can report, per interface, the packets that reached the analyzers and those lost to
+//! a full queue: [`Batcher::take_tally`].
 
 pub mod record;
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use prometheus::IntCounter;
+use foldhash::fast::RandomState;
 
 use crate::decode::PacketMeta;
 
@@ -93,17 +99,19 @@ pub struct Batcher {
     batch_size: usize,
     max_age: Duration,
     full: FullQueue,
-    dropped: IntCounter,
+    tally: Tally,
 }
 
+/// Packets per device since the last [`Batcher::take_tally`]: `(queued, dropped)`.
+type Tally = HashMap<u16, (u64, u64), RandomState>;
+
 impl Batcher {
-    /// `queues` has one sender per worker; `dropped` counts packets lost to full queues.
+    /// `queues` has one sender per worker.
     pub fn new(
         queues: Vec<Sender<Batch>>,
         batch_size: usize,
         max_age: Duration,
         full: FullQueue,
-        dropped: IntCounter,
     ) -> Self {
         let batch_size = batch_size.max(1);
         // Every queued batch, plus one being filled per shard, plus one in each worker.
@@ -117,7 +125,7 @@ impl Batcher {
             batch_size,
             max_age,
             full,
-            dropped,
+            tally: Tally::default(),
         };
         this.shards = (0..this.queues.len())
             .map(|_| Shard { buf: this.buffer(), count: 0, max_ts: 0, opened: None })
@@ -185,6 +193,8 @@ impl Batcher {
         shard.opened = None;
         record::write_header(&mut buf, u32::try_from(count).unwrap_or(u32::MAX));
         let batch = Batch { buf, count, max_ts, pool: self.pool_tx.clone() };
+        // Counted as queued before it leaves; moved to dropped below if it finds no room.
+        tally(&mut self.tally, &batch, |e, n| e.0 += n);
         let queue = &self.queues[i];
         let result = match self.full {
             FullQueue::Wait => queue.send(batch).map_err(|e| e.into_inner()),
@@ -193,8 +203,42 @@ impl Batcher {
             }),
         };
         if let Err(lost) = result {
-            self.dropped.inc_by(lost.len() as u64);
+            tally(&mut self.tally, &lost, |e, n| {
+                e.0 -= n;
+                e.1 += n;
+            });
         }
+    }
+
+    /// Hands over, and resets, the per-device counts of packets queued for the analyzers and
+    /// packets dropped because a worker's queue was full: `f(device, queued, dropped)`.
+    pub fn take_tally(&mut self, mut f: impl FnMut(u16, u64, u64)) {
+        for (device, (queued, dropped)) in self.tally.drain() {
+            f(device, queued, dropped);
+        }
+    }
+}
+
+/// Applies `f(entry, packets)` to the tally for each device in a batch, by the device field of
+/// its records. Runs of one device (the common case: a source is one interface, or bursts on
+/// one interface) cost one lookup.
+fn tally(t: &mut Tally, batch: &Batch, f: impl Fn(&mut (u64, u64), u64)) {
+    let bytes = batch.bytes();
+    let mut run: Option<(u16, u64)> = None;
+    for k in 0..batch.len() {
+        let at = record::HEADER_LEN + k * record::RECORD_STRIDE + record::offset::DEVICE;
+        let device = bytes.get(at..at + 2).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
+        run = match run {
+            Some((d, n)) if d == device => Some((d, n + 1)),
+            Some((d, n)) => {
+                f(t.entry(d).or_default(), n);
+                Some((device, 1))
+            }
+            None => Some((device, 1)),
+        };
+    }
+    if let Some((d, n)) = run {
+        f(t.entry(d).or_default(), n);
     }
 }
 

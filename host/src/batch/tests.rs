@@ -7,8 +7,12 @@ fn meta(flow_id: u64, ts_ns: u64) -> PacketMeta {
     PacketMeta { flow_id, ts_ns, ..PacketMeta::default() }
 }
 
-fn counter() -> IntCounter {
-    IntCounter::new("dropped", "test").unwrap()
+/// The tally as a sorted list of (device, queued, dropped).
+fn tally(b: &mut Batcher) -> Vec<(u16, u64, u64)> {
+    let mut t = Vec::new();
+    b.take_tally(|d, q, x| t.push((d, q, x)));
+    t.sort_unstable();
+    t
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -19,7 +23,7 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 fn shards_by_flow_and_flushes_full_batches() {
     let (tx0, rx0) = crossbeam_channel::unbounded();
     let (tx1, rx1) = crossbeam_channel::unbounded();
-    let mut b = Batcher::new(vec![tx0, tx1], 3, DEFAULT_MAX_AGE, FullQueue::Wait, counter());
+    let mut b = Batcher::new(vec![tx0, tx1], 3, DEFAULT_MAX_AGE, FullQueue::Wait);
     for i in 0..7 {
         b.push(&meta(4, 10 + i)); // flow 4 → worker 0
     }
@@ -39,7 +43,7 @@ fn shards_by_flow_and_flushes_full_batches() {
 #[test]
 fn flushes_by_age_of_the_oldest_packet() {
     let (tx, rx) = crossbeam_channel::unbounded();
-    let mut b = Batcher::new(vec![tx], 1024, Duration::from_millis(50), FullQueue::Drop, counter());
+    let mut b = Batcher::new(vec![tx], 1024, Duration::from_millis(50), FullQueue::Drop);
     b.push(&meta(1, 1_000_000_000));
     b.flush_due(1_000_000_000 + 49_000_000);
     assert!(rx.try_recv().is_err(), "not due yet");
@@ -50,19 +54,32 @@ fn flushes_by_age_of_the_oldest_packet() {
 #[test]
 fn a_full_queue_drops_and_counts_when_live() {
     let (tx, rx) = crossbeam_channel::bounded(1);
-    let dropped = counter();
-    let mut b = Batcher::new(vec![tx], 2, DEFAULT_MAX_AGE, FullQueue::Drop, dropped.clone());
+    let mut b = Batcher::new(vec![tx], 2, DEFAULT_MAX_AGE, FullQueue::Drop);
     for i in 0..6 {
         b.push(&meta(1, i));
     }
-    assert_eq!(dropped.get(), 4, "two full batches of two had no room");
+    assert_eq!(tally(&mut b), vec![(0, 2, 4)], "two full batches of two had no room");
     assert_eq!(rx.try_iter().count(), 1);
+    assert_eq!(tally(&mut b), vec![], "taking the tally resets it");
+}
+
+#[test]
+fn tallies_queued_and_dropped_packets_per_device() {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let mut b = Batcher::new(vec![tx], 4, DEFAULT_MAX_AGE, FullQueue::Drop);
+    let on = |device: u16, ts: u64| PacketMeta { device, ..meta(1, ts) };
+    // First batch (queued): devices 3, 3, 7, 3. Second (dropped, queue full): 7, 7, 9, 9.
+    for (i, d) in [3, 3, 7, 3, 7, 7, 9, 9].into_iter().enumerate() {
+        b.push(&on(d, i as u64));
+    }
+    assert_eq!(tally(&mut b), vec![(3, 3, 0), (7, 1, 2), (9, 0, 2)]);
+    assert_eq!(rx.try_iter().map(|x| x.len()).sum::<usize>(), 4);
 }
 
 #[test]
 fn buffers_return_to_the_pool() {
     let (tx, rx) = crossbeam_channel::unbounded();
-    let mut b = Batcher::new(vec![tx], 2, DEFAULT_MAX_AGE, FullQueue::Wait, counter());
+    let mut b = Batcher::new(vec![tx], 2, DEFAULT_MAX_AGE, FullQueue::Wait);
     b.push(&meta(1, 1));
     b.push(&meta(1, 2));
     let batch = rx.try_recv().unwrap();

@@ -1,14 +1,19 @@
 //! Stage: control (configuration).
 //!
-//! Input: the raw flags from `cli`. Output: a checked configuration ([`Run`], [`Replay`]) in
-//! which every value is in range and every analyzer file has been read, or a [`ConfigError`]
-//! naming the flag or file and what is wrong with it.
+//! Input: the raw flags from `cli`, and for `host run` the configuration file they name
+//! (`file`). Output: a checked configuration ([`Run`], [`Replay`]) in which every value is in
+//! range and every analyzer file has been read, or a [`ConfigError`] naming the flag, key or
+//! file and what is wrong with it. A flag wins over the file; the file wins over the default.
 
-use std::net::SocketAddr;
+pub mod file;
+
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{AnalyzerArgs, PipelineArgs, ReplayArgs, RunArgs};
+use crate::interfaces::{Selection, is_pattern};
+use crate::registry::{DEFAULT_SERIES_CAP, DEFAULT_SERIES_TTL, PREFIX, Policy};
 use crate::runtime::Limits;
 
 /// More workers than this buys nothing on a node and multiplies analyzer memory.
@@ -19,6 +24,14 @@ const MAX_BATCH_SIZE: usize = 65_536;
 const MIN_SNAPLEN: u32 = 54;
 /// libpcap's own ceiling.
 const MAX_SNAPLEN: u32 = 262_144;
+/// Defaults of the settings a file may also give (the flags' help texts name them).
+const DEFAULT_LISTEN: &str = "0.0.0.0:9725";
+const DEFAULT_SNAPLEN: u32 = 256;
+const DEFAULT_CALL_BUDGET_MS: u64 = 200;
+const DEFAULT_MEMORY_MIB: usize = 64;
+/// Linux interface names are at most 15 bytes (IFNAMSIZ - 1); a pattern may be longer only
+/// by its wildcards, so this is generous.
+const MAX_PATTERN: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -34,15 +47,29 @@ pub enum ConfigError {
     Memory(usize),
     #[error("--series-cap {0}: must be at least 1")]
     SeriesCap(usize),
-    #[error("analyzer {path}: {source}")]
-    AnalyzerFile { path: PathBuf, source: std::io::Error },
+    // `reason`, not `source`: the message already says it, and a source would repeat it in
+    // the error chain printed at exit.
+    #[error("--analyzer {path}: {reason}")]
+    AnalyzerFile { path: PathBuf, reason: std::io::Error },
     #[error(
         "--no-default-analyzers with no --analyzer (or --analyzer-dir): there would be nothing \
          to compute"
     )]
     NoAnalyzers,
-    #[error("interface name {0:?} is empty or too long")]
+    #[error("-i {0:?}: an interface name is 1 to 15 bytes (IFNAMSIZ)")]
     Interface(String),
+    #[error("{flag} {pattern:?}: not a valid glob pattern: {reason}")]
+    Pattern { flag: &'static str, pattern: String, reason: String },
+    #[error("-f {filter:?}: not a valid capture filter: {reason}")]
+    Filter { filter: String, reason: String },
+    #[error("--listen {addr:?}: {reason}")]
+    Listen { addr: String, reason: String },
+    #[error("--series-ttl {0:?}: not a duration (like 90s, 10m or 1h)")]
+    SeriesTtl(String),
+    #[error("label policy: {family:?}: {reason}")]
+    Policy { family: String, reason: String },
+    #[error(transparent)]
+    File(#[from] file::FileError),
 }
 
 /// An analyzer to load: its source name and its bytes.
@@ -70,9 +97,15 @@ pub struct Pipeline {
 /// `host run`, checked.
 #[derive(Debug, Clone)]
 pub struct Run {
-    pub interfaces: Vec<String>,
+    /// The flags as given, to read the configuration file again on SIGHUP.
+    pub args: RunArgs,
+    /// What `-i` and `--exclude` select.
+    pub selection: Selection,
     pub filter: Option<String>,
     pub listen: SocketAddr,
+    /// `None`: series never expire.
+    pub series_ttl: Option<Duration>,
+    pub policy: Policy,
     pub snaplen: u32,
     pub promisc: bool,
     pub analyzer_dir: Option<PathBuf>,
@@ -98,17 +131,21 @@ fn pipeline(a: AnalyzerArgs, p: PipelineArgs, dir: bool) -> Result<Pipeline, Con
     if !(1..=MAX_WORKERS).contains(&workers) {
         return Err(ConfigError::Workers(workers));
     }
-    if !(1..=MAX_BATCH_SIZE).contains(&p.batch_size) {
-        return Err(ConfigError::BatchSize(p.batch_size));
+    let batch_size = p.batch_size.unwrap_or(crate::batch::DEFAULT_BATCH_SIZE);
+    if !(1..=MAX_BATCH_SIZE).contains(&batch_size) {
+        return Err(ConfigError::BatchSize(batch_size));
     }
-    if !(1..=60_000).contains(&a.call_budget_ms) {
-        return Err(ConfigError::CallBudget(a.call_budget_ms));
+    let call_budget_ms = a.call_budget_ms.unwrap_or(DEFAULT_CALL_BUDGET_MS);
+    if !(1..=60_000).contains(&call_budget_ms) {
+        return Err(ConfigError::CallBudget(call_budget_ms));
     }
-    if !(1..=4096).contains(&a.memory_mib) {
-        return Err(ConfigError::Memory(a.memory_mib));
+    let memory_mib = a.memory_mib.unwrap_or(DEFAULT_MEMORY_MIB);
+    if !(1..=4096).contains(&memory_mib) {
+        return Err(ConfigError::Memory(memory_mib));
     }
-    if a.series_cap == 0 {
-        return Err(ConfigError::SeriesCap(a.series_cap));
+    let series_cap = a.series_cap.unwrap_or(DEFAULT_SERIES_CAP);
+    if series_cap == 0 {
+        return Err(ConfigError::SeriesCap(series_cap));
     }
     if a.no_default_analyzers && a.analyzers.is_empty() && !dir {
         return Err(ConfigError::NoAnalyzers);
@@ -118,12 +155,12 @@ fn pipeline(a: AnalyzerArgs, p: PipelineArgs, dir: bool) -> Result<Pipeline, Con
         .into_iter()
         .map(|path| match std::fs::read(&path) {
             Ok(bytes) => Ok(AnalyzerSource { name: path.display().to_string(), bytes }),
-            Err(source) => Err(ConfigError::AnalyzerFile { path, source }),
+            Err(reason) => Err(ConfigError::AnalyzerFile { path, reason }),
         })
         .collect::<Result<_, _>>()?;
     let limits = Limits {
-        call_budget: Duration::from_millis(a.call_budget_ms),
-        memory_bytes: a.memory_mib << 20,
+        call_budget: Duration::from_millis(call_budget_ms),
+        memory_bytes: memory_mib << 20,
         ..Limits::default()
     };
     Ok(Pipeline {
@@ -136,32 +173,181 @@ fn pipeline(a: AnalyzerArgs, p: PipelineArgs, dir: bool) -> Result<Pipeline, Con
         } else {
             a.cache_dir.or_else(crate::runtime::cache::default_dir)
         },
-        series_cap: a.series_cap,
+        series_cap,
         workers,
-        batch_size: p.batch_size,
+        batch_size,
     })
 }
 
-impl Run {
-    pub fn from_args(a: RunArgs) -> Result<Self, ConfigError> {
-        if !(MIN_SNAPLEN..=MAX_SNAPLEN).contains(&a.snaplen) {
-            return Err(ConfigError::Snaplen(a.snaplen));
+/// `a`, with what it leaves out taken from `f`.
+fn merged(mut a: RunArgs, f: file::File) -> RunArgs {
+    fn or<T>(flag: &mut Option<T>, file: Option<T>) {
+        if flag.is_none() {
+            *flag = file;
         }
-        // Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
-        if let Some(bad) = a.interfaces.iter().find(|i| i.is_empty() || i.len() > 15) {
+    }
+    fn or_list<T>(flag: &mut Vec<T>, file: Option<Vec<T>>) {
+        if flag.is_empty() {
+            *flag = file.unwrap_or_default();
+        }
+    }
+    or_list(&mut a.interfaces, f.interface);
+    or_list(&mut a.exclude, f.exclude);
+    or(&mut a.filter, f.filter);
+    or(&mut a.listen, f.listen);
+    or(&mut a.snaplen, f.snaplen);
+    a.promisc |= f.promisc.unwrap_or(false);
+    or(&mut a.analyzer_dir, f.analyzer_dir);
+    or(&mut a.series_ttl, f.series_ttl);
+    let (an, pl) = (&mut a.analyzers, &mut a.pipeline);
+    or_list(&mut an.analyzers, f.analyzer);
+    an.no_default_analyzers |= f.no_default_analyzers.unwrap_or(false);
+    or(&mut an.call_budget_ms, f.call_budget_ms);
+    or(&mut an.memory_mib, f.memory_mib);
+    // `--no-cache` and `--cache-dir` exclude each other: a flag for either overrides the file.
+    if an.cache_dir.is_none() && !an.no_cache {
+        an.cache_dir = f.cache_dir;
+        an.no_cache = f.no_cache.unwrap_or(false);
+    }
+    or(&mut an.series_cap, f.series_cap);
+    or(&mut pl.workers, f.workers);
+    or(&mut pl.batch_size, f.batch_size);
+    a
+}
+
+/// The label policy from the file, with family names prefixed as exposed.
+fn policy(f: &file::File) -> Result<Policy, ConfigError> {
+    let mut out = Policy::new();
+    for (family, labels) in &f.labels.drop {
+        let full =
+            if family.starts_with(PREFIX) { family.clone() } else { format!("{PREFIX}{family}") };
+        if let Some(bad) = labels.iter().find(|l| !crate::registry::valid_name(l)) {
+            let reason = format!("{bad:?} is not a label name");
+            return Err(ConfigError::Policy { family: family.clone(), reason });
+        }
+        out.insert(full, labels.clone());
+    }
+    Ok(out)
+}
+
+fn duration(s: &str) -> Result<Option<Duration>, ConfigError> {
+    let d = humantime::parse_duration(s.trim()).map_err(|_| ConfigError::SeriesTtl(s.into()))?;
+    Ok((!d.is_zero()).then_some(d))
+}
+
+fn listen(addr: &str) -> Result<SocketAddr, ConfigError> {
+    let err = |reason: String| ConfigError::Listen { addr: addr.to_owned(), reason };
+    let mut addrs = addr.to_socket_addrs().map_err(|e| err(e.to_string()))?;
+    addrs.next().ok_or_else(|| err("the name has no address".into()))
+}
+
+impl Run {
+    pub fn from_args(given: RunArgs) -> Result<Self, ConfigError> {
+        let file = match &given.config {
+            Some(path) => file::File::read(path)?,
+            None => file::File::default(),
+        };
+        let policy = policy(&file)?;
+        let a = merged(given.clone(), file);
+        let snaplen = a.snaplen.unwrap_or(DEFAULT_SNAPLEN);
+        if !(MIN_SNAPLEN..=MAX_SNAPLEN).contains(&snaplen) {
+            return Err(ConfigError::Snaplen(snaplen));
+        }
+        let interfaces =
+            if a.interfaces.is_empty() { vec!["any".to_owned()] } else { a.interfaces.clone() };
+        let bad_name = |i: &String| {
+            let limit = if is_pattern(i) { MAX_PATTERN } else { 15 };
+            i.is_empty() || i.len() > limit
+        };
+        if let Some(bad) = interfaces.iter().find(|i| bad_name(i)) {
             return Err(ConfigError::Interface(bad.clone()));
         }
-        let mut interfaces = a.interfaces;
-        interfaces.dedup();
+        for (flag, list) in [("-i", &interfaces), ("--exclude", &a.exclude)] {
+            for p in list {
+                if let Err(e) = glob::Pattern::new(p) {
+                    let (pattern, reason) = (p.clone(), e.to_string());
+                    return Err(ConfigError::Pattern { flag, pattern, reason });
+                }
+            }
+        }
+        let selection = Selection::new(&interfaces, &a.exclude).map_err(|e| {
+            let reason = e.to_string();
+            ConfigError::Pattern { flag: "-i", pattern: interfaces.join(" "), reason }
+        })?;
+        if let Some(f) = &a.filter {
+            // Checked now, not when the first interface appears: a pattern may match nothing
+            // yet.
+            let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET)
+                .map_err(|e| ConfigError::Filter { filter: f.clone(), reason: e.to_string() })?;
+            dead.compile(f, true)
+                .map_err(|e| ConfigError::Filter { filter: f.clone(), reason: e.to_string() })?;
+        }
+        let series_ttl = match &a.series_ttl {
+            Some(s) => duration(s)?,
+            None => Some(DEFAULT_SERIES_TTL),
+        };
         Ok(Self {
-            interfaces,
-            filter: a.filter,
-            listen: a.listen,
-            snaplen: a.snaplen,
+            selection,
+            filter: a.filter.clone(),
+            listen: listen(a.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?,
+            series_ttl,
+            policy,
+            snaplen,
             promisc: a.promisc,
-            pipeline: pipeline(a.analyzers, a.pipeline, a.analyzer_dir.is_some())?,
+            pipeline: pipeline(a.analyzers.clone(), a.pipeline.clone(), a.analyzer_dir.is_some())?,
             analyzer_dir: a.analyzer_dir,
+            args: given,
         })
+    }
+
+    /// The settings in force, one per line, for `--check-config`.
+    pub fn summary(&self) -> String {
+        let p = &self.pipeline;
+        let analyzers: Vec<&str> = p.analyzers.iter().map(|a| a.name.as_str()).collect();
+        let lines = [
+            self.selection.describe(),
+            format!("filter: {:?}", self.filter),
+            format!("listen: {}", self.listen),
+            format!("snaplen: {}", self.snaplen),
+            format!("promisc: {}", self.promisc),
+            format!("analyzer-dir: {:?}", self.analyzer_dir),
+            format!("default analyzers: {}", p.defaults),
+            format!("analyzers: {analyzers:?}"),
+            format!("limits: {:?}", p.limits),
+            format!("cache-dir: {:?}", p.cache_dir),
+            format!("series-cap: {}", p.series_cap),
+            format!("series-ttl: {:?}", self.series_ttl),
+            format!("label policy: {:?}", self.policy),
+            format!("workers: {}", p.workers),
+            format!("batch-size: {}", p.batch_size),
+        ];
+        lines.join("\n")
+    }
+
+    /// The settings that differ between `self` and `new` but only take effect on a restart
+    /// (everything but the label policy, --series-cap and --series-ttl).
+    pub fn restart_needed(&self, new: &Run) -> Vec<&'static str> {
+        let (a, b) = (&self.pipeline, &new.pipeline);
+        let names = |p: &Pipeline| p.analyzers.iter().map(|x| x.name.clone()).collect::<Vec<_>>();
+        [
+            (
+                "interface/exclude",
+                format!("{:?}", self.selection) != format!("{:?}", new.selection),
+            ),
+            ("filter", self.filter != new.filter),
+            ("listen", self.listen != new.listen),
+            ("snaplen", self.snaplen != new.snaplen),
+            ("promisc", self.promisc != new.promisc),
+            ("analyzer-dir", self.analyzer_dir != new.analyzer_dir),
+            ("analyzer", names(a) != names(b) || a.defaults != b.defaults),
+            ("call-budget-ms/memory-mib", format!("{:?}", a.limits) != format!("{:?}", b.limits)),
+            ("cache-dir/no-cache", a.cache_dir != b.cache_dir),
+            ("workers", a.workers != b.workers),
+            ("batch-size", a.batch_size != b.batch_size),
+        ]
+        .into_iter()
+        .filter_map(|(name, differs)| differs.then_some(name))
+        .collect()
     }
 }
 
@@ -172,5 +358,80 @@ impl Replay {
             ..pipeline(a.analyzers, a.pipeline, false)?
         };
         Ok(Self { captures: a.captures, output: a.output, pipeline })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn run(args: &[&str]) -> Result<Run, ConfigError> {
+        let cli = Cli::try_parse_from([&["host", "run"][..], args].concat()).unwrap();
+        let Command::Run(a) = cli.command else { unreachable!() };
+        Run::from_args(a)
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn a_flag_wins_over_the_file_and_the_file_over_the_default() {
+        let f =
+            file("series-cap = 5\nsnaplen = 128\nseries-ttl = \"3s\"\ninterface = [\"veth*\"]\n");
+        let path = f.path().to_str().unwrap();
+        let r = run(&["--config", path, "--series-cap", "7"]).unwrap();
+        assert_eq!(r.pipeline.series_cap, 7, "flag");
+        assert_eq!(r.snaplen, 128, "file");
+        assert_eq!(r.series_ttl, Some(Duration::from_secs(3)), "file");
+        assert!(r.selection.matches("veth0") && !r.selection.matches("eth0"));
+        assert_eq!(r.pipeline.batch_size, crate::batch::DEFAULT_BATCH_SIZE, "default");
+        let r = run(&["--config", path, "-i", "eth0"]).unwrap();
+        assert!(
+            r.selection.matches("eth0") && !r.selection.matches("veth0"),
+            "-i replaces the list"
+        );
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let r = run(&[]).unwrap();
+        assert!(r.selection.any);
+        assert_eq!(r.series_ttl, Some(DEFAULT_SERIES_TTL));
+        assert_eq!(r.listen, "0.0.0.0:9725".parse::<SocketAddr>().unwrap());
+        assert_eq!(run(&["--series-ttl", "0s"]).unwrap().series_ttl, None);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let f = file("series-cap = 5\nbogus-key = 1\n");
+        let e = run(&["--config", f.path().to_str().unwrap()]).unwrap_err().to_string();
+        assert!(e.contains("bogus-key"), "{e}");
+        let e = run(&["--series-ttl", "soon"]).unwrap_err().to_string();
+        assert!(e.contains("--series-ttl"), "{e}");
+        let e = run(&["--listen", "no-such-host.invalid:1"]).unwrap_err().to_string();
+        assert!(e.contains("--listen"), "{e}");
+        let f = file("[labels.drop]\ntcp_resets_total = [\"Dst-IP\"]\n");
+        let e = run(&["--config", f.path().to_str().unwrap()]).unwrap_err().to_string();
+        assert!(e.contains("tcp_resets_total") && e.contains("Dst-IP"), "{e}");
+    }
+
+    #[test]
+    fn the_policy_names_families_as_exposed() {
+        let f = file("[labels.drop]\ntcp_resets_total = [\"dst_ip\"]\nwasmtap_x_total = [\"a\"]\n");
+        let r = run(&["--config", f.path().to_str().unwrap()]).unwrap();
+        let names: Vec<&str> = r.policy.keys().map(String::as_str).collect();
+        assert_eq!(names, ["wasmtap_tcp_resets_total", "wasmtap_x_total"]);
+    }
+
+    #[test]
+    fn a_listen_name_resolves() {
+        let r = run(&["--listen", "localhost:9725"]).unwrap();
+        assert!(r.listen.ip().is_loopback());
     }
 }

@@ -63,7 +63,8 @@ pub enum Decoded {
 pub struct PacketMeta {
     /// Capture time, ns since the Unix epoch.
     pub ts_ns: u64,
-    /// Hash of the canonical (sorted) 5-tuple; equal for both directions; 0 when not IP.
+    /// Hash of the canonical (sorted) 5-tuple and, once [`PacketMeta::set_device`] has run,
+    /// of the device; equal for both directions; 0 when not IP.
     pub flow_id: u64,
     /// Source address (IPv4 in the first 4 bytes, rest zero).
     pub src_addr: [u8; 16],
@@ -135,6 +136,22 @@ impl PacketMeta {
     /// and the wire length set; `device` 0 for the caller to fill.
     pub fn non_ip(ts_ns: u64, wire_len: u32) -> PacketMeta {
         PacketMeta { ts_ns, wire_len, ..PacketMeta::default() }
+    }
+
+    /// Sets the device the packet was seen on and folds it into the flow id, so that one
+    /// connection seen on two interfaces (a pod's veth and the bridge port of its peer, or
+    /// every interface of `any`) is two flows: per-flow state in the analyzers is then kept
+    /// per observation point, and a copy of a segment on a second interface is never taken
+    /// for a retransmission. Non-IP packets keep flow id 0.
+    #[inline]
+    pub fn set_device(&mut self, device: u16) {
+        self.device = device;
+        if self.flow_id != 0 {
+            let mut h = FLOW_HASH.build_hasher();
+            h.write_u64(self.flow_id);
+            h.write_u16(device);
+            self.flow_id = h.finish();
+        }
     }
 }
 

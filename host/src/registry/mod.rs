@@ -6,13 +6,24 @@
 //! across workers, with interned label values formatted only at scrape time.
 //!
 //! Each family has its own lock, taken once per update (never per packet: analyzers aggregate
-//! within a batch). A per-family cardinality cap refuses new series beyond it and counts them.
+//! within a batch). A per-family cardinality cap refuses new series beyond it and counts them;
+//! a series not updated for the TTL leaves ([`Registry::expire`]) and frees its place. A label
+//! policy can drop labels from a family: series that differ only in them are added up, and
+//! the cap and TTL apply after that.
 
-use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+mod expose;
+mod series;
+mod validate;
+
+use validate::check;
+pub use validate::{valid_name, validate};
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
-use prometheus::proto;
+use series::{SeriesValue, fresh, merge};
 
 /// The prefix the host puts before every analyzer's metric names.
 pub const PREFIX: &str = "wasmtap_";
@@ -20,6 +31,24 @@ pub const PREFIX: &str = "wasmtap_";
 /// Series per family unless configured otherwise: enough for every (src, dst, device) of a busy
 /// node's pod traffic, small enough that one family can't take the exporter's memory.
 pub const DEFAULT_SERIES_CAP: usize = 10_000;
+
+/// How long a series may go without an update before it leaves the exposition, unless
+/// configured otherwise: well past Prometheus' staleness window (5 minutes) and any scrape
+/// interval, so a quiet series is not lost between scrapes, yet short enough that the series of
+/// gone pods and flows free their places under the cap within minutes.
+pub const DEFAULT_SERIES_TTL: Duration = Duration::from_secs(600);
+
+/// The least time between two warnings that a family is at its cap: one per family per
+/// minute says it, a warning per refused update would flood the log.
+const CAP_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Bytes of exposition one analyzer's series may take, estimated per series as its lines
+/// times their length: about 200 000 per-pair counter series, so every family of an analyzer
+/// at the default cap fits, and a scrape stays bounded whatever an analyzer labels.
+pub const MAX_ANALYZER_EXPOSITION: usize = 32 << 20;
+
+/// Label policy: family name (with the prefix) → label names dropped from it.
+pub type Policy = BTreeMap<String, Vec<String>>;
 
 /// The Prometheus type of a family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +89,8 @@ pub enum FamilyError {
     Collision { name: String, owner: String },
     #[error("metric {0:?} is declared twice")]
     Duplicate(String),
+    #[error("{what} is {got}, over the limit of {limit}")]
+    TooLarge { what: String, got: usize, limit: usize },
 }
 
 /// Why an update was refused. Any of these is a fault of the analyzer that sent it.
@@ -71,10 +102,16 @@ pub enum UpdateError {
     LabelCount { family: String, got: usize, want: usize },
     #[error("update to {family} has the wrong kind of value for a {kind:?}")]
     WrongKind { family: String, kind: Kind },
-    #[error("update to {family} adds {value}, which is negative or not finite")]
+    #[error("update to {family} adds {value}, which is negative, not finite or over 2^53")]
     BadCounterAdd { family: String, value: f64 },
     #[error("update to {family} has {got} bucket counts; the family has {want} (with +Inf)")]
     BucketCount { family: String, got: usize, want: usize },
+    #[error("update to {family}: histogram count {count} is not the sum of its buckets ({sum})")]
+    HistogramCount { family: String, count: u64, sum: u64 },
+    #[error("update to {family}: {what} {value} is not finite or beyond ±1e20")]
+    NotFinite { family: String, what: &'static str, value: f64 },
+    #[error("update to {family} would overflow its series")]
+    Overflow { family: String },
 }
 
 /// An interned label value; formatted only when scraped.
@@ -111,59 +148,43 @@ pub struct Update {
 /// Interface and capture-file names behind `Label::Device` indices.
 #[derive(Debug, Default)]
 pub struct Devices {
-    names: RwLock<Vec<Arc<str>>>,
+    names: RwLock<DeviceNames>,
 }
 
+#[derive(Debug, Default)]
+struct DeviceNames {
+    by_index: Vec<Arc<str>>,
+    by_name: HashMap<Arc<str>, u16>,
+}
+
+/// The last device index: once every index is taken, further names share it.
+const LAST_DEVICE: u16 = u16::MAX;
+
 impl Devices {
-    /// The index of `name`, adding it if new. Called when a source opens, not per packet.
+    /// The index of `name`, adding it if new. Called when a source opens or a capture thread
+    /// first sees an interface, not per packet.
     pub fn intern(&self, name: &str) -> u16 {
-        let mut names = self.names.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(i) = names.iter().position(|n| &**n == name) {
-            return u16::try_from(i).unwrap_or(u16::MAX);
+        if let Some(i) = self.names.read().unwrap_or_else(PoisonError::into_inner).by_name.get(name)
+        {
+            return *i;
         }
-        names.push(Arc::from(name));
-        u16::try_from(names.len() - 1).unwrap_or(u16::MAX)
+        let mut names = self.names.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(i) = names.by_name.get(name) {
+            return *i;
+        }
+        let Ok(i) = u16::try_from(names.by_index.len()) else {
+            return LAST_DEVICE;
+        };
+        let name: Arc<str> = Arc::from(name);
+        names.by_index.push(name.clone());
+        names.by_name.insert(name, i);
+        i
     }
 
     /// The name behind an index, or the number itself for an unknown index.
     pub fn name(&self, index: u16) -> String {
         let names = self.names.read().unwrap_or_else(PoisonError::into_inner);
-        names.get(usize::from(index)).map_or_else(|| index.to_string(), |n| n.to_string())
-    }
-}
-
-#[derive(Debug)]
-enum SeriesValue {
-    Counter(f64),
-    Gauge(f64, u64),
-    /// `sum` in [`Nanos`], so that it does not depend on the order of additions.
-    Histogram {
-        buckets: Vec<u64>,
-        sum: Nanos,
-        count: u64,
-    },
-}
-
-/// A sum kept exactly, in billionths: f64 additions round differently depending on their
-/// order, and the order in which workers and batches report is not fixed, so float sums
-/// would differ in their last digits between replays of the same capture. Observations are
-/// kept to 1e-9 (a nanosecond, or a billionth of a byte), far below anything a histogram of
-/// times or sizes resolves.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Nanos(i128);
-
-impl Nanos {
-    const PER_UNIT: i128 = 1_000_000_000;
-
-    fn from_f64(v: f64) -> Self {
-        // `as` saturates on overflow and maps NaN to 0; sums are finite in practice.
-        Nanos((v * Self::PER_UNIT as f64).round() as i128)
-    }
-
-    fn to_f64(self) -> f64 {
-        // Whole and fractional parts apart, so that whole sums stay exact past 2^53 nanos.
-        let (whole, frac) = (self.0 / Self::PER_UNIT, self.0 % Self::PER_UNIT);
-        whole as f64 + frac as f64 / Self::PER_UNIT as f64
+        names.by_index.get(usize::from(index)).map_or_else(|| index.to_string(), |n| n.to_string())
     }
 }
 
@@ -172,16 +193,70 @@ struct Family {
     spec: FamilySpec,
     full_name: String,
     owner: String,
-    cap: usize,
     series: Mutex<FamilySeries>,
+    /// Exposition bytes held by all series of the owner's families (shared among them).
+    budget: Arc<AtomicUsize>,
 }
 
-#[derive(Debug, Default)]
+impl Family {
+    /// The estimated exposition bytes of one series: its lines times their length.
+    fn cost(&self, names: &[String], key: &[Label]) -> usize {
+        let value_len = |l: &Label| match l {
+            Label::Text(s) => s.len(),
+            Label::Ipv4(_) => 15,
+            Label::Ipv6(_) => 39,
+            Label::Device(_) => 16,
+            Label::Number(_) => 20,
+        };
+        let labels: usize = names.iter().zip(key).map(|(n, v)| n.len() + value_len(v) + 4).sum();
+        let lines = match self.spec.kind {
+            Kind::Histogram => self.spec.buckets.len() + 3,
+            Kind::Counter | Kind::Gauge => 1,
+        };
+        lines * (self.full_name.len() + labels + 32)
+    }
+}
+
+#[derive(Debug)]
 struct FamilySeries {
     /// foldhash, not SipHash: keys are label values chosen by analyzers, not by a network peer
     /// who could aim collisions at them, and lookups run for every update.
-    map: HashMap<Box<[Label]>, SeriesValue, foldhash::fast::RandomState>,
+    map: HashMap<Box<[Label]>, Series, foldhash::fast::RandomState>,
+    /// Updates refused by the cap, ever.
     refused: u64,
+    /// Positions of the declared labels the policy keeps; `None`: all of them.
+    keep: Option<Box<[usize]>>,
+    /// The label names exposed: the declared ones the policy keeps.
+    label_names: Vec<String>,
+    /// When the cap was last reported in the log.
+    warned: Option<Instant>,
+}
+
+/// One series: its value and when it was last updated, in ms since the registry started.
+#[derive(Debug)]
+struct Series {
+    value: SeriesValue,
+    touched_ms: u64,
+    /// Its share of the owner's exposition budget.
+    cost: usize,
+}
+
+impl FamilySeries {
+    fn new(spec: &FamilySpec, drop: &[String]) -> Self {
+        let keep: Vec<usize> =
+            (0..spec.label_names.len()).filter(|i| !drop.contains(&spec.label_names[*i])).collect();
+        let label_names = keep.iter().map(|i| spec.label_names[*i].clone()).collect();
+        let keep = (keep.len() < spec.label_names.len()).then(|| keep.into_boxed_slice());
+        Self { map: HashMap::default(), refused: 0, keep, label_names, warned: None }
+    }
+
+    /// The series key of an update's label values, after the policy.
+    fn key(&self, labels: Vec<Label>) -> Box<[Label]> {
+        match &self.keep {
+            None => labels.into_boxed_slice(),
+            Some(keep) => keep.iter().filter_map(|i| labels.get(*i).cloned()).collect(),
+        }
+    }
 }
 
 /// Handles to one analyzer's families, in its declaration order.
@@ -203,67 +278,102 @@ impl Families {
 pub struct Registry {
     families: RwLock<Vec<Arc<Family>>>,
     devices: Arc<Devices>,
-    series_cap: usize,
+    series_cap: AtomicUsize,
+    /// Series TTL in ms; 0 keeps series for ever (replay: its output must not depend on
+    /// how long it ran).
+    ttl_ms: AtomicU64,
+    policy: RwLock<Policy>,
+    epoch: Instant,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn valid_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some('a'..='z' | '_'))
-        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
-}
-
-/// Checks one analyzer's declared families on their own (not against other analyzers).
-pub fn validate(specs: &[FamilySpec]) -> Result<(), FamilyError> {
-    for (i, f) in specs.iter().enumerate() {
-        if !valid_name(&f.name) {
-            return Err(FamilyError::BadName(f.name.clone()));
-        }
-        if f.name.starts_with(PREFIX) {
-            return Err(FamilyError::Prefixed(f.name.clone()));
-        }
-        if f.kind == Kind::Counter && !f.name.ends_with("_total") {
-            return Err(FamilyError::CounterSuffix(f.name.clone()));
-        }
-        for (j, l) in f.label_names.iter().enumerate() {
-            if !valid_name(l) || l.starts_with("__") || l == "le" {
-                let (name, label) = (f.name.clone(), l.clone());
-                return Err(FamilyError::BadLabel { name, label });
-            }
-            if f.label_names[..j].contains(l) {
-                let (name, label) = (f.name.clone(), l.clone());
-                return Err(FamilyError::DuplicateLabel { name, label });
-            }
-        }
-        match f.kind {
-            Kind::Histogram => {
-                let finite = f.buckets.iter().all(|b| b.is_finite());
-                if !finite || f.buckets.windows(2).any(|w| w[0] >= w[1]) {
-                    return Err(FamilyError::BadBuckets(f.name.clone()));
-                }
-            }
-            _ if !f.buckets.is_empty() => {
-                return Err(FamilyError::UnexpectedBuckets(f.name.clone()));
-            }
-            _ => {}
-        }
-        if specs[..i].iter().any(|g| g.name == f.name) {
-            return Err(FamilyError::Duplicate(f.name.clone()));
-        }
-    }
-    Ok(())
-}
-
 impl Registry {
+    /// A registry whose series never expire.
     pub fn new(devices: Arc<Devices>, series_cap: usize) -> Self {
-        Self { families: RwLock::default(), devices, series_cap }
+        Self {
+            families: RwLock::default(),
+            devices,
+            series_cap: AtomicUsize::new(series_cap),
+            ttl_ms: AtomicU64::new(0),
+            policy: RwLock::default(),
+            epoch: Instant::now(),
+        }
     }
 
     pub fn devices(&self) -> &Arc<Devices> {
         &self.devices
+    }
+
+    /// Sets the series cap and TTL (`None`: series never expire). A lower cap refuses new
+    /// series until enough old ones expire; none is removed for it.
+    pub fn set_limits(&self, series_cap: usize, ttl: Option<Duration>) {
+        self.series_cap.store(series_cap, Ordering::Relaxed);
+        let ms = ttl.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1));
+        self.ttl_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Sets the label policy. A family whose dropped labels change starts afresh (its series
+    /// go; counters restart from 0). Returns a note for each policy entry that names no
+    /// registered family or a label the family does not have.
+    pub fn set_policy(&self, policy: Policy) -> Vec<String> {
+        let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
+        let mut notes = Vec::new();
+        for (name, labels) in &policy {
+            match families.iter().find(|f| &f.full_name == name) {
+                None => notes.push(format!("label policy: no family {name} is loaded (yet)")),
+                Some(f) => {
+                    for l in labels.iter().filter(|l| !f.spec.label_names.contains(l)) {
+                        notes.push(format!("label policy: {name} has no label {l:?}"));
+                    }
+                }
+            }
+        }
+        for f in families.iter() {
+            let drop = policy.get(&f.full_name).map_or(&[][..], Vec::as_slice);
+            let fresh = FamilySeries::new(&f.spec, drop);
+            let mut series = lock(&f.series);
+            if fresh.keep != series.keep {
+                let freed: usize = series.map.values().map(|s| s.cost).sum();
+                f.budget.fetch_sub(freed, Ordering::Relaxed);
+                tracing::info!(family = %f.full_name, labels = ?fresh.label_names, "label policy applied; the family starts afresh");
+                *series = fresh;
+            }
+        }
+        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = policy;
+        notes
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Removes every series not updated within the TTL. Returns how many went.
+    pub fn expire(&self) -> usize {
+        let ttl = self.ttl_ms.load(Ordering::Relaxed);
+        if ttl == 0 {
+            return 0;
+        }
+        let now = self.now_ms();
+        let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
+        let mut gone = 0;
+        for f in families.iter() {
+            let mut series = lock(&f.series);
+            let before = series.map.len();
+            let mut freed = 0;
+            series.map.retain(|_, s| {
+                let keep = now.saturating_sub(s.touched_ms) <= ttl;
+                if !keep {
+                    freed += s.cost;
+                }
+                keep
+            });
+            f.budget.fetch_sub(freed, Ordering::Relaxed);
+            gone += before - series.map.len();
+        }
+        gone
     }
 
     /// Registers an analyzer's families, all or none.
@@ -291,15 +401,19 @@ impl Registry {
             }
         }
         families.retain(|f| !is_old(f));
+        let policy = self.policy.read().unwrap_or_else(PoisonError::into_inner);
+        let budget = Arc::new(AtomicUsize::new(0));
         let list: Vec<Arc<Family>> = specs
             .iter()
             .map(|spec| {
+                let full_name = format!("{PREFIX}{}", spec.name);
+                let drop = policy.get(&full_name).map_or(&[][..], Vec::as_slice);
                 Arc::new(Family {
                     spec: spec.clone(),
-                    full_name: format!("{PREFIX}{}", spec.name),
+                    series: Mutex::new(FamilySeries::new(spec, drop)),
+                    full_name,
                     owner: owner.to_owned(),
-                    cap: self.series_cap,
-                    series: Mutex::default(),
+                    budget: budget.clone(),
                 })
             })
             .collect();
@@ -318,16 +432,43 @@ impl Registry {
         for u in &updates {
             check(families, u)?;
         }
+        let (now, cap) = (self.now_ms(), self.series_cap.load(Ordering::Relaxed));
         for u in updates {
             let Some(family) = families.list.get(u.family as usize) else { continue };
             let mut series = lock(&family.series);
-            let at_cap = series.map.len() >= family.cap;
-            match series.map.get_mut(u.labels.as_slice()) {
-                Some(v) => merge(v, u.value),
-                None if at_cap => series.refused += 1,
+            let key = series.key(u.labels);
+            let at_cap = series.map.len() >= cap;
+            match series.map.get_mut(&key) {
+                Some(s) => {
+                    if merge(&mut s.value, u.value) {
+                        s.touched_ms = now;
+                    } else {
+                        // The series' total would overflow: refused, never wrapped.
+                        series.refused += 1;
+                    }
+                }
                 None => {
-                    let v = fresh(u.value);
-                    series.map.insert(u.labels.into_boxed_slice(), v);
+                    let cost = family.cost(&series.label_names, &key);
+                    let used = family.budget.load(Ordering::Relaxed);
+                    let why = if at_cap {
+                        "series cap reached"
+                    } else if used + cost > MAX_ANALYZER_EXPOSITION {
+                        "analyzer's exposition budget reached"
+                    } else {
+                        family.budget.fetch_add(cost, Ordering::Relaxed);
+                        let s = Series { value: fresh(u.value), touched_ms: now, cost };
+                        series.map.insert(key, s);
+                        continue;
+                    };
+                    series.refused += 1;
+                    if series.warned.is_none_or(|t| t.elapsed() >= CAP_WARN_EVERY) {
+                        series.warned = Some(Instant::now());
+                        tracing::warn!(
+                            family = %family.full_name, analyzer = %family.owner, cap, used,
+                            refused = series.refused,
+                            "{why}: new series are refused until old ones expire"
+                        );
+                    }
                 }
             }
         }
@@ -344,152 +485,6 @@ impl Registry {
                 (f.full_name.clone(), s.map.len(), s.refused)
             })
             .collect()
-    }
-
-    /// Every family with its series, sorted by name and labels so output is deterministic.
-    pub fn gather(&self) -> Vec<proto::MetricFamily> {
-        let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
-        // The text format has no way to show a family without series; it appears with its
-        // first series.
-        let mut out: Vec<proto::MetricFamily> = families
-            .iter()
-            .map(|f| self.family(f))
-            .filter(|f| !f.get_metric().is_empty())
-            .collect();
-        out.sort_by(|a, b| a.name().cmp(b.name()));
-        out
-    }
-
-    fn family(&self, f: &Family) -> proto::MetricFamily {
-        let mut mf = proto::MetricFamily::default();
-        mf.set_name(f.full_name.clone());
-        mf.set_help(f.spec.help.clone());
-        mf.set_field_type(match f.spec.kind {
-            Kind::Counter => proto::MetricType::COUNTER,
-            Kind::Gauge => proto::MetricType::GAUGE,
-            Kind::Histogram => proto::MetricType::HISTOGRAM,
-        });
-        let series = lock(&f.series);
-        let mut entries: Vec<_> = series.map.iter().collect();
-        entries.sort_by(|a, b| a.0.cmp(b.0));
-        let metrics = entries
-            .into_iter()
-            .map(|(labels, value)| self.metric(&f.spec, labels, value))
-            .collect();
-        mf.set_metric(metrics);
-        mf
-    }
-
-    fn metric(&self, spec: &FamilySpec, labels: &[Label], value: &SeriesValue) -> proto::Metric {
-        let pairs = spec
-            .label_names
-            .iter()
-            .zip(labels)
-            .map(|(name, value)| {
-                let mut p = proto::LabelPair::default();
-                p.set_name(name.clone());
-                p.set_value(self.format(value));
-                p
-            })
-            .collect();
-        let mut m = proto::Metric::from_label(pairs);
-        match value {
-            SeriesValue::Counter(v) => {
-                let mut c = proto::Counter::default();
-                c.set_value(*v);
-                m.set_counter(c);
-            }
-            SeriesValue::Gauge(v, _) => {
-                let mut g = proto::Gauge::default();
-                g.set_value(*v);
-                m.set_gauge(g);
-            }
-            SeriesValue::Histogram { buckets, sum, count } => {
-                let mut h = proto::Histogram::default();
-                let mut cumulative = 0;
-                let bounds = spec.buckets.iter().zip(buckets);
-                let list = bounds
-                    .map(|(bound, n)| {
-                        cumulative += n;
-                        let mut b = proto::Bucket::default();
-                        b.set_upper_bound(*bound);
-                        b.set_cumulative_count(cumulative);
-                        b
-                    })
-                    .collect();
-                h.set_bucket(list);
-                h.set_sample_sum(sum.to_f64());
-                h.set_sample_count(*count);
-                m.set_histogram(h);
-            }
-        }
-        m
-    }
-
-    fn format(&self, label: &Label) -> String {
-        match label {
-            Label::Text(s) => s.to_string(),
-            Label::Ipv4(a) => Ipv4Addr::from(*a).to_string(),
-            Label::Ipv6(a) => Ipv6Addr::from(*a).to_string(),
-            Label::Device(d) => self.devices.name(*d),
-            Label::Number(n) => n.to_string(),
-        }
-    }
-}
-
-fn check(families: &Families, u: &Update) -> Result<(), UpdateError> {
-    let f = families.list.get(u.family as usize).ok_or(UpdateError::NoSuchFamily(u.family))?;
-    let family = || f.full_name.clone();
-    let (got, want) = (u.labels.len(), f.spec.label_names.len());
-    if got != want {
-        return Err(UpdateError::LabelCount { family: family(), got, want });
-    }
-    match (&u.value, f.spec.kind) {
-        (Value::CounterAdd(v), Kind::Counter) if !v.is_finite() || *v < 0.0 => {
-            Err(UpdateError::BadCounterAdd { family: family(), value: *v })
-        }
-        (Value::Histogram { buckets, .. }, Kind::Histogram)
-            if buckets.len() != f.spec.buckets.len() + 1 =>
-        {
-            let (got, want) = (buckets.len(), f.spec.buckets.len() + 1);
-            Err(UpdateError::BucketCount { family: family(), got, want })
-        }
-        (Value::CounterAdd(_), Kind::Counter)
-        | (Value::GaugeSet(..), Kind::Gauge)
-        | (Value::Histogram { .. }, Kind::Histogram) => Ok(()),
-        (_, kind) => Err(UpdateError::WrongKind { family: family(), kind }),
-    }
-}
-
-fn fresh(value: Value) -> SeriesValue {
-    match value {
-        Value::CounterAdd(v) => SeriesValue::Counter(v),
-        Value::GaugeSet(v, at) => SeriesValue::Gauge(v, at),
-        Value::Histogram { buckets, sum, count } => {
-            SeriesValue::Histogram { buckets, sum: Nanos::from_f64(sum), count }
-        }
-    }
-}
-
-fn merge(into: &mut SeriesValue, value: Value) {
-    match (into, value) {
-        (SeriesValue::Counter(c), Value::CounterAdd(v)) => *c += v,
-        // The latest packet time wins; on a tie the larger value, so the result does not
-        // depend on which worker reported first.
-        (SeriesValue::Gauge(g, at), Value::GaugeSet(v, t)) if t > *at || (t == *at && v > *g) => {
-            (*g, *at) = (v, t);
-        }
-        (
-            SeriesValue::Histogram { buckets, sum, count },
-            Value::Histogram { buckets: b, sum: s, count: n },
-        ) => {
-            // Bucket counts were checked against the family before merging.
-            buckets.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-            sum.0 += Nanos::from_f64(s).0;
-            *count += n;
-        }
-        // Kinds are checked before merging; a mismatch cannot reach here.
-        _ => {}
     }
 }
 

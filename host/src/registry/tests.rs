@@ -1,6 +1,7 @@
 //! Registry tests: declaration checks, aggregation, the series cap and the exposition.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::*;
 
@@ -212,4 +213,141 @@ fn histogram_sums_do_not_depend_on_the_order_of_updates() {
     }
     assert_eq!(text(&r1), text(&r2));
     assert!(text(&r1).contains("wasmtap_t_seconds_sum 1000007.724456789\n"), "{}", text(&r1));
+}
+
+fn add(n: i64, by: f64) -> Update {
+    Update {
+        family: 0,
+        labels: vec![Label::Number(n), Label::Number(7)],
+        value: Value::CounterAdd(by),
+    }
+}
+
+#[test]
+fn series_expire_after_the_ttl_and_free_their_place_under_the_cap() {
+    let r = registry(2);
+    r.set_limits(2, Some(Duration::from_millis(200)));
+    let f = r.register("a", &[spec("x_total", Kind::Counter, &["n", "m"], &[])]).unwrap();
+    r.apply(&f, vec![add(1, 5.0), add(2, 1.0), add(3, 1.0)]).unwrap();
+    assert_eq!(r.series_counts(), vec![("wasmtap_x_total".to_string(), 2, 1)]);
+    std::thread::sleep(Duration::from_millis(120));
+    r.apply(&f, vec![add(2, 1.0)]).unwrap(); // keeps series 2 fresh
+    std::thread::sleep(Duration::from_millis(120));
+    assert_eq!(r.expire(), 1, "series 1 was idle past the TTL, series 2 was not");
+    // Series 1 comes back in the place it freed and starts from 0: it shows only the new add.
+    r.apply(&f, vec![add(1, 1.0)]).unwrap();
+    let t = text(&r);
+    assert!(t.contains("wasmtap_x_total{n=\"1\",m=\"7\"} 1\n"), "{t}");
+    assert!(t.contains("wasmtap_x_total{n=\"2\",m=\"7\"} 2\n"), "{t}");
+    assert!(!t.contains("n=\"3\""), "{t}");
+    assert_eq!(r.series_counts(), vec![("wasmtap_x_total".to_string(), 2, 1)]);
+}
+
+#[test]
+fn without_a_ttl_nothing_expires() {
+    let r = registry(10);
+    let f = r.register("a", &[spec("x_total", Kind::Counter, &["n", "m"], &[])]).unwrap();
+    r.apply(&f, vec![add(1, 1.0)]).unwrap();
+    assert_eq!(r.expire(), 0);
+    assert_eq!(r.series_counts()[0].1, 1);
+}
+
+#[test]
+fn the_label_policy_drops_labels_and_adds_up_what_they_told_apart() {
+    let r = registry(10);
+    let mut policy = Policy::new();
+    policy.insert("wasmtap_x_total".into(), vec!["n".into()]);
+    policy.insert("wasmtap_absent_total".into(), vec!["n".into()]);
+    // Set before the family registers, as at start-up.
+    let notes = r.set_policy(policy.clone());
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    let f = r.register("a", &[spec("x_total", Kind::Counter, &["n", "m"], &[])]).unwrap();
+    r.apply(&f, vec![add(1, 1.0), add(2, 2.0), add(3, 4.0)]).unwrap();
+    assert!(text(&r).contains("wasmtap_x_total{m=\"7\"} 7\n"), "{}", text(&r));
+    assert_eq!(r.series_counts(), vec![("wasmtap_x_total".to_string(), 1, 0)]);
+    // The same policy again changes nothing; another one starts the family afresh.
+    r.set_policy(policy);
+    assert_eq!(r.series_counts()[0].1, 1);
+    let notes = r.set_policy(Policy::new());
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(r.series_counts()[0].1, 0);
+    r.apply(&f, vec![add(1, 1.0)]).unwrap();
+    assert!(text(&r).contains("wasmtap_x_total{n=\"1\",m=\"7\"} 1\n"), "{}", text(&r));
+}
+
+#[test]
+fn a_policy_naming_a_missing_label_is_reported() {
+    let r = registry(10);
+    r.register("a", &[spec("x_total", Kind::Counter, &["n"], &[])]).unwrap();
+    let mut policy = Policy::new();
+    policy.insert("wasmtap_x_total".into(), vec!["dst_ip".into()]);
+    let notes = r.set_policy(policy);
+    assert_eq!(notes, vec!["label policy: wasmtap_x_total has no label \"dst_ip\"".to_string()]);
+}
+
+#[test]
+fn declarations_are_bounded_in_count_and_size() {
+    let many: Vec<FamilySpec> =
+        (0..257).map(|i| spec(&format!("f{i}_total"), Kind::Counter, &[], &[])).collect();
+    assert!(matches!(validate(&many), Err(FamilyError::TooLarge { limit: 256, .. })));
+    let long = spec(&"x".repeat(129), Kind::Gauge, &[], &[]);
+    assert!(matches!(validate(&[long]), Err(FamilyError::TooLarge { limit: 128, .. })));
+    let labels: Vec<String> = (0..17).map(|i| format!("l{i}")).collect();
+    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+    let wide = spec("w", Kind::Gauge, &labels, &[]);
+    assert!(matches!(validate(&[wide]), Err(FamilyError::TooLarge { limit: 16, .. })));
+    let buckets: Vec<f64> = (0..65).map(f64::from).collect();
+    let fine = spec("h", Kind::Histogram, &[], &buckets);
+    assert!(matches!(validate(&[fine]), Err(FamilyError::TooLarge { limit: 64, .. })));
+    let mut help = spec("g", Kind::Gauge, &[], &[]);
+    help.help = "h".repeat(1025);
+    assert!(matches!(validate(&[help]), Err(FamilyError::TooLarge { limit: 1024, .. })));
+}
+
+#[test]
+fn histogram_updates_must_add_up_and_values_be_finite() {
+    let r = registry(10);
+    let f = r
+        .register("a", &[spec("h", Kind::Histogram, &[], &[1.0]), spec("g", Kind::Gauge, &[], &[])])
+        .unwrap();
+    let hist = |buckets: Vec<u64>, sum: f64, count: u64| Update {
+        family: 0,
+        labels: vec![],
+        value: Value::Histogram { buckets, sum, count },
+    };
+    let err = |u: Update| r.apply(&f, vec![u]).unwrap_err().to_string();
+    assert!(err(hist(vec![1, 1], 1.0, 3)).contains("not the sum"));
+    assert!(err(hist(vec![1, 1], f64::INFINITY, 2)).contains("not finite"));
+    assert!(err(hist(vec![u64::MAX, 1], 1.0, 0)).contains("overflow"));
+    let gauge = Update { family: 1, labels: vec![], value: Value::GaugeSet(f64::NAN, 1) };
+    assert!(err(gauge).contains("not finite"));
+    let add = Update { family: 0, labels: vec![], value: Value::CounterAdd(1.0) };
+    assert!(err(add).contains("wrong kind"));
+    r.apply(&f, vec![hist(vec![1, 1], 1.5, 2)]).unwrap();
+}
+
+#[test]
+fn a_total_that_would_overflow_is_refused_not_wrapped() {
+    let r = registry(10);
+    let f = r.register("a", &[spec("h", Kind::Histogram, &[], &[1.0])]).unwrap();
+    let big = 1u64 << 40;
+    let hist = || Update {
+        family: 0,
+        labels: vec![],
+        value: Value::Histogram { buckets: vec![big, 0], sum: 0.0, count: big },
+    };
+    // 2^24 updates of 2^40 reach 2^64: far too many to run here, so start the series high.
+    r.apply(&f, vec![hist()]).unwrap();
+    {
+        let families = r.families.read().unwrap();
+        let mut series = families[0].series.lock().unwrap();
+        let s = series.map.values_mut().next().unwrap();
+        if let SeriesValue::Histogram { buckets, count, .. } = &mut s.value {
+            (buckets[0], *count) = (u64::MAX - 1, u64::MAX - 1);
+        }
+    }
+    r.apply(&f, vec![hist()]).unwrap();
+    assert_eq!(r.series_counts(), vec![("wasmtap_h".to_string(), 1, 1)], "refused once");
+    // Still the value it had (the exposition prints counts as floats), not wrapped to 2^40-2.
+    assert!(text(&r).contains("wasmtap_h_count 18446744073709552000\n"), "{}", text(&r));
 }

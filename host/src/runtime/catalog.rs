@@ -18,6 +18,18 @@ use super::{Analyzer, LoadError, Runtime};
 use crate::registry::{Families, FamilyError, Kind};
 use crate::telemetry::Shared;
 
+/// Reads a watched file, refusing one larger than a component may be before reading it all.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, InstallError> {
+    use std::io::Read;
+    let limit = super::MAX_COMPONENT_BYTES;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.take(limit as u64 + 1).read_to_end(&mut bytes)?;
+    if bytes.len() > limit {
+        return Err(InstallError::Load(LoadError::TooBig { limit }));
+    }
+    Ok(bytes)
+}
+
 /// Why a file in the watched directory was not (re)loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -95,15 +107,20 @@ impl Catalog {
     /// Loads `path`, or reloads it if it changed. Returns false if it was already loaded
     /// with the same contents.
     pub fn install(&self, path: &Path) -> Result<bool, InstallError> {
-        let bytes = std::fs::read(path)?;
+        let bytes = read_bounded(path)?;
         let source = path.display().to_string();
-        let mut entries = self.entries();
-        let old = entries.iter().position(|e| e.file.as_deref() == Some(path));
         let sha256 = super::sha256_hex(&bytes);
-        if old.is_some_and(|i| entries[i].analyzer.sha256 == sha256) {
+        let unchanged = |entries: &[Entry]| {
+            entries.iter().any(|e| e.file.as_deref() == Some(path) && e.analyzer.sha256 == sha256)
+        };
+        if unchanged(&self.entries()) {
             return Ok(false);
         }
+        // Compiling and `init` take time: not under the lock that `/analyzers` reads through.
+        // Only the watcher installs, so nothing changes the entries meanwhile.
         let analyzer = self.runtime.load(&bytes, &source)?;
+        let mut entries = self.entries();
+        let old = entries.iter().position(|e| e.file.as_deref() == Some(path));
         let taken = entries.iter().find(|e| e.analyzer.name == analyzer.name);
         if let Some(e) = taken.filter(|e| e.file.as_deref() != Some(path)) {
             let (name, owner) = (analyzer.name.clone(), e.analyzer.source.clone());

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prometheus::IntCounter;
-use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{
+    Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
+};
 
 use super::bindings::wasmtap::analyzer::{host, types};
 use super::bindings::{AnalyzerComponent, AnalyzerComponentPre};
-use super::{EPOCH_TICK, Limits};
+use super::{EPOCH_TICK, Limits, bounds};
 use crate::registry::{FamilySpec, Update};
 
 /// Why a call into an analyzer failed.
@@ -31,12 +33,14 @@ pub enum CallError {
     TooManyUpdates { got: usize, limit: usize },
     #[error("sent an invalid update: {0}")]
     BadUpdate(crate::registry::UpdateError),
+    #[error("returned {0}")]
+    TooLarge(super::bounds::Exceeded),
 }
 
 impl CallError {
     /// Every value [`CallError::reason`] can return.
-    pub const REASONS: [&str; 6] =
-        ["trap", "timeout", "error", "too_many_updates", "bad_update", "memory"];
+    pub const REASONS: [&str; 7] =
+        ["trap", "timeout", "error", "too_many_updates", "bad_update", "memory", "too_large"];
 
     /// A short label value for the metrics.
     pub fn reason(&self) -> &'static str {
@@ -47,6 +51,7 @@ impl CallError {
             CallError::TooManyUpdates { .. } => 3,
             CallError::BadUpdate(_) => 4,
             CallError::Memory(_) => 5,
+            CallError::TooLarge(_) => 6,
         };
         Self::REASONS[i]
     }
@@ -97,15 +102,35 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-/// Per-store host data: the memory limiter and the log rate limiter.
+/// Per-store host data: the memory limiter, the CPU budget of the call under way and the log
+/// rate limiter.
 pub struct HostState {
     limiter: Limiter,
+    /// The worker thread's CPU time when the current call began, in ns.
+    call_cpu_start: u64,
+    /// CPU time one call may use, in ns.
+    cpu_budget: u64,
     name: Arc<str>,
     log_window: Instant,
     log_lines: u32,
     log_per_second: u32,
-    /// Lines dropped by the rate limit.
-    log_dropped: IntCounter,
+    log: LogCounters,
+}
+
+/// An instance's counters of log lines dropped by the rate limit and cut to length.
+#[derive(Clone)]
+pub struct LogCounters {
+    pub dropped: IntCounter,
+    pub cut: IntCounter,
+}
+
+impl LogCounters {
+    /// Counters that count for nobody (a probe instance at load).
+    pub fn unused() -> Self {
+        // An IntCounter with a fixed, valid name and help cannot fail to build.
+        let c = || IntCounter::new("unused", "unused").unwrap_or_else(|_| unreachable!());
+        Self { dropped: c(), cut: c() }
+    }
 }
 
 impl types::Host for HostState {}
@@ -117,10 +142,15 @@ impl host::Host for HostState {
             (self.log_window, self.log_lines) = (now, 0);
         }
         if self.log_lines >= self.log_per_second {
-            self.log_dropped.inc();
+            self.log.dropped.inc();
             return;
         }
         self.log_lines += 1;
+        if bounds::is_cut(&message, bounds::MAX_GUEST_TEXT) {
+            self.log.cut.inc();
+        }
+        // One line, whatever the guest wrote: no newline or escape sequence reaches the log.
+        let message = bounds::guest_text(&message, bounds::MAX_GUEST_TEXT);
         // Guest text goes to the log as a value, never as a format string.
         let analyzer = &*self.name;
         match level {
@@ -148,7 +178,7 @@ impl Instance {
         pre: &AnalyzerComponentPre<HostState>,
         limits: &Limits,
         name: &str,
-        log_dropped: IntCounter,
+        log: LogCounters,
     ) -> Result<Self, CallError> {
         let limits_builder = StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes)
@@ -163,27 +193,30 @@ impl Instance {
             .trap_on_grow_failure(true);
         let limiter =
             Limiter { limits: limits_builder.build(), peak_memory: 0, grow_failed: false };
+        let cpu_budget = u64::try_from(limits.call_budget.as_nanos()).unwrap_or(u64::MAX);
         let state = HostState {
             limiter,
+            call_cpu_start: thread_cpu_ns(),
+            cpu_budget,
             name: Arc::from(name),
             log_window: Instant::now(),
             log_lines: 0,
             log_per_second: limits.log_lines_per_second,
-            log_dropped,
+            log,
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
-        let ticks = limits.call_budget.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
-        let deadline_ticks = u64::try_from(ticks).unwrap_or(u64::MAX);
-        store.set_epoch_deadline(deadline_ticks);
+        store.epoch_deadline_callback(|ctx| Ok(over_budget(ctx.data())));
+        let deadline_ticks = ticks(limits.call_budget.as_nanos());
+        begin_call(&mut store, deadline_ticks);
         let bindings = pre.instantiate(&mut store).map_err(|e| classify(e, limits, false))?;
         let config = types::Config { entries: Vec::new() };
-        store.set_epoch_deadline(deadline_ticks);
+        begin_call(&mut store, deadline_ticks);
         let info = bindings
             .wasmtap_analyzer_analyzer()
             .call_init(&mut store, &config)
             .map_err(|e| classify(e, limits, store.data().limiter.grow_failed))?
-            .map_err(CallError::Guest)?;
+            .map_err(guest_error)?;
         Ok(Self { store, bindings, info, deadline_ticks, limits: limits.clone() })
     }
 
@@ -200,13 +233,13 @@ impl super::Session for Instance {
     }
 
     fn process(&mut self, batch: &[u8]) -> Result<Vec<Update>, CallError> {
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        begin_call(&mut self.store, self.deadline_ticks);
         let result = self.bindings.wasmtap_analyzer_analyzer().call_process(&mut self.store, batch);
         self.finish(result)
     }
 
     fn tick(&mut self, now_ns: u64, end: bool) -> Result<Vec<Update>, CallError> {
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        begin_call(&mut self.store, self.deadline_ticks);
         let result =
             self.bindings.wasmtap_analyzer_analyzer().call_tick(&mut self.store, now_ns, end);
         self.finish(result)
@@ -219,14 +252,52 @@ impl Instance {
         result: wasmtime::Result<Result<Vec<types::MetricUpdate>, String>>,
     ) -> Result<Vec<Update>, CallError> {
         let grow_failed = std::mem::take(&mut self.store.data_mut().limiter.grow_failed);
-        let updates = result
-            .map_err(|e| classify(e, &self.limits, grow_failed))?
-            .map_err(CallError::Guest)?;
+        let updates =
+            result.map_err(|e| classify(e, &self.limits, grow_failed))?.map_err(guest_error)?;
         if updates.len() > self.limits.max_updates {
             let (got, limit) = (updates.len(), self.limits.max_updates);
             return Err(CallError::TooManyUpdates { got, limit });
         }
+        bounds::check_updates(&updates).map_err(CallError::TooLarge)?;
         Ok(updates.into_iter().map(update).collect())
+    }
+}
+
+/// A guest's `Err` string, cut and escaped: it goes into logs, reports and `/analyzers`.
+fn guest_error(e: String) -> CallError {
+    CallError::Guest(bounds::guest_text(&e, bounds::MAX_GUEST_TEXT))
+}
+
+/// The calling thread's CPU time, in ns.
+fn thread_cpu_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+/// Epoch ticks in `ns`, rounded up, at least one.
+fn ticks(ns: u128) -> u64 {
+    u64::try_from(ns.div_ceil(EPOCH_TICK.as_nanos()).max(1)).unwrap_or(u64::MAX)
+}
+
+/// Starts the CPU budget of a call: notes the thread's CPU time, and arms the epoch deadline
+/// for when the budget would be spent if the call had the CPU to itself.
+fn begin_call(store: &mut Store<HostState>, deadline_ticks: u64) {
+    store.data_mut().call_cpu_start = thread_cpu_ns();
+    store.set_epoch_deadline(deadline_ticks);
+}
+
+/// Called on the worker thread when a call reaches its epoch deadline. The epoch counts wall
+/// time, but the budget is CPU time: on a busy or CPU-limited node a thread may get a fraction
+/// of the wall time, and an honest call must not time out for that. So the call goes on, with
+/// a deadline as far away as the CPU budget it has left, until the thread's own CPU time for
+/// the call reaches the budget.
+fn over_budget(state: &HostState) -> UpdateDeadline {
+    let used = thread_cpu_ns().saturating_sub(state.call_cpu_start);
+    if used >= state.cpu_budget {
+        UpdateDeadline::Interrupt
+    } else {
+        UpdateDeadline::Continue(ticks(u128::from(state.cpu_budget - used)))
     }
 }
 

@@ -10,6 +10,7 @@
 //! function, so a component that asks for anything else (WASI included) fails to load.
 
 mod bindings;
+pub mod bounds;
 pub mod cache;
 pub mod catalog;
 pub mod instance;
@@ -27,7 +28,7 @@ use wasmtime::{Config, Engine};
 
 use crate::registry::{FamilySpec, Update};
 use bindings::AnalyzerComponentPre;
-use instance::{CallError, HostState, Instance};
+use instance::{CallError, HostState, Instance, LogCounters};
 
 /// The WIT package version this host speaks.
 pub const ABI_VERSION: &str = "0.1.0";
@@ -38,6 +39,15 @@ const ALLOWED_IMPORTS: [&str; 2] = ["wasmtap:analyzer/host@0.1.0", "wasmtap:anal
 /// The WIT package prefix, to tell a wrong version from a foreign import.
 const PACKAGE_PREFIX: &str = "wasmtap:analyzer/";
 
+/// The largest component loaded: the built-in analyzers are about 100 KiB each, and
+/// compiling takes time in proportion to size, so this bounds load time too.
+pub const MAX_COMPONENT_BYTES: usize = 16 << 20;
+
+/// The longest a component may take to compile: the built-in ones take about 50 ms each (a
+/// few hundred on a loaded machine), so this is room for large analyzers, and keeps `host
+/// check` and a reload from hanging on a component built to be slow to compile.
+pub const COMPILE_BUDGET: Duration = Duration::from_secs(5);
+
 /// How often the epoch advances. Deadlines are counted in these ticks, so this is the
 /// resolution of the CPU budget; 10 ms costs nothing measurable and keeps overruns short.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -45,7 +55,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Sandbox limits for every analyzer instance.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Wall-clock budget for one call (`init`, `process` or `tick`).
+    /// CPU time one call (`init`, `process` or `tick`) may use, on its worker thread.
     pub call_budget: Duration,
     /// Cap on an instance's linear memory, in bytes.
     pub memory_bytes: usize,
@@ -100,6 +110,12 @@ pub enum LoadError {
     Init(String),
     #[error("declares an invalid metric family: {0}")]
     Family(crate::registry::FamilyError),
+    #[error("{0}")]
+    Bounds(bounds::Exceeded),
+    #[error("is larger than {limit} bytes, the limit for a component")]
+    TooBig { limit: usize },
+    #[error("took over {0:?} to compile")]
+    TooSlow(Duration),
 }
 
 /// A loaded analyzer, shared by all workers.
@@ -196,17 +212,16 @@ impl Runtime {
 
     /// Validates, compiles and initializes a component; `source` names it in messages.
     pub fn load(&self, bytes: &[u8], source: &str) -> Result<Arc<Analyzer>, LoadError> {
+        if bytes.len() > MAX_COMPONENT_BYTES {
+            return Err(LoadError::TooBig { limit: MAX_COMPONENT_BYTES });
+        }
         match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => return Err(LoadError::CoreModule),
             Some([0, b'a', b's', b'm', ..]) => {}
             _ => return Err(LoadError::NotWasm),
         }
         let sha256 = sha256_hex(bytes);
-        let component = match &self.cache {
-            Some(cache) => cache.component(&self.engine, bytes, &sha256),
-            None => Component::new(&self.engine, bytes),
-        }
-        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let component = self.compile(bytes, &sha256)?;
         self.check_world(&component)?;
         let pre = self
             .linker
@@ -214,12 +229,11 @@ impl Runtime {
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let pre =
             AnalyzerComponentPre::new(pre).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        let log_dropped = prometheus::IntCounter::new("probe_log_dropped", "unused")
-            .map_err(|e| LoadError::Init(e.to_string()))?;
         let probe =
-            instance::Instance::start(&self.engine, &pre, &self.limits, source, log_dropped)
+            Instance::start(&self.engine, &pre, &self.limits, source, LogCounters::unused())
                 .map_err(|e| LoadError::Init(e.to_string()))?;
         let (name, version, families) = probe.info();
+        bounds::check_info(&name, &version).map_err(LoadError::Bounds)?;
         crate::registry::validate(&families).map_err(LoadError::Family)?;
         let backend = Backend::Wasm(pre);
         Ok(Arc::new(Analyzer {
@@ -245,16 +259,16 @@ impl Runtime {
         Ok(Arc::new(Analyzer { name, version, source, sha256, families, backend, last_error }))
     }
 
-    /// Starts an instance of `analyzer`; `log_dropped` counts its rate-limited log lines.
+    /// Starts an instance of `analyzer`; `log` counts its log lines dropped and cut.
     pub fn start(
         &self,
         analyzer: &Analyzer,
-        log_dropped: prometheus::IntCounter,
+        log: LogCounters,
     ) -> Result<Box<dyn Session>, CallError> {
         match &analyzer.backend {
             Backend::Wasm(pre) => {
                 let instance =
-                    Instance::start(&self.engine, pre, &self.limits, &analyzer.name, log_dropped)?;
+                    Instance::start(&self.engine, pre, &self.limits, &analyzer.name, log)?;
                 Ok(Box::new(instance))
             }
             Backend::Native(factory) => {
@@ -262,6 +276,30 @@ impl Runtime {
                 native.init()?;
                 Ok(Box::new(native))
             }
+        }
+    }
+
+    /// Compiles a component (or loads our own earlier compilation of it from the cache) on a
+    /// thread of its own, waiting at most [`COMPILE_BUDGET`]. Compiling cannot be
+    /// interrupted: past the budget the thread is left to finish and its result dropped, and
+    /// the component is refused.
+    fn compile(&self, bytes: &[u8], sha256: &str) -> Result<Component, LoadError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (engine, cache) = (self.engine.clone(), self.cache.clone());
+        let (bytes, sha256) = (bytes.to_vec(), sha256.to_owned());
+        std::thread::Builder::new()
+            .name("compile".into())
+            .spawn(move || {
+                let c = match &cache {
+                    Some(cache) => cache.component(&engine, &bytes, &sha256),
+                    None => Component::new(&engine, &bytes),
+                };
+                let _ = tx.send(c.map_err(|e| format!("{e:#}")));
+            })
+            .map_err(|e| LoadError::Invalid(format!("cannot start a compile thread: {e}")))?;
+        match rx.recv_timeout(COMPILE_BUDGET) {
+            Ok(result) => result.map_err(LoadError::Invalid),
+            Err(_) => Err(LoadError::TooSlow(COMPILE_BUDGET)),
         }
     }
 

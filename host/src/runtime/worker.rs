@@ -20,6 +20,7 @@ use crossbeam_channel::{Receiver, Sender, select_biased};
 use prometheus::{Histogram, IntCounter};
 
 use super::instance::CallError;
+use super::instance::LogCounters;
 use super::{Analyzer, Runtime, Session};
 use crate::batch::{Batch, QUEUE_BATCHES};
 use crate::registry::{Families, Update};
@@ -65,7 +66,7 @@ struct Slot {
     retry_at: Instant,
     batch_seconds: Histogram,
     skipped: IntCounter,
-    log_dropped: IntCounter,
+    log: LogCounters,
 }
 
 impl Slot {
@@ -74,7 +75,7 @@ impl Slot {
         let name = analyzer.name.as_str();
         let batch_seconds = t.analyzer_batch_seconds.with_label_values(&[name]);
         let skipped = t.analyzer_skipped.with_label_values(&[name]);
-        let log_dropped = t.analyzer_log_dropped.with_label_values(&[name]);
+        let log = t.log_counters(name);
         t.instance_state(name, None, Some(State::Backoff.index()));
         Slot {
             analyzer,
@@ -86,7 +87,7 @@ impl Slot {
             retry_at: Instant::now(),
             batch_seconds,
             skipped,
-            log_dropped,
+            log,
         }
     }
 
@@ -102,7 +103,7 @@ impl Slot {
     }
 
     fn start(&mut self, runtime: &Runtime, shared: &Shared) {
-        let started = runtime.start(&self.analyzer, self.log_dropped.clone());
+        let started = runtime.start(&self.analyzer, self.log.clone());
         match started {
             Ok(instance) => {
                 self.instance = Some(instance);
@@ -227,9 +228,14 @@ impl Workers {
             let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
             let (runtime, shared, end) = (runtime.clone(), shared.clone(), end.clone());
             let analyzers = analyzers.to_vec();
-            let thread = std::thread::Builder::new()
-                .name(format!("worker-{i}"))
-                .spawn(move || work(&runtime, &shared, analyzers, &rx, &ctl_rx, &end))?;
+            let name = format!("worker-{i}");
+            let thread = std::thread::Builder::new().name(name.clone()).spawn(move || {
+                // A worker only ends when its queue closes at shutdown; anything else is
+                // reported by /healthz.
+                let watched = crate::health::Watched::new(&shared.health, &name);
+                work(&runtime, &shared, analyzers, &rx, &ctl_rx, &end);
+                watched.done();
+            })?;
             queues.push(tx);
             controls.push(ctl_tx);
             threads.push(thread);

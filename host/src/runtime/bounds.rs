@@ -1,0 +1,149 @@
+//! Stage: analyzers (bounds on what crosses from guest to host).
+//!
+//! Inputs: what an analyzer hands the host: its `init` declaration (name, version, families),
+//! the updates of each call, its log lines and error strings.
+//! Outputs: a verdict before anything is kept ([`check_info`], [`check_updates`]), and guest
+//! text made safe to print ([`guest_text`]): cut to a length and with control characters
+//! escaped, so that it can neither flood nor forge the host's log lines or reports.
+//!
+//! Counts (updates per call, series per family) are bounded elsewhere; these bound sizes.
+//! Each limit is generous for real analyzers: the built-in ones stay far below every one.
+
+use super::bindings::wasmtap::analyzer::types;
+
+/// Bytes of an analyzer name. Names follow `[a-z][a-z0-9_-]*`: they label metrics and logs.
+pub const MAX_NAME: usize = 64;
+/// Bytes of an analyzer version: room for any semantic version with build metadata.
+pub const MAX_VERSION: usize = 64;
+/// Bytes of one label value: a Kubernetes object name is at most 253; anything longer in a
+/// label makes every line of the exposition long.
+pub const MAX_LABEL_VALUE: usize = 1024;
+/// Bytes of one call's updates, counted as the host keeps them (label values and bucket
+/// counts, plus a fixed cost per update and label): a batch of 65 536 updates with a few
+/// address labels each is about 4 MiB.
+pub const MAX_CALL_BYTES: usize = 16 << 20;
+/// Bytes of a log line or an error string kept; the rest is cut (and counted, for logs).
+pub const MAX_GUEST_TEXT: usize = 1024;
+/// Fixed cost charged per update and per label value in [`MAX_CALL_BYTES`]: what the host
+/// holds for one beyond its text.
+const UPDATE_COST: usize = 32;
+const LABEL_COST: usize = 16;
+
+/// A limit an analyzer went over.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Exceeded {
+    #[error("analyzer name {0:?} does not match [a-z][a-z0-9_-]* of at most {MAX_NAME} bytes")]
+    Name(String),
+    #[error(
+        "version {0:?} is over {MAX_VERSION} bytes or has characters other than printable ASCII"
+    )]
+    Version(String),
+    #[error("a label value of {got} bytes, over the limit of {MAX_LABEL_VALUE}")]
+    LabelValue { got: usize },
+    #[error("{got} bytes of updates in one call, over the limit of {MAX_CALL_BYTES}")]
+    CallBytes { got: usize },
+}
+
+/// Checks the analyzer's name and version. (Families are checked by the registry.)
+pub fn check_info(name: &str, version: &str) -> Result<(), Exceeded> {
+    let mut chars = name.chars();
+    let name_ok = name.len() <= MAX_NAME
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !name_ok {
+        return Err(Exceeded::Name(guest_text(name, MAX_NAME)));
+    }
+    let version_ok = !version.is_empty()
+        && version.len() <= MAX_VERSION
+        && version.bytes().all(|b| b.is_ascii_graphic());
+    if !version_ok {
+        return Err(Exceeded::Version(guest_text(version, MAX_VERSION)));
+    }
+    Ok(())
+}
+
+/// Checks the sizes of one call's updates before the host converts and keeps any of them.
+pub fn check_updates(updates: &[types::MetricUpdate]) -> Result<(), Exceeded> {
+    let mut total = 0usize;
+    for u in updates {
+        total += UPDATE_COST + u.labels.len() * LABEL_COST;
+        for l in &u.labels {
+            if let types::LabelValue::Text(s) = l {
+                if s.len() > MAX_LABEL_VALUE {
+                    return Err(Exceeded::LabelValue { got: s.len() });
+                }
+                total += s.len();
+            }
+        }
+        if let types::UpdateValue::Histogram(h) = &u.value {
+            total += h.bucket_counts.len() * 8;
+        }
+        if total > MAX_CALL_BYTES {
+            return Err(Exceeded::CallBytes { got: total });
+        }
+    }
+    Ok(())
+}
+
+/// `text` cut to at most `max` bytes (at a character boundary, marked with `…`) with control
+/// characters escaped (`\n`, `\u{1b}`), so that it prints as one harmless line.
+pub fn guest_text(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max) + 4);
+    for c in text.chars() {
+        let piece: String =
+            if c.is_control() { c.escape_default().collect() } else { c.to_string() };
+        if out.len() + piece.len() > max {
+            out.push('…');
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out
+}
+
+/// Whether [`guest_text`] with `max` would cut `text`.
+pub fn is_cut(text: &str, max: usize) -> bool {
+    text.len() > max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_one_pattern() {
+        for good in ["traffic", "tcp-analysis", "syn_no_answer2"] {
+            assert_eq!(check_info(good, "0.1.0"), Ok(()), "{good}");
+        }
+        for bad in ["", "Traffic", "9lives", "a b", "a\nb", &"x".repeat(65)] {
+            assert!(matches!(check_info(bad, "1"), Err(Exceeded::Name(_))), "{bad:?}");
+        }
+        for bad in ["", "1.0\n", "1 0", &"1".repeat(65)] {
+            assert!(matches!(check_info("a", bad), Err(Exceeded::Version(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn guest_text_is_one_short_line() {
+        assert_eq!(guest_text("a\nb\x1b[31m", 100), "a\\nb\\u{1b}[31m");
+        assert_eq!(guest_text("héllo", 3), "hé…");
+        assert_eq!(guest_text(&"x".repeat(5000), 1024).len(), 1024 + '…'.len_utf8());
+    }
+
+    fn update(labels: Vec<types::LabelValue>) -> types::MetricUpdate {
+        types::MetricUpdate { family: 0, labels, value: types::UpdateValue::CounterAdd(1.0) }
+    }
+
+    #[test]
+    fn update_sizes_are_bounded() {
+        let long = types::LabelValue::Text("x".repeat(MAX_LABEL_VALUE + 1));
+        assert_eq!(
+            check_updates(&[update(vec![long])]),
+            Err(Exceeded::LabelValue { got: MAX_LABEL_VALUE + 1 })
+        );
+        let ok = types::LabelValue::Text("x".repeat(MAX_LABEL_VALUE));
+        let many: Vec<_> = (0..20_000).map(|_| update(vec![ok.clone()])).collect();
+        assert!(matches!(check_updates(&many), Err(Exceeded::CallBytes { .. })));
+        assert_eq!(check_updates(&many[..100]), Ok(()));
+    }
+}
