@@ -1,14 +1,23 @@
-//! Every capture of the shared tcpdump test corpus (`../shared/corpus/tcpdump/`, 830 files,
-//! many malformed on purpose) goes through `host replay`: no panic, no hang, no signal, and
-//! a clear message whenever a file is rejected. Also: missing and non-capture files.
+//! Every capture of a corpus directory goes through `host replay`: no panic, no hang, no
+//! signal; every file that Wireshark's reader takes replays with exit 0; every file the host
+//! refuses is named in its message. Also: missing and non-capture files, and a check that the
+//! corpus test fails a host that fails at start-up.
 //!
-//! The corpus is read in place, never copied. Without it the corpus test is skipped with a
-//! message, unless WASMTAP_REQUIRE_CORPUS=1 (set by scripts/test) makes that a failure.
+//! The corpus is an input: `WASMTAP_CORPUS=DIR`, a folder of pcap/pcapng files such as
+//! tcpdump's own `tests/` folder (the-tcpdump-group/tcpdump on GitHub, 830 captures, many
+//! malformed on purpose); `.ci/run` points it at `../shared/corpus/tcpdump`. It is read in
+//! place, never copied. Without it the corpus test says on stderr that it is skipped and why,
+//! unless WASMTAP_REQUIRE_CORPUS=1 makes that a failure.
+//!
+//! Which files "Wireshark reads without error" is decided by `capinfos`, Wireshark's own
+//! capture-file tool: it reads every record through the same library (wiretap) as tshark,
+//! without tshark's second of dissector start-up per file.
 
 mod common;
 
 use common::*;
 use std::ffi::OsStr;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,8 +32,18 @@ const PARALLEL: usize = 2;
 /// would otherwise take hours (830 × the timeout) to fail.
 const MAX_BAD: usize = 5;
 
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/tcpdump")
+/// The corpus directory, if one was given.
+fn corpus_dir() -> Option<PathBuf> {
+    std::env::var_os("WASMTAP_CORPUS").filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+/// Whether Wireshark's reader takes the whole file without an error.
+fn wireshark_reads(file: &Path) -> bool {
+    let r = run_with_timeout(
+        std::process::Command::new("capinfos").arg("-c").arg(file),
+        PER_FILE_TIMEOUT,
+    );
+    r.success()
 }
 
 #[derive(Debug)]
@@ -34,11 +53,10 @@ enum Outcome {
     Bad(String),
 }
 
-fn replay_one(file: &Path) -> Outcome {
-    let r = host_replay(
-        &[file.as_os_str(), OsStr::new("--output"), OsStr::new("/dev/null")],
-        PER_FILE_TIMEOUT,
-    );
+fn replay_one(host: &OsStr, file: &Path) -> Outcome {
+    let args =
+        [OsStr::new("replay"), file.as_os_str(), OsStr::new("--output"), OsStr::new("/dev/null")];
+    let r = run_with_timeout(std::process::Command::new(host).args(args), PER_FILE_TIMEOUT);
     let stderr = r.stderr_text();
     if r.timed_out() {
         return Outcome::Bad(format!("hung (killed after {PER_FILE_TIMEOUT:?})"));
@@ -55,25 +73,24 @@ fn replay_one(file: &Path) -> Outcome {
             if stderr.trim().is_empty() {
                 Outcome::Bad(format!("exit {code} with an empty stderr"))
             } else {
-                Outcome::Rejected(code, stderr.lines().last().unwrap_or("").to_string())
+                Outcome::Rejected(code, stderr.trim().to_string())
             }
         }
         other => Outcome::Bad(format!("unexpected exit code {other}:\n{stderr}")),
     }
 }
 
-#[test]
-fn every_corpus_capture_replays_without_panic_or_hang() {
-    let dir = corpus_dir();
-    if !dir.is_dir() {
-        let msg = format!("capture corpus not found at {}", dir.display());
-        if matches!(std::env::var("WASMTAP_REQUIRE_CORPUS").as_deref(), Ok("1")) {
-            panic!("{msg} (WASMTAP_REQUIRE_CORPUS=1)");
-        }
-        eprintln!("\n!!! SKIPPED every_corpus_capture_replays_without_panic_or_hang: {msg}\n");
-        return;
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+/// What the corpus run found: files by outcome, and what must hold of them.
+struct Report {
+    ok: usize,
+    rejected: Vec<(PathBuf, i32, String)>,
+    bad: Vec<(PathBuf, String)>,
+    problems: Vec<String>,
+}
+
+/// Replays every capture in `dir` with the `host` binary and checks every outcome.
+fn run_corpus(host: &OsStr, dir: &Path) -> Report {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("read corpus dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
@@ -82,12 +99,10 @@ fn every_corpus_capture_replays_without_panic_or_hang() {
         })
         .collect();
     files.sort();
-    assert!(files.len() > 100, "only {} captures in {}", files.len(), dir.display());
-
     let start = Instant::now();
     let next = AtomicUsize::new(0);
     let bad_so_far = AtomicUsize::new(0);
-    let results: Mutex<Vec<(PathBuf, Outcome, Duration)>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<(PathBuf, Outcome, bool)>> = Mutex::new(Vec::new());
     thread::scope(|s| {
         for _ in 0..PARALLEL {
             s.spawn(|| {
@@ -97,64 +112,116 @@ fn every_corpus_capture_replays_without_panic_or_hang() {
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(file) = files.get(i) else { return };
-                    let t = Instant::now();
-                    let outcome = replay_one(file);
+                    let outcome = replay_one(host, file);
                     if matches!(outcome, Outcome::Bad(_)) {
                         bad_so_far.fetch_add(1, Ordering::Relaxed);
                     }
+                    let readable = wireshark_reads(file);
                     if let Ok(mut r) = results.lock() {
-                        r.push((file.clone(), outcome, t.elapsed()));
+                        r.push((file.clone(), outcome, readable));
                     }
                 }
             });
         }
     });
     let results = results.into_inner().expect("results");
-
-    let ok = results.iter().filter(|r| matches!(r.1, Outcome::Ok)).count();
-    let rejected: Vec<_> = results
-        .iter()
-        .filter_map(|(f, o, _)| match o {
-            Outcome::Rejected(code, msg) => Some((f, code, msg)),
-            _ => None,
-        })
-        .collect();
-    let bad: Vec<_> = results
-        .iter()
-        .filter_map(|(f, o, _)| match o {
-            Outcome::Bad(why) => Some((f, why)),
-            _ => None,
-        })
-        .collect();
-    let slowest = results.iter().max_by_key(|r| r.2).map(|r| (&r.0, r.2));
-
+    let mut report = Report { ok: 0, rejected: Vec::new(), bad: Vec::new(), problems: Vec::new() };
+    let mut readable = 0;
+    for (file, outcome, wireshark_ok) in results.iter() {
+        readable += usize::from(*wireshark_ok);
+        match outcome {
+            Outcome::Ok => report.ok += 1,
+            Outcome::Rejected(code, msg) => {
+                if *wireshark_ok {
+                    report.problems.push(format!(
+                        "{}: Wireshark reads it, but the host exited {code}: {}",
+                        file.display(),
+                        msg.lines().last().unwrap_or_default()
+                    ));
+                }
+                // The last line is the summary; the file is named in the line about it.
+                let last = msg.lines().last().unwrap_or_default().to_string();
+                if !msg.contains(&name(file)) {
+                    report
+                        .problems
+                        .push(format!("{}: refused without naming it: {last}", file.display()));
+                }
+                let about = msg.lines().find(|l| l.contains(&name(file))).unwrap_or(&last);
+                report.rejected.push((file.clone(), *code, about.to_string()));
+            }
+            Outcome::Bad(why) => report.bad.push((file.clone(), why.clone())),
+        }
+    }
     println!(
-        "corpus: {} of {} files in {:.1?}: {ok} ok, {} rejected with a message, {} bad",
+        "corpus: {} of {} files in {:.1?}: {} ok, {} refused with a message naming the file, \
+         {} misbehaved; Wireshark reads {readable} of them",
         results.len(),
         files.len(),
         start.elapsed(),
-        rejected.len(),
-        bad.len()
+        report.ok,
+        report.rejected.len(),
+        report.bad.len()
     );
-    if let Some((f, d)) = slowest {
-        println!("slowest: {} ({d:.2?})", f.display());
+    if results.len() != files.len() {
+        report.problems.push(format!("only {} of {} files replayed", results.len(), files.len()));
     }
-    for (f, code, msg) in rejected.iter().take(20) {
-        println!("  rejected (exit {code}) {}: {msg}", name(f));
+    report
+}
+
+#[test]
+fn every_corpus_capture_replays_without_panic_or_hang() {
+    let Some(dir) = corpus_dir() else {
+        let msg = "WASMTAP_CORPUS is not set: point it at a folder of captures, such as \
+                   tcpdump's tests/ folder (the-tcpdump-group/tcpdump on GitHub)";
+        if matches!(std::env::var("WASMTAP_REQUIRE_CORPUS").as_deref(), Ok("1")) {
+            panic!("{msg} (WASMTAP_REQUIRE_CORPUS=1)");
+        }
+        // Straight to the process's stderr: libtest hides what a passing test prints.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\nSKIPPED every_corpus_capture_replays_without_panic_or_hang: {msg}\n"
+        );
+        return;
+    };
+    require_tools(&["capinfos"]);
+    assert!(dir.is_dir(), "WASMTAP_CORPUS={} is not a directory", dir.display());
+    let report = run_corpus(OsStr::new(HOST), &dir);
+    for (f, code, msg) in report.rejected.iter().take(20) {
+        println!("  refused (exit {code}) {}: {msg}", name(f));
     }
-    if rejected.len() > 20 {
-        println!("  ... and {} more rejected", rejected.len() - 20);
-    }
-    let report: Vec<String> =
-        bad.iter().map(|(f, why)| format!("{}: {why}", f.display())).collect();
+    let bad: Vec<String> =
+        report.bad.iter().map(|(f, why)| format!("{}: {why}", f.display())).collect();
     let early = if bad.len() >= MAX_BAD { " (stopped early)" } else { "" };
+    assert!(bad.is_empty(), "{} corpus files misbehaved{early}:\n{}", bad.len(), bad.join("\n\n"));
+    assert!(report.problems.is_empty(), "{}", report.problems.join("\n"));
+    assert!(report.ok > 100, "only {} captures replayed with exit 0", report.ok);
+}
+
+/// The corpus check itself must fail a broken host: here a stand-in that exits 1 at start-up
+/// with a message, as a host that cannot start would.
+#[test]
+fn the_corpus_check_fails_a_host_that_fails_at_start_up() {
+    require_tools(&["capinfos"]);
+    let dir = TempDir::new("stub-corpus");
+    std::fs::copy(sample_capture(), dir.join("good.pcap")).expect("copy the sample");
+    std::fs::write(dir.join("text.pcap"), "not a capture\n").expect("write");
+    let stub = dir.join("broken-host");
+    std::fs::write(&stub, "#!/bin/sh\necho 'error: cannot start' >&2\nexit 1\n").expect("stub");
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let report = run_corpus(stub.as_os_str(), dir.path());
+    assert_eq!(report.ok, 0);
+    assert_eq!(report.rejected.len(), 2);
+    let joined = report.problems.join("\n");
     assert!(
-        bad.is_empty(),
-        "{} corpus files misbehaved{early}:\n{}",
-        bad.len(),
-        report.join("\n\n")
+        joined.contains("good.pcap: Wireshark reads it, but the host exited 1"),
+        "the readable capture the stub refused is not reported: {joined}"
     );
-    assert_eq!(results.len(), files.len(), "not every corpus file was replayed");
+    assert!(joined.contains("refused without naming it"), "{joined}");
+    // And the real host passes the same folder's readable file.
+    let report = run_corpus(OsStr::new(HOST), dir.path());
+    assert_eq!((report.ok, report.rejected.len()), (1, 1), "{:?}", report.problems);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
 fn name(p: &Path) -> String {

@@ -16,7 +16,7 @@
 //! | `stack-overflow` | recurses without bound | every call traps (reason `trap`); quarantined after 5 | `trapped`, `call stack exhausted` |
 //! | `panic-nth-batch` | panics on its 3rd batch | 2 good batches per instance, then a trap (reason `trap`), the panic message in the log; quarantined after 5 | `trapped`, `unreachable`; log: `panicking on batch 3` |
 //! | `huge-update-list` | returns 70,000 updates per call | every call refused whole (reason `too_many_updates`), no series; quarantined after 5 | `returned 70000 updates, over the limit of 65536` |
-//! | `cardinality-bomb` | a million distinct label values per instance | calls succeed and it stays `running`; its family stops at `--series-cap` (10,000), every further new series refused and counted in `wasmtap_host_series_refused{family}`; `host check` fails | check: the family's name, `series` |
+//! | `cardinality-bomb` | a million distinct label values per instance | calls succeed and it stays `running`; its family stops at `--series-cap` (10,000), every further new series refused and counted in `wasmtap_host_series_refused_total{family}`; `host check` fails | check: the family's name, `series` |
 //! | `invalid-metric-name` | declares the metric `Bad-Name` | rejected at load | `Bad-Name`, `not a valid Prometheus name` |
 //! | `metric-collision` | declares `packets_total` (the default `traffic` analyzer's) | rejected at load | `wasmtap_packets_total`, `already exported`, `traffic` |
 //! | `wrong-wit-version` | built against `wasmtap:analyzer@0.2.0` | rejected at load | `wasmtap:analyzer@0.2.0`, `wasmtap:analyzer@0.1.0` |
@@ -407,7 +407,7 @@ fn run_time_hostiles_are_contained_and_the_defaults_stay_exact() {
                 assert_eq!(series, Some(SERIES_CAP as f64), "{family}: series");
                 let live = samples.iter().filter(|s| s.name == family).count() as u64;
                 assert_eq!(live, SERIES_CAP, "{family}: series in the exposition");
-                let refused = value(&samples, "wasmtap_host_series_refused", &[f]);
+                let refused = value(&samples, "wasmtap_host_series_refused_total", &[f]);
                 let expected = WORKERS * CARDINALITY_VALUES - SERIES_CAP;
                 assert_eq!(refused, Some(expected as f64), "{family}: refused series");
             }
@@ -472,10 +472,12 @@ fn live_outcome(host: &LiveHost, dir: &Path, h: &Hostile) -> Result<(), String> 
             if !missing.is_empty() {
                 return Err(format!("{missing:?} missing from the last error {error:?}"));
             }
+            // /metrics may serve a render up to a second old (scrapes share one render).
             let labels = [("analyzer", h.name), ("state", "quarantined")];
-            match value(&host.metrics(), "wasmtap_analyzer_state", &labels) {
-                Some(1.0) => Ok(()),
-                other => Err(format!("wasmtap_analyzer_state{{state=quarantined}} = {other:?}")),
+            let state = || value(&host.metrics(), "wasmtap_analyzer_state", &labels);
+            match wait_for(Duration::from_secs(5), || state().filter(|v| *v == 1.0)) {
+                Some(_) => Ok(()),
+                None => Err(format!("wasmtap_analyzer_state{{state=quarantined}} = {:?}", state())),
             }
         }
         Expect::Capped { family, .. } => {
@@ -483,7 +485,7 @@ fn live_outcome(host: &LiveHost, dir: &Path, h: &Hostile) -> Result<(), String> 
             let capped = wait_for(Duration::from_secs(30), || {
                 let m = host.metrics();
                 let series = value(&m, "wasmtap_host_series", &f)?;
-                let refused = value(&m, "wasmtap_host_series_refused", &f)?;
+                let refused = value(&m, "wasmtap_host_series_refused_total", &f)?;
                 (refused > 0.0).then_some(series)
             });
             if capped != Some(SERIES_CAP as f64) {

@@ -34,6 +34,7 @@
 mod common;
 mod tcp_analysis;
 
+use common::lossy::{add_loss, loss_drops, run_lossy_client, start_lossy_server};
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -55,16 +56,10 @@ const LOSS_PERCENT: u32 = 2;
 const RELATIVE: f64 = 0.02;
 /// Allowed absolute difference for small counts (see the module docs).
 const SLACK: u64 = 2;
-/// Name of the nftables table this test adds in each namespace.
-const NFT_TABLE: &str = "wasmtap_loss";
 
 /// Allowed difference from tshark's count `t`: 2% of it, at least [`SLACK`].
 fn allowed(t: u64) -> u64 {
     ((t as f64 * RELATIVE).floor() as u64).max(SLACK)
-}
-
-fn lossy_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tcp_analysis/lossy.py")
 }
 
 /// Runs a command that must succeed within 10 s.
@@ -127,34 +122,9 @@ fn lossy_pair() -> NetnsPair {
         must(Command::new("ip").args(["-n", ns, "link", "set", dev, "up"]));
         // Real segments on the wire (and in the capture), not GSO/GRO super-frames.
         must(pair.exec(ns, "ethtool").args(["-K", dev, "tso", "off", "gso", "off", "gro", "off"]));
-        add_loss(&pair, ns);
+        add_loss(&pair, ns, LOSS_PERCENT);
     }
     pair
-}
-
-/// nftables in `ns`: drop LOSS_PERCENT% of incoming TCP segments at random, counted.
-fn add_loss(pair: &NetnsPair, ns: &str) {
-    let rules = format!(
-        "table inet {NFT_TABLE} {{\n  chain input {{\n    type filter hook input priority 0; \
-         policy accept;\n    meta l4proto tcp numgen random mod 100 < {LOSS_PERCENT} counter drop\n  \
-         }}\n}}\n"
-    );
-    let r = run_with_input(
-        pair.exec(ns, "nft").args(["-f", "-"]),
-        Some(rules.as_bytes()),
-        Duration::from_secs(10),
-    );
-    assert!(r.success(), "nft in {ns} failed: {}", r.describe());
-}
-
-/// Segments the nftables rule in `ns` dropped so far.
-fn dropped(pair: &NetnsPair, ns: &str) -> u64 {
-    let out = must(pair.exec(ns, "nft").args(["list", "table", "inet", NFT_TABLE]));
-    out.split_whitespace()
-        .skip_while(|w| *w != "packets")
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no drop counter in:\n{out}"))
 }
 
 /// The recorded capture and the drops per direction.
@@ -179,44 +149,17 @@ fn record() -> Recorded {
     let file = fresh_capture(Path::new(env!("CARGO_TARGET_TMPDIR")), "lossy-tcp-");
     let pair = lossy_pair();
     let tcpdump = Tcpdump::start(&pair, &pair.a, &pair.veth_a, &file);
-    let mut server = Spawned::start(
-        "lossy.py server",
-        pair.exec(&pair.b, "python3").arg(lossy_script()).args([
-            "serve",
-            "--addr",
-            &pair.v4_b,
-            "--addr",
-            &pair.v6_b,
-            "--port",
-            &PORT.to_string(),
-            "--lifetime",
-            "240",
-        ]),
-    );
-    server.wait_for_output("READY", true, Duration::from_secs(20));
+    let _server = start_lossy_server(&pair, &pair.b, &[&pair.v4_b, &pair.v6_b], PORT);
     for addr in [&pair.v4_b, &pair.v6_b] {
-        let r = run_with_timeout(
-            pair.exec(&pair.a, "python3").arg(lossy_script()).args([
-                "client",
-                "--addr",
-                addr,
-                "--port",
-                &PORT.to_string(),
-                "--bulk-bytes",
-                &BULK_BYTES.to_string(),
-                "--slow-bytes",
-                &SLOW_BYTES.to_string(),
-                "--timeout",
-                "120",
-            ]),
-            Duration::from_secs(130),
-        );
-        assert!(r.success(), "lossy.py client {addr} failed: {}", r.describe());
-        eprintln!("client {addr}: {}", r.stdout_text().trim());
+        let report = run_lossy_client(&pair, &pair.a, addr, PORT, BULK_BYTES, SLOW_BYTES, 120);
+        eprintln!("client {addr}: {report}");
     }
     let captured = tcpdump.stop();
-    let recorded =
-        Recorded { dropped_ab: dropped(&pair, &pair.b), dropped_ba: dropped(&pair, &pair.a), file };
+    let recorded = Recorded {
+        dropped_ab: loss_drops(&pair, &pair.b),
+        dropped_ba: loss_drops(&pair, &pair.a),
+        file,
+    };
     eprintln!(
         "captured {captured} packets into {}; nftables dropped {} segments a→b and {} b→a",
         recorded.file.display(),

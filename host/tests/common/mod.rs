@@ -6,6 +6,15 @@
 //! and every wait is bounded in time.
 #![allow(dead_code)] // each test crate uses its own subset
 
+pub mod chart;
+pub mod container;
+pub mod frames;
+pub mod live;
+pub mod lossy;
+pub mod promql;
+pub mod scrape;
+pub mod topology;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, TcpListener};
