@@ -179,6 +179,8 @@ fn replay_per_address_pair_counts_equal_tshark() {
         ("wasmtap_tcp_resets_total", "tcp.flags.reset==1"),
         ("wasmtap_ip_dont_fragment_total", "ip.flags.df==1"),
         ("wasmtap_tcp_window_scale_options_total", "tcp.options.wscale.shift"),
+        // The denominator of the per-pair retransmission and out-of-order ratios.
+        ("wasmtap_tcp_data_segments_total", "tcp.len>0"),
     ] {
         let expected = tshark_count_by_pair(file, filter);
         let got: BTreeMap<(IpAddr, IpAddr), u64> =

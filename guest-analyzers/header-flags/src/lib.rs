@@ -5,7 +5,9 @@
 //! - `tcp_resets_total`: TCP segments with RST set;
 //! - `ip_dont_fragment_total`: IPv4 packets with DF set;
 //! - `tcp_window_scale_options_total`: TCP segments carrying a window-scale option;
-//! - `tcp_window_scale_shift`: the shift last advertised (a gauge, at its packet time).
+//! - `tcp_window_scale_shift`: the shift last advertised (a gauge, at its packet time);
+//! - `tcp_data_segments_total`: TCP segments carrying payload (`tcp.len > 0`), the denominator
+//!   of per-pair ratios such as retransmissions or out-of-order segments per data segment.
 //!
 //! (The host prefixes the names with `wasmtap_`.)
 
@@ -20,6 +22,7 @@ pub struct HeaderFlags {
     dont_fragment: Counter,
     wscale_options: Counter,
     wscale_shift: Gauge,
+    data_segments: Counter,
 }
 
 impl Analyzer for HeaderFlags {
@@ -45,7 +48,13 @@ impl Analyzer for HeaderFlags {
             "The window scale shift the sender advertised last (tshark: tcp.options.wscale.shift).",
             &LABELS,
         );
-        Ok((Self { resets, dont_fragment, wscale_options, wscale_shift }, info))
+        let data_segments = info.counter(
+            "tcp_data_segments_total",
+            "TCP segments carrying payload, retransmissions included; the denominator of per-pair \
+             retransmission and out-of-order ratios (tshark: tcp.len > 0).",
+            &LABELS,
+        );
+        Ok((Self { resets, dont_fragment, wscale_options, wscale_shift, data_segments }, info))
     }
 
     fn process(&mut self, batch: &Batch<'_>, out: &mut Updates) -> Result<(), String> {
@@ -53,7 +62,10 @@ impl Analyzer for HeaderFlags {
             let df = p.is_ipv4() && p.dont_fragment();
             let rst = p.has_tcp() && p.rst();
             let wscale = if p.has_tcp() { p.wscale() } else { None };
-            if !(df || rst || wscale.is_some()) {
+            // The payload length comes from the IP and TCP headers, as tshark's `tcp.len`, so
+            // a capture cut at the snap length still counts the segment.
+            let data = p.has_tcp() && p.payload_len() > 0;
+            if !(df || rst || wscale.is_some() || data) {
                 continue;
             }
             let labels = [p.src_label(), p.dst_label(), p.device_label()];
@@ -66,6 +78,9 @@ impl Analyzer for HeaderFlags {
             if let Some(shift) = wscale {
                 out.inc(self.wscale_options, &labels);
                 out.set(self.wscale_shift, &labels, f64::from(shift), p.time_ns());
+            }
+            if data {
+                out.inc(self.data_segments, &labels);
             }
         }
         Ok(())
@@ -85,6 +100,7 @@ mod tests {
     const DF: u32 = 1;
     const WSCALE_OPTIONS: u32 = 2;
     const WSCALE_SHIFT: u32 = 3;
+    const DATA_SEGMENTS: u32 = 4;
 
     fn runner() -> Runner<HeaderFlags> {
         let mut r = Runner::new();
@@ -97,6 +113,7 @@ mod tests {
                 ("ip_dont_fragment_total", MetricKind::Counter),
                 ("tcp_window_scale_options_total", MetricKind::Counter),
                 ("tcp_window_scale_shift", MetricKind::Gauge),
+                ("tcp_data_segments_total", MetricKind::Counter),
             ]
         );
         assert!(info.families.iter().all(|f| f.label_names == LABELS));
@@ -198,6 +215,81 @@ mod tests {
             ]
         );
         assert_eq!(out[2].value, UpdateValue::GaugeSet((14.0, 0)));
+    }
+
+    /// The counter of `family` for (src, dst, device) in `out`, if updated.
+    fn pair(out: &[MetricUpdate], family: u32, labels: [LabelValue; 3]) -> Option<&UpdateValue> {
+        out.iter().find(|u| u.family == family && u.labels == labels).map(|u| &u.value)
+    }
+
+    #[test]
+    fn counts_segments_with_payload_per_pair_and_device() {
+        let client = Ipv4Addr::new(10, 0, 0, 1);
+        let server = Ipv4Addr::new(10, 0, 0, 2);
+        let (c, s) = (u32::from(client), u32::from(server));
+        let mut b = BatchBuilder::new();
+        // Counted, client -> server on device 0: a data segment, the same segment again (a
+        // retransmission carries payload too), a FIN with the last bytes, and a SYN carrying
+        // data (TCP Fast Open): tshark's tcp.len > 0 holds for all four.
+        let data = PacketFields::ipv4(client, server).with_tcp(5000, 80, tcp_flags::ACK);
+        b.push(&data.with_payload(1448));
+        b.push(&data.with_payload(1448));
+        let fin = tcp_flags::FIN | tcp_flags::ACK;
+        b.push(&PacketFields::ipv4(client, server).with_tcp(5000, 80, fin).with_payload(10));
+        b.push(
+            &PacketFields::ipv4(client, server).with_tcp(5001, 80, tcp_flags::SYN).with_payload(1),
+        );
+        // Counted: the server's one answer with payload, and the client's segment on device 1.
+        b.push(
+            &PacketFields::ipv4(server, client).with_tcp(80, 5000, tcp_flags::PSH).with_payload(5),
+        );
+        b.push(&data.with_payload(1).with_device(1));
+        // Not counted: the server's pure ACKs and its SYN/ACK, and a UDP packet with a payload.
+        b.push(&PacketFields::ipv4(server, client).with_tcp(80, 5000, tcp_flags::ACK));
+        b.push(&PacketFields::ipv4(server, client).with_tcp(
+            80,
+            5001,
+            tcp_flags::SYN | tcp_flags::ACK,
+        ));
+        b.push(&PacketFields {
+            ip_proto: 17,
+            payload_len: 100,
+            ..PacketFields::ipv4(client, server)
+        });
+
+        let out = runner().process(&b.build()).expect("process");
+        let labels = |src: u32, dst: u32, dev: u16| {
+            [LabelValue::Ipv4(src), LabelValue::Ipv4(dst), LabelValue::Device(dev)]
+        };
+        assert_eq!(pair(&out, DATA_SEGMENTS, labels(c, s, 0)), Some(&UpdateValue::CounterAdd(4.0)));
+        assert_eq!(pair(&out, DATA_SEGMENTS, labels(s, c, 0)), Some(&UpdateValue::CounterAdd(1.0)));
+        assert_eq!(pair(&out, DATA_SEGMENTS, labels(c, s, 1)), Some(&UpdateValue::CounterAdd(1.0)));
+        // Nothing else: no DF, no RST, no window scale in this batch.
+        assert_eq!(out.len(), 3, "{out:?}");
+    }
+
+    #[test]
+    fn data_segments_count_ipv6_and_truncated_records_by_header_length() {
+        let a: Ipv6Addr = "2001:db8::a".parse().expect("ip");
+        let z: Ipv6Addr = "2001:db8::f".parse().expect("ip");
+        // A record cut at the snap length still carries the payload length of its headers.
+        let p = PacketFields::ipv6(a, z)
+            .with_tcp(1, 2, tcp_flags::ACK)
+            .with_payload(9000)
+            .with_bits(packet_bits::TRUNCATED);
+        let out =
+            runner().process(&BatchBuilder::new().push(&p).push(&p).build()).expect("process");
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].family, DATA_SEGMENTS);
+        assert_eq!(out[0].value, UpdateValue::CounterAdd(2.0));
+        assert_eq!(
+            out[0].labels,
+            vec![
+                LabelValue::Ipv6((0x2001_0db8_0000_0000, 0xa)),
+                LabelValue::Ipv6((0x2001_0db8_0000_0000, 0xf)),
+                LabelValue::Device(0)
+            ]
+        );
     }
 
     #[test]

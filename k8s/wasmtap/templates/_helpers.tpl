@@ -1,4 +1,55 @@
-{{- define "wasmtap.labels" -}}
+{{/* Labels every object carries; the selector uses the first two. */}}
+{{- define "wasmtap.selectorLabels" -}}
 app.kubernetes.io/name: wasmtap
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "wasmtap.labels" -}}
+{{ include "wasmtap.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{/* Where the pod mounts things; the container arguments point there. */}}
+{{- define "wasmtap.configDir" -}}/etc/wasmtap/config{{- end }}
+{{- define "wasmtap.analyzerDir" -}}/etc/wasmtap/analyzers{{- end }}
+{{- define "wasmtap.cacheDir" -}}/var/cache/wasmtap{{- end }}
+
+{{/* Whether user analyzers are mounted, from a ConfigMap or another volume (not both). */}}
+{{- define "wasmtap.hasAnalyzers" -}}
+{{- if and .Values.analyzers.configMap .Values.analyzers.volume -}}
+{{- fail "analyzers: set configMap or volume, not both" -}}
+{{- end -}}
+{{- if not (or .Values.analyzers.builtin .Values.analyzers.configMap .Values.analyzers.volume) -}}
+{{- fail "analyzers.builtin=false needs analyzers.configMap or analyzers.volume: without any analyzer /readyz never passes" -}}
+{{- end -}}
+{{- if or .Values.analyzers.configMap .Values.analyzers.volume -}}true{{- end -}}
+{{- end }}
+
+{{/*
+The exporter's configuration file (TOML, every `host run` flag under its long name). Strings and
+lists are written as JSON, which is valid TOML for them (quotes and backslashes escaped).
+*/}}
+{{- define "wasmtap.config" -}}
+# wasmtap `host run --config` file, rendered by the Helm chart from its values.
+interface = {{ .Values.interfaces | toJson }}
+exclude = {{ .Values.exclude | toJson }}
+{{- with .Values.filter }}
+filter = {{ . | toJson }}
+{{- end }}
+listen = {{ printf "0.0.0.0:%d" (int .Values.port) | toJson }}
+snaplen = {{ int .Values.snaplen }}
+promisc = {{ .Values.promisc }}
+workers = {{ int .Values.workers }}
+batch-size = {{ int .Values.batchSize }}
+call-budget-ms = {{ int .Values.sandbox.callBudgetMs }}
+memory-mib = {{ int .Values.sandbox.memoryMiB }}
+series-cap = {{ int .Values.config.seriesCap }}
+series-ttl = {{ .Values.config.seriesTtl | toJson }}
+
+[labels.drop]
+{{- range $family, $labels := .Values.config.labelsDrop }}
+{{ $family | toJson }} = {{ $labels | toJson }}
+{{- end }}
 {{- end }}

@@ -1,0 +1,592 @@
+//! ROOT: the Grafana dashboard (`dashboard/wasmtap.json`) against a live host scraped by
+//! Debian's Prometheus.
+//!
+//! Two namespaces joined by a veth pair, nftables dropping 2% of TCP segments in each
+//! namespace's input hook (after the capture point, as in `root_tcp_analysis`). In namespace a:
+//! `host run` capturing the veth, with two test analyzers beside the defaults, one that panics
+//! on its third batch (traps, restarts, quarantine) and one that floods a family with label
+//! values (the series cap, here 100 from a `--config` file, refuses them); a static file of
+//! kube-state-metrics series served by `python3 -m http.server` on loopback; Prometheus
+//! scraping both every second. The traffic: `tcp_analysis/lossy.py` over IPv4 and IPv6 (bulk
+//! transfers, a slow reader, resets), then a handcrafted connection sent with tcpreplay whose
+//! segments come out of order and retransmit acknowledged data (out-of-order and spurious
+//! retransmissions, which random loss after the capture point does not make).
+//!
+//! It then shows that:
+//! - the variables are datasource, job, instance (node) and device, and each query variable's
+//!   `label_values()` finds values through the Prometheus API;
+//! - every panel's every query, with the variables substituted (both "All" and the concrete
+//!   values), runs through `/api/v1/query_range` without error;
+//! - every query returns data, except the one panel on flows evicted from the tcp-analysis flow
+//!   table, which needs more than 65 536 concurrent flows (its query must still run, and its
+//!   metric must be one the host declares);
+//! - no panel names a metric the host does not export: every metric name in every query is in
+//!   the live exposition, among the families `/analyzers` declares (with the `_bucket`, `_sum`
+//!   and `_count` of histograms), or one of the kube-state-metrics series the join uses;
+//! - every metric of the default analyzers and every host self-metric has a panel;
+//! - the pod-name join (`kube_pod_info{pod_ip}` of running, non-host-network pods) names both
+//!   ends of the IPv4 pairs after their pods, leaves the IPv6 pairs (no `pod_ip`) with their
+//!   addresses, and names nothing after a completed pod whose address was reused or after a
+//!   host-network pod.
+//!
+//! Skipped (loudly) without root, unless WASMTAP_REQUIRE_ROOT=1 makes that a failure.
+
+mod common;
+
+use common::live::LiveHost;
+use common::lossy::{add_loss, loss_drops, run_lossy_client, start_lossy_server};
+use common::promql::{Prometheus, metric_names, netns};
+use common::*;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// lossy.py server ports in namespace b (PORT..PORT+3).
+const PORT: u16 = 5001;
+/// Bulk bytes per family: enough segments for retransmissions and duplicate ACKs at 2% loss.
+const BULK_BYTES: u64 = 1_000_000;
+/// Bytes to the slow reader: a second or so of zero windows.
+const SLOW_BYTES: u64 = 150_000;
+/// Series cap for the host under test: far above what the defaults make here (a few pairs),
+/// far below the cardinality bomb's million values.
+const SERIES_CAP: u32 = 100;
+/// What `$__rate_interval` becomes: a few scrape intervals (Prometheus scrapes every second).
+const RATE_INTERVAL: &str = "15s";
+/// Panels that may legitimately return nothing here, and why.
+const MAY_BE_EMPTY: [(&str, &str); 1] = [(
+    "wasmtap_tcp_analysis_flows_evicted_total",
+    "needs more than 65 536 concurrent flows to evict one",
+)];
+/// kube-state-metrics series the dashboard may name (its pod-name join).
+const KSM_METRICS: [&str; 2] = ["kube_pod_info", "kube_pod_status_phase"];
+/// Every metric of the default analyzers and every self-metric: each must have a panel.
+const MUST_HAVE_A_PANEL: [&str; 28] = [
+    "wasmtap_packets_total",
+    "wasmtap_ip_packet_size_bytes",
+    "wasmtap_tcp_payload_size_bytes",
+    "wasmtap_tcp_resets_total",
+    "wasmtap_ip_dont_fragment_total",
+    "wasmtap_tcp_window_scale_options_total",
+    "wasmtap_tcp_window_scale_shift",
+    "wasmtap_tcp_data_segments_total",
+    "wasmtap_tcp_retransmissions_total",
+    "wasmtap_tcp_fast_retransmissions_total",
+    "wasmtap_tcp_spurious_retransmissions_total",
+    "wasmtap_tcp_out_of_order_total",
+    "wasmtap_tcp_duplicate_acks_total",
+    "wasmtap_tcp_zero_window_total",
+    "wasmtap_tcp_handshake_seconds",
+    "wasmtap_tcp_connection_duration_seconds",
+    "wasmtap_tcp_analysis_flows_evicted_total",
+    "wasmtap_host_packets_received_total",
+    "wasmtap_host_packets_dropped_total",
+    "wasmtap_host_interface_up",
+    "wasmtap_host_series",
+    "wasmtap_host_series_refused_total",
+    "wasmtap_analyzer_state",
+    "wasmtap_analyzer_traps_total",
+    "wasmtap_analyzer_failures_total",
+    "wasmtap_analyzer_restarts_total",
+    "wasmtap_analyzer_skipped_packets_total",
+    "wasmtap_analyzer_batch_duration_seconds",
+];
+
+#[test]
+fn metric_names_are_read_from_promql() {
+    let names = |e: &str| metric_names(e).into_iter().collect::<Vec<_>>();
+    assert_eq!(
+        names(
+            r#"topk(10, sum by (src_ip, dst_ip) (rate(wasmtap_a_total{job=~"$job", x="a{b}"}[$__rate_interval])) / (sum by (src_ip) (rate(wasmtap_b_total[5m])) > 0))"#
+        ),
+        ["wasmtap_a_total", "wasmtap_b_total"]
+    );
+    assert_eq!(
+        names(
+            r#"label_replace(m1, "pod_ip", "$1", "src_ip", "(.*)") * on (pod_ip) group_left (namespace, pod) (m2 == 1) or on(a) m3 > 1e-05"#
+        ),
+        ["m1", "m2", "m3"]
+    );
+    assert_eq!(names("histogram_quantile(0.99, sum by (le) (rate(h_bucket[1m])))"), ["h_bucket"]);
+    assert_eq!(names("sum without (a, b) (up) + vector(1) and bool_metric"), ["bool_metric", "up"]);
+    assert_eq!(
+        names("topk by (pod_ip) (1, max by (a) (kube_x)) * on (a) group_left () y"),
+        ["kube_x", "y"]
+    );
+    assert_eq!(names("byte_count + bytes"), ["byte_count", "bytes"]);
+}
+
+// ------------------------------------------------------------------------------------------
+// The dashboard
+
+/// One query of one panel.
+struct Query {
+    panel: String,
+    expr: String,
+}
+
+fn dashboard() -> Value {
+    let path = repo_root().join("dashboard/wasmtap.json");
+    let text = std::fs::read_to_string(&path).expect("dashboard");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every query of every panel, rows' nested panels included.
+fn queries(dash: &Value) -> Vec<Query> {
+    fn walk(panels: &Value, out: &mut Vec<Query>) {
+        for p in panels.as_array().into_iter().flatten() {
+            let title = p["title"].as_str().unwrap_or("?").to_string();
+            for t in p["targets"].as_array().into_iter().flatten() {
+                let expr =
+                    t["expr"].as_str().unwrap_or_else(|| panic!("{title}: a target without expr"));
+                out.push(Query { panel: title.clone(), expr: expr.to_string() });
+            }
+            walk(&p["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dash["panels"], &mut out);
+    out
+}
+
+/// The dashboard has the variables the README promises, and every panel is well formed.
+#[test]
+fn dashboard_has_its_variables_and_a_panel_for_every_metric() {
+    let dash = dashboard();
+    let vars: Vec<&str> = dash["templating"]["list"]
+        .as_array()
+        .expect("templating")
+        .iter()
+        .map(|v| v["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(vars, ["datasource", "job", "instance", "device"]);
+    let queries = queries(&dash);
+    assert!(queries.len() > 20, "{} queries", queries.len());
+    let mut ids = BTreeSet::new();
+    let mut walk = vec![&dash["panels"]];
+    while let Some(panels) = walk.pop() {
+        for p in panels.as_array().into_iter().flatten() {
+            assert!(ids.insert(p["id"].as_u64().expect("id")), "duplicate panel id {}", p["id"]);
+            if p["type"] != "row" {
+                assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+                assert!(p["targets"].as_array().is_some_and(|t| !t.is_empty()), "{}", p["title"]);
+            }
+            walk.push(&p["panels"]);
+        }
+    }
+    let named: BTreeSet<String> = queries.iter().flat_map(|q| metric_names(&q.expr)).collect();
+    for metric in MUST_HAVE_A_PANEL {
+        let covered = named.iter().any(|n| {
+            n == metric
+                || [format!("{metric}_bucket"), format!("{metric}_sum"), format!("{metric}_count")]
+                    .contains(n)
+        });
+        assert!(covered, "no panel shows {metric}");
+    }
+    // Counters are shown as rates, never raw.
+    for q in &queries {
+        for name in metric_names(&q.expr) {
+            if name.ends_with("_total") || name.ends_with("_bucket") {
+                assert!(
+                    q.expr.contains(&format!("rate({name}")),
+                    "{}: {name} is not under rate(): {}",
+                    q.panel,
+                    q.expr
+                );
+            }
+        }
+    }
+}
+
+/// The query with Grafana's variables replaced; `all` picks "All" (the `.*` allValue) for the
+/// query variables, else the concrete values.
+fn substitute(expr: &str, vars: &BTreeMap<&str, String>, all: bool) -> String {
+    substitute_with(expr, vars, all, RATE_INTERVAL)
+}
+
+/// [`substitute`] with `$__rate_interval` set to `rate_interval`.
+fn substitute_with(
+    expr: &str,
+    vars: &BTreeMap<&str, String>,
+    all: bool,
+    rate_interval: &str,
+) -> String {
+    let mut out = expr.replace("$__rate_interval", rate_interval).replace("$__interval", "2s");
+    for (name, value) in vars {
+        let v = if all { ".*".to_string() } else { regex_escape(value) };
+        out = out.replace(&format!("${name}"), &v);
+    }
+    assert!(!out.contains('$') || out.contains("\"$1\""), "unsubstituted variable in {out}");
+    out
+}
+
+/// A value as an RE2 literal inside a PromQL string, the way Grafana formats a single value
+/// for `=~`: the regex's backslash is itself escaped in the string (`127\\.0\\.0\\.1`).
+fn regex_escape(v: &str) -> String {
+    let mut out = String::new();
+    for c in v.chars() {
+        if r"\.+*?()|[]{}^$".contains(c) {
+            out.push_str(r"\\");
+        }
+        out.push(c);
+    }
+    out
+}
+
+// ------------------------------------------------------------------------------------------
+// Inputs
+
+/// kube-state-metrics series in its documented format (docs/pod-metrics.md): the two test
+/// pods (client in namespace a, server in b), a completed job pod whose address the server
+/// reused, and a host-network pod on the node's address.
+fn ksm_text(client: &str, server: &str) -> String {
+    let info = |ns: &str, pod: &str, ip: &str, host_network: bool| {
+        format!(
+            "kube_pod_info{{namespace=\"{ns}\",pod=\"{pod}\",uid=\"{pod}-uid\",host_ip=\"192.0.2.10\",\
+             pod_ip=\"{ip}\",node=\"node-a\",created_by_kind=\"ReplicaSet\",created_by_name=\"{pod}\",\
+             priority_class=\"\",host_network=\"{host_network}\"}} 1\n"
+        )
+    };
+    let phases = |ns: &str, pod: &str, current: &str| -> String {
+        ["Pending", "Succeeded", "Failed", "Unknown", "Running"]
+            .iter()
+            .map(|p| {
+                format!(
+                    "kube_pod_status_phase{{namespace=\"{ns}\",pod=\"{pod}\",uid=\"{pod}-uid\",phase=\"{p}\"}} {}\n",
+                    u8::from(*p == current)
+                )
+            })
+            .collect()
+    };
+    let mut t = String::from(
+        "# HELP kube_pod_info [STABLE] Information about pod.\n# TYPE kube_pod_info gauge\n",
+    );
+    t += &info("demo", "client-7d9f", client, false);
+    t += &info("demo", "server-5c6b", server, false);
+    t += &info("demo", "old-job-x2k", server, false);
+    t += &info("kube-system", "kube-proxy-q8z", "192.0.2.10", true);
+    t += "# HELP kube_pod_status_phase [STABLE] The pods current phase.\n# TYPE kube_pod_status_phase gauge\n";
+    t += &phases("demo", "client-7d9f", "Running");
+    t += &phases("demo", "server-5c6b", "Running");
+    t += &phases("demo", "old-job-x2k", "Succeeded");
+    t += &phases("kube-system", "kube-proxy-q8z", "Running");
+    t
+}
+
+/// One connection whose segments come out of order and retransmit acknowledged data, as
+/// tcpreplay will send it: a handshake 20 ms per step (iRTT about 40 ms), segments d1, d3, d2
+/// 1 ms apart (d2 fills the hole well within the iRTT: out of order), the ACK of all three,
+/// then d1 again (a spurious retransmission: already acknowledged). Addresses from TEST-NET-1;
+/// locally administered MACs, so that the receiving namespace drops the frames unanswered.
+fn reordered_connection(path: &Path, cport: u16) {
+    use etherparse::PacketBuilder;
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+    let (client, server) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2));
+    let (cmac, smac) = ([0x02, 0, 0, 0, 0, 0x11], [0x02, 0, 0, 0, 0, 0x22]);
+    let (sport, isn_c, isn_s) = (80u16, 1_000u32, 5_000u32);
+    enum Seg {
+        Syn,
+        SynAck,
+        Ack(u32),
+        Data(u32),
+    }
+    let payload = [0x61u8; 100];
+    let steps: [(u64, bool, Seg); 8] = [
+        (0, true, Seg::Syn),
+        (20_000, false, Seg::SynAck),
+        (40_000, true, Seg::Ack(isn_s + 1)),
+        (41_000, true, Seg::Data(isn_c + 1)),
+        (42_000, true, Seg::Data(isn_c + 201)),
+        (43_000, true, Seg::Data(isn_c + 101)),
+        (63_000, false, Seg::Ack(isn_c + 301)),
+        (83_000, true, Seg::Data(isn_c + 1)),
+    ];
+    let file = std::fs::File::create(path).expect("create pcap");
+    let mut w = PcapWriter::new(file).expect("pcap header");
+    for (us, from_client, seg) in steps {
+        let (smac_, dmac_, src, dst, sp, dp) = if from_client {
+            (cmac, smac, client, server, cport, sport)
+        } else {
+            (smac, cmac, server, client, sport, cport)
+        };
+        let b = PacketBuilder::ethernet2(smac_, dmac_).ipv4(src.octets(), dst.octets(), 64);
+        let (b, data): (_, &[u8]) = match seg {
+            Seg::Syn => (b.tcp(sp, dp, isn_c, 64_240).syn(), &[]),
+            Seg::SynAck => (b.tcp(sp, dp, isn_s, 64_240).syn().ack(isn_c + 1), &[]),
+            Seg::Ack(n) => {
+                (b.tcp(sp, dp, if from_client { isn_c + 1 } else { isn_s + 1 }, 64_240).ack(n), &[])
+            }
+            Seg::Data(seq) => (b.tcp(sp, dp, seq, 64_240).ack(isn_s + 1).psh(), &payload),
+        };
+        let mut frame = Vec::with_capacity(b.size(data.len()));
+        b.write(&mut frame, data).expect("frame");
+        let ts = Duration::from_secs(1_700_000_000) + Duration::from_micros(us);
+        w.write_packet(&PcapPacket::new(ts, frame.len() as u32, &frame)).expect("packet");
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn root_every_panel_query_runs_and_shows_live_data() {
+    if !require_root("root_every_panel_query_runs_and_shows_live_data") {
+        return;
+    }
+    require_tools(&[
+        "ip",
+        "nft",
+        "ethtool",
+        "python3",
+        "tcpreplay",
+        "prometheus",
+        "curl",
+        "tshark",
+    ]);
+    let dir = TempDir::new("dashboard");
+    let pair = NetnsPair::new();
+    for ns in [&pair.a, &pair.b] {
+        add_loss(&pair, ns, 2);
+    }
+
+    // The host, as a node would run it, plus the two misbehaving test analyzers.
+    let config = dir.join("wasmtap.toml");
+    std::fs::write(&config, format!("series-cap = {SERIES_CAP}\nseries-ttl = \"10m\"\n"))
+        .expect("config");
+    let panic_nth = wasmtap_test_analyzers::path("panic-nth-batch");
+    let bomb = wasmtap_test_analyzers::path("cardinality-bomb");
+    for a in [&panic_nth, &bomb] {
+        assert!(a.is_file(), "{} missing (host/test-analyzers builds it)", a.display());
+    }
+    let args: Vec<String> = vec![
+        "-i".into(),
+        pair.veth_a.clone(),
+        "--config".into(),
+        config.display().to_string(),
+        "--analyzer".into(),
+        panic_nth.display().to_string(),
+        "--analyzer".into(),
+        bomb.display().to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut host = LiveHost::start("dashboard host", &pair.a, &args);
+    host.wait_ready(Duration::from_secs(30));
+
+    // kube-state-metrics' series, from a file.
+    let ksm_dir = dir.join("ksm");
+    std::fs::create_dir_all(&ksm_dir).expect("mkdir");
+    std::fs::write(ksm_dir.join("metrics.txt"), ksm_text(&pair.v4_a, &pair.v4_b))
+        .expect("ksm file");
+    let ksm_port = free_port();
+    let mut http = netns(&pair.a, "python3");
+    http.args(["-m", "http.server", &ksm_port.to_string(), "--bind", "127.0.0.1", "--directory"])
+        .arg(&ksm_dir);
+    let mut ksm = Spawned::start("kube-state-metrics file server", &mut http);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while curl_in(&pair, &pair.a, &format!("http://127.0.0.1:{ksm_port}/metrics.txt")).is_none() {
+        assert!(ksm.try_status().is_none(), "http.server exited: {}", ksm.stderr());
+        assert!(Instant::now() < deadline, "http.server not serving: {}", ksm.stderr());
+        thread::sleep(Duration::from_millis(100));
+    }
+    let prom = Prometheus::start(
+        &pair.a,
+        &format!("127.0.0.1:{}", host.port),
+        &format!("127.0.0.1:{ksm_port}"),
+    );
+
+    // Traffic, in two rounds a few scrapes apart: a series that first shows up with its count
+    // already made has no earlier sample for rate() to compare with (Prometheus counts the
+    // increases it sees), so the first round creates the series and the second increases them.
+    // Each round: lossy TCP over both families, then a reordered connection (its own client
+    // port, so a new connection between the same addresses).
+    let started = Instant::now();
+    let _server = start_lossy_server(&pair, &pair.b, &[&pair.v4_b, &pair.v6_b], PORT);
+    for round in 0..2u16 {
+        for addr in [&pair.v4_b, &pair.v6_b] {
+            let summary = run_lossy_client(&pair, &pair.a, addr, PORT, BULK_BYTES, SLOW_BYTES, 60);
+            eprintln!("round {round}: lossy.py client {addr}: {summary}");
+        }
+        let pcap = dir.join(&format!("reordered-{round}.pcap"));
+        reordered_connection(&pcap, 40_001 + round);
+        assert_eq!(
+            tshark_count(&pcap, Some("tcp.analysis.out_of_order")),
+            1,
+            "the crafted capture's d2 should be tshark's out-of-order segment"
+        );
+        assert_eq!(tshark_count(&pcap, Some("tcp.analysis.spurious_retransmission")), 1);
+        let sent = common::live::tcpreplay(&pair.b, &pair.veth_b, &pcap);
+        assert_eq!(sent, 8, "tcpreplay sent {sent} of 8 frames");
+        // Three scrapes of this round's counts before the next one.
+        thread::sleep(Duration::from_secs(3));
+    }
+    eprintln!(
+        "traffic done after {:.1?}; nftables dropped a->b {} b->a {}",
+        started.elapsed(),
+        loss_drops(&pair, &pair.b),
+        loss_drops(&pair, &pair.a)
+    );
+
+    // Until Prometheus has seen what the panels need: each of these appears late.
+    for q in [
+        "wasmtap_tcp_out_of_order_total",
+        "wasmtap_tcp_spurious_retransmissions_total",
+        "wasmtap_tcp_zero_window_total",
+        "wasmtap_analyzer_state{analyzer=\"panic-nth-batch\",state=\"quarantined\"} == 1",
+        "wasmtap_host_series_refused_total > 0",
+        "kube_pod_info",
+    ] {
+        assert!(
+            prom.wait_for(q, Duration::from_secs(60)),
+            "Prometheus never saw {q}:\nhost log:\n{}",
+            host.log()
+        );
+    }
+    // Two more scrapes of the last values, so that every rate() window holds two samples.
+    thread::sleep(Duration::from_secs(3));
+    let span = started.elapsed() + Duration::from_secs(10);
+
+    // What the host exports: the live exposition and the families /analyzers declares.
+    let exposition = host.get("/metrics").expect("/metrics");
+    let mut known: BTreeSet<String> = BTreeSet::new();
+    for line in exposition.lines() {
+        let name = line
+            .strip_prefix("# TYPE ")
+            .or_else(|| line.strip_prefix("# HELP "))
+            .unwrap_or(line)
+            .split(|c: char| c == '{' || c.is_whitespace())
+            .next()
+            .unwrap_or("");
+        known.insert(name.to_string());
+    }
+    let analyzers: Value =
+        serde_json::from_str(&host.get("/analyzers").expect("/analyzers")).expect("json");
+    for a in analyzers.as_array().expect("analyzers") {
+        for f in a["families"].as_array().into_iter().flatten() {
+            let name = f["name"].as_str().expect("family name");
+            known.insert(name.to_string());
+            if f["kind"] == "histogram" {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    known.insert(format!("{name}{suffix}"));
+                }
+            }
+        }
+    }
+    known.extend(KSM_METRICS.iter().map(|s| s.to_string()));
+
+    // The variables: label_values() through the label-values API, then their values.
+    let dash = dashboard();
+    let mut vars: BTreeMap<&str, String> = BTreeMap::new();
+    for v in dash["templating"]["list"].as_array().expect("variables") {
+        let name = v["name"].as_str().expect("name");
+        if v["type"] == "datasource" {
+            assert_eq!(v["query"], "prometheus");
+            continue;
+        }
+        let def = v["definition"].as_str().expect("definition");
+        let inner = def.strip_prefix("label_values(").and_then(|d| d.strip_suffix(')')).expect(def);
+        let (selector, label) = inner.rsplit_once(',').expect("label_values(selector, label)");
+        let selector = substitute(selector.trim(), &vars, true);
+        let answer = prom.api(&format!(
+            "/api/v1/label/{}/values?match[]={}",
+            label.trim(),
+            url_encode(&selector)
+        ));
+        assert_eq!(answer["status"], "success", "variable {name}: {answer}");
+        let values = answer["data"].as_array().cloned().unwrap_or_default();
+        eprintln!("variable {name}: {def} -> {values:?}");
+        assert!(!values.is_empty(), "variable {name} finds no value: {def}");
+        let value = values[0].as_str().expect("value").to_string();
+        vars.insert(name, value);
+    }
+    assert_eq!(vars["job"], "wasmtap");
+    assert_eq!(vars["device"], pair.veth_a);
+
+    // Every query of every panel.
+    let mut problems = Vec::new();
+    let mut empty_ok = Vec::new();
+    for q in queries(&dash) {
+        for name in metric_names(&q.expr) {
+            if !known.contains(&name) {
+                problems.push(format!("{}: names {name}, which the host does not export", q.panel));
+            }
+        }
+        let may_be_empty =
+            metric_names(&q.expr).iter().any(|n| MAY_BE_EMPTY.iter().any(|(m, _)| m == n));
+        for all in [true, false] {
+            let promql = substitute(&q.expr, &vars, all);
+            let answer = prom.range(&promql, span);
+            let series = answer["data"]["result"].as_array().map(Vec::len);
+            eprintln!(
+                "{:<55} {:<8} {}",
+                q.panel,
+                if all { "All" } else { "values" },
+                match (&answer["status"], series) {
+                    (s, Some(n)) if s == "success" => format!("{n} series"),
+                    _ => format!("ERROR {}", answer["error"]),
+                }
+            );
+            if answer["status"] != "success" {
+                problems.push(format!("{}: query failed: {}: {promql}", q.panel, answer["error"]));
+            } else if series == Some(0) {
+                if may_be_empty {
+                    empty_ok.push(q.panel.clone());
+                } else {
+                    problems.push(format!(
+                        "{} ({}): no data: {promql}",
+                        q.panel,
+                        if all { "All" } else { "values" }
+                    ));
+                }
+            }
+        }
+    }
+    for (metric, why) in MAY_BE_EMPTY {
+        eprintln!("allowed to be empty: panels on {metric} ({why}); empty here: {empty_ok:?}");
+    }
+    assert!(problems.is_empty(), "dashboard problems:\n{}", problems.join("\n"));
+
+    // The pod-name join, with kube-state-metrics' series.
+    let join = queries(&dash)
+        .into_iter()
+        .find(|q| q.expr.contains("kube_pod_info"))
+        .expect("a panel joining kube_pod_info");
+    // At one instant, over a window that holds the whole traffic (a dashboard whose time range
+    // ended now would show the last minutes the same way).
+    let window = format!("{}s", span.as_secs() + 5);
+    let answer = prom.instant(&substitute_with(&join.expr, &vars, true, &window));
+    assert_eq!(answer["status"], "success", "{answer}");
+    let rows: Vec<(String, String, String, String)> = answer["data"]["result"]
+        .as_array()
+        .expect("result")
+        .iter()
+        .map(|r| {
+            let l = |k: &str| r["metric"][k].as_str().unwrap_or("").to_string();
+            (l("src_ip"), l("dst_ip"), l("src_pod"), l("dst_pod"))
+        })
+        .collect();
+    eprintln!("join: {rows:#?}");
+    let find = |src: &str, dst: &str| rows.iter().find(|r| r.0 == src && r.1 == dst);
+    let v4 = find(&pair.v4_a, &pair.v4_b).expect("the IPv4 client -> server pair in the join");
+    assert_eq!((v4.2.as_str(), v4.3.as_str()), ("demo/client-7d9f", "demo/server-5c6b"));
+    let back = find(&pair.v4_b, &pair.v4_a).expect("the IPv4 server -> client pair");
+    assert_eq!((back.2.as_str(), back.3.as_str()), ("demo/server-5c6b", "demo/client-7d9f"));
+    for r in &rows {
+        assert!(
+            !r.2.contains("old-job") && !r.3.contains("old-job"),
+            "a completed pod named: {r:?}"
+        );
+        assert!(
+            !r.2.contains("kube-proxy") && !r.3.contains("kube-proxy"),
+            "a host-network pod named: {r:?}"
+        );
+        if r.0.contains(':') {
+            assert_eq!(
+                (&r.2, &r.3),
+                (&r.0, &r.1),
+                "IPv6 addresses have no pod_ip: kept as they are"
+            );
+        }
+    }
+    host.assert_running();
+}
