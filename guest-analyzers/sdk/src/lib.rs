@@ -68,12 +68,12 @@
 //!
 //! ## 5. Checking and loading
 //!
-//! `host check my-analyzer.wasm` is the conformance check: it validates the component (world,
+//! `wasmtap check my-analyzer.wasm` is the conformance check: it validates the component (world,
 //! WIT version, imports), runs `init`, checks the declared families, replays a sample capture
 //! and prints the metrics produced, ns per packet and peak memory. It ends with `PASS`, or exits
-//! non-zero with what to fix. Then load the analyzer with `host run --analyzer my-analyzer.wasm`
-//! (or `host replay CAPTURE --analyzer …`), or drop it into the folder of
-//! `host run --analyzer-dir DIR`, which loads, reloads and unloads analyzers without a restart.
+//! non-zero with what to fix. Then load the analyzer with `wasmtap run --analyzer my-analyzer.wasm`
+//! (or `wasmtap replay CAPTURE --analyzer …`), or drop it into the folder of
+//! `wasmtap run --analyzer-dir DIR`, which loads, reloads and unloads analyzers without a restart.
 //!
 //! ## A worked example
 //!
