@@ -691,6 +691,7 @@ fn live_count(text: &str, family: &str) -> Option<u64> {
 }
 
 #[test]
+#[ignore = "needs root: run as root with --include-ignored (scripts/test does)"]
 fn root_live_load_count_and_unload_through_the_directory() {
     if !require_root("example_analyzer::root_live_load_count_and_unload_through_the_directory") {
         return;

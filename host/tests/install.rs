@@ -76,6 +76,7 @@ fn installed_wasmtap_checks_the_example_analyzer() {
 }
 
 #[test]
+#[ignore = "needs root: run as root with --include-ignored (scripts/test does)"]
 fn root_installed_wasmtap_runs_on_lo() {
     if !require_root("root_installed_wasmtap_runs_on_lo") {
         return;

@@ -109,6 +109,7 @@ fn count(samples: &[Sample], name: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root: run as root with --include-ignored (scripts/test does)"]
 fn image_captures_serves_reloads_and_caches_as_the_chart_runs_it() {
     if !require_root("image_captures_serves_reloads_and_caches_as_the_chart_runs_it") {
         return;

@@ -50,6 +50,7 @@ fn count(samples: &[Sample], name: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root: run as root with --include-ignored (scripts/test does)"]
 fn live_capture_is_served_and_scraped_by_prometheus() {
     if !require_root("live_capture_is_served_and_scraped_by_prometheus") {
         return;
@@ -190,6 +191,7 @@ fn live_capture_is_served_and_scraped_by_prometheus() {
 /// The Prometheus harness on its own (no host): Prometheus scrapes its own /metrics, the
 /// query polling sees it, and promtool accepts Prometheus's exposition.
 #[test]
+#[ignore = "needs root: run as root with --include-ignored (scripts/test does)"]
 fn prometheus_harness_scrapes_itself() {
     if !require_root("prometheus_harness_scrapes_itself") {
         return;

@@ -170,6 +170,7 @@ fn replay_run(
 }
 
 #[test]
+#[ignore = "needs root: run as root with --include-ignored (scripts/test does)"]
 fn a_scrape_storm_costs_no_packets() {
     if !require_root("a_scrape_storm_costs_no_packets") {
         return;
@@ -317,6 +318,7 @@ fn seconds_of(out: &str, name: &str) -> Option<f64> {
 }
 
 #[test]
+#[ignore = "needs root: run as root with --include-ignored (scripts/test does)"]
 fn bad_clients_cannot_hold_the_host() {
     if !require_root("bad_clients_cannot_hold_the_host") {
         return;

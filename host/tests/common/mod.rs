@@ -73,11 +73,13 @@ pub fn require_root(test: &str) -> bool {
     if env_flag("WASMTAP_REQUIRE_ROOT") {
         panic!("{test}: needs root (WASMTAP_REQUIRE_ROOT=1 is set, so this is a failure)");
     }
-    eprintln!();
-    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-    eprintln!("!!! SKIPPED {test}: needs root (network namespaces / live capture).");
-    eprintln!("!!! Run as root, or set WASMTAP_REQUIRE_ROOT=1 to make this a failure.");
-    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+    // Straight to the process's stderr: libtest hides what a passing test prints with
+    // eprintln!, and a skip must not look like a pass.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\nSKIPPED {test}: needs root (network namespaces / live capture); run as root, or \
+         set WASMTAP_REQUIRE_ROOT=1 to make this a failure"
+    );
     false
 }
 
