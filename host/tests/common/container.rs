@@ -12,7 +12,6 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::topology::netns_exec;
 use super::{
     HOST, Sample, Spawned, TempDir, next_seq, parse_exposition, repo_root, require_tools, run_ok,
     run_with_timeout,
@@ -181,24 +180,14 @@ impl<'a> Container<'a> {
             .to_string()
     }
 
-    fn curl(&self, path: &str, extra: &[&str]) -> Option<String> {
-        let url = format!("http://127.0.0.1:{}{path}", self.port);
-        let r = run_with_timeout(
-            netns_exec(&self.ns, "curl").args(["-s", "--max-time", "5"]).args(extra).arg(&url),
-            Duration::from_secs(10),
-        );
-        r.success().then(|| r.stdout_text())
-    }
-
     /// The body of a 2xx answer to GET `path`; `None` otherwise.
     pub fn get(&self, path: &str) -> Option<String> {
-        self.curl(path, &["-f"])
+        super::live::http_get(&self.ns, self.port, path)
     }
 
     /// The HTTP status of GET `path`; `None` if nothing answered.
     pub fn status(&self, path: &str) -> Option<u16> {
-        let code = self.curl(path, &["-o", "/dev/null", "-w", "%{http_code}"])?;
-        code.trim().parse().ok().filter(|c| *c != 0)
+        super::live::http_status(&self.ns, self.port, path)
     }
 
     /// Scrapes /metrics every [`POLL_INTERVAL`] until `done(samples)` holds or `timeout`

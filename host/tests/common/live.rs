@@ -54,6 +54,27 @@ pub struct Polled {
     pub after: Duration,
 }
 
+/// curl of http://127.0.0.1:`port``path` inside `ns` (5 s at most); its stdout on success.
+fn curl_in_ns(ns: &str, port: u16, path: &str, extra: &[&str]) -> Option<String> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let r = run_with_timeout(
+        netns_exec(ns, "curl").args(["-s", "--max-time", "5"]).args(extra).arg(&url),
+        Duration::from_secs(10),
+    );
+    r.success().then(|| r.stdout_text())
+}
+
+/// The body of a 2xx answer to GET `path` on 127.0.0.1:`port` inside `ns`; `None` otherwise.
+pub fn http_get(ns: &str, port: u16, path: &str) -> Option<String> {
+    curl_in_ns(ns, port, path, &["-f"])
+}
+
+/// The HTTP status of GET `path` on 127.0.0.1:`port` inside `ns`; `None` if nothing answered.
+pub fn http_status(ns: &str, port: u16, path: &str) -> Option<u16> {
+    let code = curl_in_ns(ns, port, path, &["-o", "/dev/null", "-w", "%{http_code}"])?;
+    code.trim().parse().ok().filter(|c| *c != 0)
+}
+
 impl LiveHost {
     /// Starts `host run --listen 127.0.0.1:PORT ARGS...` in `ns` and returns once /metrics
     /// answers (≤ 60 s: the host compiles its analyzers at start).
@@ -99,24 +120,14 @@ impl LiveHost {
         }
     }
 
-    fn curl(&self, path: &str, extra: &[&str]) -> Option<String> {
-        let url = format!("http://127.0.0.1:{}{path}", self.port);
-        let r = run_with_timeout(
-            netns_exec(&self.ns, "curl").args(["-s", "--max-time", "5"]).args(extra).arg(&url),
-            Duration::from_secs(10),
-        );
-        r.success().then(|| r.stdout_text())
-    }
-
     /// The body of a 2xx answer to GET `path`; `None` otherwise.
     pub fn get(&self, path: &str) -> Option<String> {
-        self.curl(path, &["-f"])
+        http_get(&self.ns, self.port, path)
     }
 
     /// The HTTP status of GET `path`; `None` if nothing answered.
     pub fn status(&self, path: &str) -> Option<u16> {
-        let code = self.curl(path, &["-o", "/dev/null", "-w", "%{http_code}"])?;
-        code.trim().parse().ok().filter(|c| *c != 0)
+        http_status(&self.ns, self.port, path)
     }
 
     /// /metrics, parsed; `None` if it did not answer.
