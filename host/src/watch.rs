@@ -4,11 +4,16 @@
 //! Output: calls on the [`Catalog`]: a new file is loaded, a changed one reloaded, a removed one
 //! unloaded. An invalid file is logged with its reason and the host carries on.
 //!
-//! Every burst of events leads to one rescan of the whole directory once it has been quiet for
-//! [`SETTLE`], so a file still being written is read only when the writer is done; if it is
-//! read too early anyway, it fails to load and the writer's next event tries again. Names
-//! starting with `.` are skipped, so writers can write `.name.wasm` and rename it into place.
+//! Every burst of events on the directory's entries leads to one rescan once the directory has
+//! been quiet for [`SETTLE`], so a file still being written is read only when the writer is
+//! done; if it is read too early anyway, it fails to load and the writer's next event tries
+//! again. A file is read again only when its size, modification time or inode changed since
+//! the last attempt (loaded or refused): reading it raises events of its own, which must not
+//! start another round. Names starting with `.` are skipped, so writers can write
+//! `.name.wasm` and rename it into place.
 
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,11 +49,16 @@ pub fn watch(dir: &Path, catalog: Arc<Catalog>) -> Result<DirWatch, WatchError> 
         let source = std::io::Error::other("not a directory");
         return Err(WatchError::Dir { dir: dir.into(), source });
     }
-    sync(dir, &catalog);
+    let mut seen = Seen::new();
+    sync(dir, &catalog, &mut seen);
     let owned = dir.to_owned();
     let notify_err = |source| WatchError::Notify { dir: dir.into(), source };
     let mut debouncer = new_debouncer(SETTLE, move |res: DebounceEventResult| match res {
-        Ok(_) => sync(&owned, &catalog),
+        // Events on the directory itself (our own rescans open it) change nothing in it.
+        Ok(events) if events.iter().any(|e| e.path != owned) => {
+            sync(&owned, &catalog, &mut seen);
+        }
+        Ok(_) => {}
         Err(e) => tracing::warn!(dir = %owned.display(), "watch error: {e}"),
     })
     .map_err(notify_err)?;
@@ -70,15 +80,35 @@ fn wasm_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// What a file was when it was last tried: size, modification time (s, ns), device and inode
+/// of what the name points at (a ConfigMap volume swaps a symlink, which changes the inode).
+type Stamp = (u64, i64, i64, u64, u64);
+
+/// The stamp of every file last tried.
+type Seen = HashMap<PathBuf, Stamp>;
+
+fn stamp(file: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(file).ok()?;
+    Some((m.len(), m.mtime(), m.mtime_nsec(), m.dev(), m.ino()))
+}
+
 /// Brings the catalog in line with the directory.
-fn sync(dir: &Path, catalog: &Catalog) {
+fn sync(dir: &Path, catalog: &Catalog, seen: &mut Seen) {
     let present = wasm_files(dir);
+    seen.retain(|f, _| present.contains(f));
     for gone in catalog.files().into_iter().filter(|f| !present.contains(f)) {
         if let Some(name) = catalog.remove(&gone) {
             tracing::info!(analyzer = %name, file = %gone.display(), "unloaded");
         }
     }
     for file in present {
+        let now = stamp(&file);
+        if now.is_some() && seen.get(&file) == now.as_ref() {
+            continue;
+        }
+        if let Some(now) = now {
+            seen.insert(file.clone(), now);
+        }
         match catalog.install(&file) {
             Ok(true) => tracing::info!(file = %file.display(), "loaded"),
             Ok(false) => {}

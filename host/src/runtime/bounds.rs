@@ -32,10 +32,10 @@ const LABEL_COST: usize = 16;
 /// A limit an analyzer went over.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Exceeded {
-    #[error("analyzer name {0:?} does not match [a-z][a-z0-9_-]* of at most {MAX_NAME} bytes")]
+    #[error("analyzer name \"{0}\" does not match [a-z][a-z0-9_-]* of at most {MAX_NAME} bytes")]
     Name(String),
     #[error(
-        "version {0:?} is over {MAX_VERSION} bytes or has characters other than printable ASCII"
+        "version \"{0}\" is over {MAX_VERSION} bytes or has characters other than printable ASCII"
     )]
     Version(String),
     #[error("a label value of {got} bytes, over the limit of {MAX_LABEL_VALUE}")]
