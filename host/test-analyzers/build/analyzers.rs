@@ -96,6 +96,76 @@ pub const TEST_ANALYZERS: &[(&str, Make)] = &[
     // 4 KiB is plenty to be nothing like wasm; the seed is arbitrary but fixed.
     ("random-bytes", Make::RandomBytes { len: 4096, seed: 0x5eed_0f7e_57ed }),
     ("wasi-filesystem", Make::Wasi { krate: "wasmtap-analyzer-wasi-filesystem" }),
+    // Issue 9: every size an analyzer hands the host is bounded. These fail at run time:
+    // quarantined, capped by the exposition budget, refused at a series total's overflow, or
+    // running with their log lines cut and counted (`host/tests/hostile.rs`).
+    (
+        "huge-label-value",
+        Make::Component { krate: "wasmtap-analyzer-huge-label-value", abi: ABI_VERSION },
+    ),
+    (
+        "long-label-value",
+        Make::Component { krate: "wasmtap-analyzer-long-label-value", abi: ABI_VERSION },
+    ),
+    (
+        "huge-call-bytes",
+        Make::Component { krate: "wasmtap-analyzer-huge-call-bytes", abi: ABI_VERSION },
+    ),
+    ("huge-error", Make::Component { krate: "wasmtap-analyzer-huge-error", abi: ABI_VERSION }),
+    (
+        "histogram-count-mismatch",
+        Make::Component { krate: "wasmtap-analyzer-histogram-count-mismatch", abi: ABI_VERSION },
+    ),
+    (
+        "counter-infinity",
+        Make::Component { krate: "wasmtap-analyzer-counter-infinity", abi: ABI_VERSION },
+    ),
+    (
+        "histogram-sum-infinity",
+        Make::Component { krate: "wasmtap-analyzer-histogram-sum-infinity", abi: ABI_VERSION },
+    ),
+    (
+        "histogram-huge-count",
+        Make::Component { krate: "wasmtap-analyzer-histogram-huge-count", abi: ABI_VERSION },
+    ),
+    (
+        "histogram-overflow",
+        Make::Component { krate: "wasmtap-analyzer-histogram-overflow", abi: ABI_VERSION },
+    ),
+    (
+        "exposition-bomb",
+        Make::Component { krate: "wasmtap-analyzer-exposition-bomb", abi: ABI_VERSION },
+    ),
+    ("log-flood", Make::Component { krate: "wasmtap-analyzer-log-flood", abi: ABI_VERSION }),
+    ("log-newline", Make::Component { krate: "wasmtap-analyzer-log-newline", abi: ABI_VERSION }),
+    // Issue 9, refused at load: names, versions and declarations over their bounds.
+    ("name-traffic", Make::Component { krate: "wasmtap-analyzer-name-traffic", abi: ABI_VERSION }),
+    ("name-newline", Make::Component { krate: "wasmtap-analyzer-name-newline", abi: ABI_VERSION }),
+    (
+        "version-newline",
+        Make::Component { krate: "wasmtap-analyzer-version-newline", abi: ABI_VERSION },
+    ),
+    (
+        "family-name-16mib",
+        Make::Component { krate: "wasmtap-analyzer-family-name-16mib", abi: ABI_VERSION },
+    ),
+    (
+        "many-families",
+        Make::Component { krate: "wasmtap-analyzer-many-families", abi: ABI_VERSION },
+    ),
+    (
+        "too-many-labels",
+        Make::Component { krate: "wasmtap-analyzer-too-many-labels", abi: ABI_VERSION },
+    ),
+    (
+        "too-many-buckets",
+        Make::Component { krate: "wasmtap-analyzer-too-many-buckets", abi: ABI_VERSION },
+    ),
+    ("long-help", Make::Component { krate: "wasmtap-analyzer-long-help", abi: ABI_VERSION }),
+    (
+        "long-label-name",
+        Make::Component { krate: "wasmtap-analyzer-long-label-name", abi: ABI_VERSION },
+    ),
 ];
 
 /// The example analyzer's crate, relative to the repository root.

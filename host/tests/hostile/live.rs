@@ -69,6 +69,12 @@ impl LiveHost {
         }
     }
 
+    /// The host's process id.
+    #[allow(dead_code)] // used by root_slow_load.rs, not by the hostile suite
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// True while the process runs.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -90,10 +90,13 @@ impl Ran {
     }
 }
 
-/// Runs `cmd` (stdin closed), killing it after `timeout`.
+/// Runs `cmd` (stdin closed), killing it after `timeout` — with its whole process group, so
+/// that a host started by a wrapper (`/usr/bin/time`) goes too.
 pub fn run(cmd: &mut Command, timeout: Duration) -> Ran {
+    use std::os::unix::process::CommandExt;
     let start = Instant::now();
     let mut child = cmd
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -106,6 +109,8 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Ran {
             break Some(s);
         }
         if start.elapsed() > timeout {
+            let group = format!("-{}", child.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
             let _ = child.kill();
             let _ = child.wait();
             break None;
@@ -129,6 +134,60 @@ fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
 /// `host` with `args`, run to the end (bounded by `timeout`).
 pub fn host(args: &[&std::ffi::OsStr], timeout: Duration) -> Ran {
     run(Command::new(HOST).args(args).env("WASMTAP_LOG", "info"), timeout)
+}
+
+/// GNU time, for a command's peak RSS.
+const GNU_TIME: &str = "/usr/bin/time";
+
+/// `host` with `args` under GNU time (bounded by `timeout`): the run, and the host's peak RSS
+/// ("Maximum resident set size") in KiB, `None` if the host was killed.
+pub fn host_measured(args: &[&std::ffi::OsStr], timeout: Duration) -> (Ran, Option<u64>) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    assert!(Path::new(GNU_TIME).is_file(), "{GNU_TIME} is missing (Debian: apt-get install time)");
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let report =
+        std::env::temp_dir().join(format!("wasmtap-hostile-time-{}-{seq}", std::process::id()));
+    let mut cmd = Command::new(GNU_TIME);
+    cmd.arg("-v").arg("-o").arg(&report).arg(HOST).args(args).env("WASMTAP_LOG", "info");
+    let r = run(&mut cmd, timeout);
+    let text = std::fs::read_to_string(&report).unwrap_or_default();
+    let _ = std::fs::remove_file(&report);
+    let rss = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
+        .and_then(|v| v.trim().parse().ok());
+    let finished = r.status.is_some();
+    (r, rss.filter(|_| finished))
+}
+
+/// The longest line a host's log may have: guest text is cut to 1024 bytes wherever the host
+/// prints it, and the rest of a line (time, level, target, the analyzer's name, version and
+/// source path) is a few hundred bytes at most.
+pub const MAX_LOG_LINE: usize = 4096;
+
+/// The lines of `log` longer than [`MAX_LOG_LINE`], shortened for a message.
+pub fn overlong_lines(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.len() > MAX_LOG_LINE)
+        .map(|l| format!("{} bytes: {}…", l.len(), l.chars().take(200).collect::<String>()))
+        .collect()
+}
+
+/// The samples whose value is not finite (`+Inf`, `-Inf`, `NaN`).
+pub fn not_finite(samples: &[Sample]) -> Vec<String> {
+    samples
+        .iter()
+        .filter(|s| !s.value.is_finite())
+        .map(|s| format!("{}{:?} {}", s.name, s.labels, s.value))
+        .collect()
+}
+
+/// Bytes of the exposition lines of `family` in `text` (`# HELP`, `# TYPE`, its samples and,
+/// for a histogram, its `_bucket`, `_sum` and `_count` samples), newlines included.
+pub fn family_bytes(text: &str, family: &str) -> usize {
+    let known = [family.to_owned()];
+    text.lines().filter(|l| family_of(l, &known) == family).map(|l| l.len() + 1).sum()
 }
 
 /// An HTTP response: status code and body.

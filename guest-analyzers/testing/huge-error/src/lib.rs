@@ -1,0 +1,81 @@
+//! The `huge-error` hostile test analyzer: `process` returns an `Err` of 32 MiB.
+//!
+//! Input: batches (ignored). Output: every `process` call fails with [`message`]: a first line,
+//! a newline, a second line that looks like a line of the host's log, then filler up to
+//! [`ERROR_LEN`] bytes (32 MiB, half the guest's 64 MiB memory, so building it cannot fail
+//! first). The host's tests expect every call to fail with reason `error`, the text cut to 1024
+//! bytes and its newline escaped wherever the host shows it (`returned an error: huge-error: the
+//! first line\nERROR host: a forged line …`), and quarantine after five failures. Not a default
+//! analyzer.
+//!
+//! It implements the WIT export directly, so that nothing copies the 32 MiB on its way out.
+
+use wasmtap_sdk::wit::{AnalyzerInfo, MetricFamily, MetricKind};
+
+/// Bytes of the error string.
+pub const ERROR_LEN: usize = 32 << 20;
+
+/// How the error starts: a newline, then what a forged host log line would look like.
+pub const START: &str = "huge-error: the first line\nERROR host: a forged line ";
+
+/// The analyzer's declaration: one counter it never updates.
+pub fn info() -> AnalyzerInfo {
+    AnalyzerInfo {
+        name: "huge-error".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        families: vec![MetricFamily {
+            name: "test_huge_error_calls_total".to_owned(),
+            help: "Calls that succeeded (never: every call fails; test analyzer).".to_owned(),
+            kind: MetricKind::Counter,
+            label_names: Vec::new(),
+            buckets: Vec::new(),
+        }],
+    }
+}
+
+/// The error every call returns: [`START`] padded with `e` to [`ERROR_LEN`] bytes.
+pub fn message() -> String {
+    let mut s = String::with_capacity(ERROR_LEN);
+    s.push_str(START);
+    s.extend(core::iter::repeat_n('e', ERROR_LEN - START.len()));
+    s
+}
+
+#[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code)]
+mod export {
+    use wasmtap_sdk::bindings::exports::wasmtap::analyzer::analyzer::Guest;
+    use wasmtap_sdk::wit;
+
+    struct HugeError;
+
+    impl Guest for HugeError {
+        fn init(_config: wit::Config) -> Result<wit::AnalyzerInfo, String> {
+            Ok(super::info())
+        }
+
+        fn process(_batch: Vec<u8>) -> Result<Vec<wit::MetricUpdate>, String> {
+            Err(super::message())
+        }
+
+        fn tick(_now_ns: u64, _end_of_capture: bool) -> Result<Vec<wit::MetricUpdate>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    wasmtap_sdk::bindings::__export_component!(HugeError with_types_in wasmtap_sdk::bindings);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_is_32_mib_with_a_newline_near_the_start() {
+        let m = message();
+        assert_eq!(m.len(), ERROR_LEN);
+        assert_eq!(m.lines().nth(1).map(|l| l.starts_with("ERROR host:")), Some(true));
+        assert!(m.ends_with("eee"));
+        assert_eq!(info().families.len(), 1);
+    }
+}

@@ -1,0 +1,96 @@
+//! The `huge-label-value` hostile test analyzer: one update per call whose text label value is
+//! [`VALUE_LEN`] bytes (4 MiB), a new value on every call.
+//!
+//! Input: batches (ignored). Output: one counter update of `test_huge_label_value_total{value}`
+//! per `process` call, `value` being `call-<n>-` padded to 4 MiB, so that no two calls send the
+//! same text and nothing could be interned away. The host bounds a label value to 1024 bytes, so
+//! its tests expect every call to be refused whole (reason `too_large`, `returned a label value of
+//! 4194304 bytes, over the limit of 1024`), no series, and quarantine after five failures.
+//! 4 MiB fits the guest's 64 MiB memory many times over, so nothing else can fail first. Not a
+//! default analyzer.
+//!
+//! It implements the WIT export directly: the SDK's labels are `&'static str`.
+
+use wasmtap_sdk::wit::{
+    AnalyzerInfo, LabelValue, MetricFamily, MetricKind, MetricUpdate, UpdateValue,
+};
+
+/// Bytes of the label value every call sends.
+pub const VALUE_LEN: usize = 4 << 20;
+
+/// The analyzer's declaration: one counter with one label.
+pub fn info() -> AnalyzerInfo {
+    AnalyzerInfo {
+        name: "huge-label-value".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        families: vec![MetricFamily {
+            name: "test_huge_label_value_total".to_owned(),
+            help: "Calls, by a 4 MiB label value (test analyzer).".to_owned(),
+            kind: MetricKind::Counter,
+            label_names: vec!["value".to_owned()],
+            buckets: Vec::new(),
+        }],
+    }
+}
+
+/// The label value of call `call`: `call-<call>-` padded with `v` to [`VALUE_LEN`] bytes.
+pub fn value(call: u64) -> String {
+    let mut s = format!("call-{call}-");
+    s.extend(core::iter::repeat_n('v', VALUE_LEN - s.len()));
+    s
+}
+
+/// What call `call` (1-based) returns.
+pub fn process(call: u64) -> Vec<MetricUpdate> {
+    vec![MetricUpdate {
+        family: 0,
+        labels: vec![LabelValue::Text(value(call))],
+        value: UpdateValue::CounterAdd(1.0),
+    }]
+}
+
+#[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code)]
+mod export {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    use wasmtap_sdk::bindings::exports::wasmtap::analyzer::analyzer::Guest;
+    use wasmtap_sdk::wit;
+
+    /// `process` calls of this instance (every instance has its own memory).
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+
+    struct HugeLabelValue;
+
+    impl Guest for HugeLabelValue {
+        fn init(_config: wit::Config) -> Result<wit::AnalyzerInfo, String> {
+            Ok(super::info())
+        }
+
+        fn process(_batch: Vec<u8>) -> Result<Vec<wit::MetricUpdate>, String> {
+            Ok(super::process(CALLS.fetch_add(1, Ordering::Relaxed) + 1))
+        }
+
+        fn tick(_now_ns: u64, _end_of_capture: bool) -> Result<Vec<wit::MetricUpdate>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    wasmtap_sdk::bindings::__export_component!(HugeLabelValue with_types_in wasmtap_sdk::bindings);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_call_sends_a_new_4_mib_value() {
+        assert_eq!(info().families[0].label_names, vec!["value".to_owned()]);
+        let (one, two) = (process(1), process(2));
+        let [LabelValue::Text(a)] = &one[0].labels[..] else { panic!("{:?}", one[0].labels) };
+        let [LabelValue::Text(b)] = &two[0].labels[..] else { panic!("{:?}", two[0].labels) };
+        assert_eq!((a.len(), b.len()), (VALUE_LEN, VALUE_LEN));
+        assert_ne!(a, b);
+        assert!(a.starts_with("call-1-v"));
+        assert_eq!(one[0].value, UpdateValue::CounterAdd(1.0));
+    }
+}

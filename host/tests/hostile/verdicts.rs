@@ -1,0 +1,202 @@
+//! What a replay's output and log must show for each hostile analyzer that loads, and what a
+//! `host check` report must say: the documented outcomes of `cases.rs`, as checks.
+//!
+//! Input: a replay's exposition (text and parsed samples) and its log, or a `host check` run.
+//! Output: the problems found, as sentences (empty when every outcome holds), so that a test
+//! reports them all at once.
+
+use super::cases::*;
+use super::support::{Ran, Sample, family_bytes, missing_words, overlong_lines, value};
+
+/// How long a replay ran compared with the failure policy's clock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Span {
+    /// Long enough for every instance to fail [`QUARANTINE_FAILURES`] times (the backoffs
+    /// take 1.5 s): exact counts.
+    Paced,
+    /// Maybe shorter: a quarantined analyzer must have failed, only ever for its reason.
+    Quick,
+}
+
+/// The problems with the outcome of `h` (an analyzer that loads) in a replay with `workers`
+/// workers: `text` and `samples` its output, `log` its stderr.
+pub fn replay_problems(
+    h: &Hostile,
+    text: &str,
+    samples: &[Sample],
+    log: &str,
+    workers: u64,
+    span: Span,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            problems.push(format!("{}: {what}", h.name));
+        }
+    };
+    let a = ("analyzer", h.name);
+    let state = |s: &str| value(samples, "wasmtap_analyzer_state", &[a, ("state", s)]);
+    let failures = |reason: Option<&str>| {
+        let mut labels = vec![a];
+        labels.extend(reason.map(|r| ("reason", r)));
+        value(samples, "wasmtap_analyzer_failures_total", &labels)
+    };
+    let count = |name: &str| value(samples, name, &[]);
+    let series = |family: &str| value(samples, "wasmtap_host_series", &[("family", family)]);
+    let refused =
+        |family: &str| value(samples, "wasmtap_host_series_refused_total", &[("family", family)]);
+    let running_unharmed = |check: &mut dyn FnMut(bool, String)| {
+        check(state("running") == Some(1.0), format!("not running: {:?}", state("running")));
+        check(failures(None).is_none(), format!("failed: {:?}", failures(None)));
+    };
+    match h.expect {
+        Expect::Quarantined { reason, trap, words } => {
+            let all = failures(None).unwrap_or(0.0);
+            check(failures(Some(reason)) == Some(all), format!("failures other than {reason}"));
+            let traps = value(samples, "wasmtap_analyzer_traps_total", &[a]).unwrap_or(0.0);
+            check(traps == if trap { all } else { 0.0 }, format!("{traps} traps, {all} failures"));
+            let skipped = value(samples, "wasmtap_analyzer_skipped_packets_total", &[a]);
+            check(skipped.is_some_and(|s| s > 0.0), "no packets skipped".into());
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains(&format!("analyzer={} ", h.name)))
+                .filter(|l| l.contains("restarting in") || l.contains("quarantined after"))
+                .collect();
+            for line in &lines {
+                let missing = missing_words(line, words);
+                check(missing.is_empty(), format!("{missing:?} missing from {line:?}"));
+            }
+            if span == Span::Paced {
+                let expected = (QUARANTINE_FAILURES * workers) as f64;
+                check(state("quarantined") == Some(1.0), "not quarantined".into());
+                check(all == expected, format!("{all} failures, expected {expected}"));
+                let restarts = value(samples, "wasmtap_analyzer_restarts_total", &[a]);
+                let expected = ((QUARANTINE_FAILURES - 1) * workers) as f64;
+                check(restarts == Some(expected), format!("{restarts:?} restarts"));
+                let quarantined = lines.iter().filter(|l| l.contains("quarantined")).count();
+                check(quarantined as u64 == workers, format!("{quarantined} quarantine lines"));
+            } else {
+                check(all > 0.0, "never failed".into());
+            }
+        }
+        Expect::Capped { family, .. } => {
+            running_unharmed(&mut check);
+            check(
+                series(family) == Some(SERIES_CAP as f64),
+                format!("{:?} series", series(family)),
+            );
+            let live = samples.iter().filter(|s| s.name == family).count() as u64;
+            check(live == SERIES_CAP, format!("{live} series in the exposition"));
+            let expected = (workers * CARDINALITY_VALUES - SERIES_CAP) as f64;
+            check(refused(family) == Some(expected), format!("refused {:?}", refused(family)));
+        }
+        Expect::Budgeted { family, .. } => {
+            running_unharmed(&mut check);
+            let kept = series(family).unwrap_or(0.0);
+            let sent = count(EXPOSITION_BOMB_SENT).unwrap_or(0.0);
+            let expected = (workers * EXPOSITION_BOMB_PER_INSTANCE) as f64;
+            check(sent == expected, format!("sent {sent} series, expected {expected}"));
+            check(kept >= 1.0 && kept < SERIES_CAP as f64, format!("{kept} series kept"));
+            let refused = refused(family);
+            check(refused == Some(sent - kept), format!("refused {refused:?}, sent {sent}"));
+            // Stopped by the budget, not before it: the family's exposition is within it, and
+            // one more series (at most twice the average size) would not have fitted.
+            let bytes = family_bytes(text, family);
+            let per_series = bytes / (kept.max(1.0) as usize);
+            let fits = bytes <= EXPOSITION_BUDGET + EXPOSITION_BUDGET / 20;
+            let full = bytes + 2 * per_series > EXPOSITION_BUDGET;
+            check(fits && full, format!("{bytes} bytes of exposition in {kept} series"));
+            let warned =
+                log.lines().any(|l| l.contains("exposition budget reached") && l.contains(family));
+            check(warned, "no warning that the exposition budget was reached".into());
+        }
+        Expect::Overflowed { family, .. } => {
+            running_unharmed(&mut check);
+            let max = OVERFLOW_MAX_COUNT as f64;
+            let name = format!("{family}_count");
+            check(count(&name) == Some(max), format!("{name} = {:?}", count(&name)));
+            for le in ["1", "+Inf"] {
+                let bucket = value(samples, &format!("{family}_bucket"), &[("le", le)]);
+                check(bucket == Some(max), format!("bucket le={le}: {bucket:?}"));
+            }
+            let sent = count(OVERFLOW_SENT).unwrap_or(0.0);
+            check(sent >= OVERFLOW_PER_INSTANCE as f64, format!("only {sent} updates sent"));
+            let expected = sent - OVERFLOW_KEPT as f64;
+            check(refused(family) == Some(expected), format!("refused {:?}", refused(family)));
+            check(series(family) == Some(1.0), format!("{:?} series", series(family)));
+        }
+        Expect::Logs { cut, shows } => {
+            running_unharmed(&mut check);
+            let ours: Vec<&str> =
+                log.lines().filter(|l| l.contains(&format!("analyzer=\"{}\"", h.name))).collect();
+            check(!ours.is_empty(), "nothing in the host's log".into());
+            for word in shows {
+                check(ours.iter().any(|l| l.contains(word)), format!("no line shows {word:?}"));
+            }
+            let cut_lines = value(samples, "wasmtap_analyzer_log_lines_cut_total", &[a]);
+            let dropped = value(samples, "wasmtap_analyzer_log_lines_dropped_total", &[a]);
+            if cut {
+                let (c, d) = (cut_lines.unwrap_or(0.0), dropped.unwrap_or(0.0));
+                let lines = LOG_FLOOD_LINES_PER_CALL as f64 * count(LOG_FLOOD_CALLS).unwrap_or(0.0);
+                check(c > 0.0 && c + d == lines, format!("{c} cut + {d} dropped of {lines}"));
+                check(c == ours.len() as f64, format!("{c} cut, {} lines logged", ours.len()));
+            } else {
+                check(cut_lines.unwrap_or(0.0) == 0.0, format!("{cut_lines:?} lines cut"));
+            }
+        }
+        Expect::Rejected { .. } => unreachable!("{} never loads", h.name),
+    }
+    problems
+}
+
+/// The problems of a whole replay (or check) log: overlong or forged lines.
+pub fn log_problems(what: &str, log: &str) -> Vec<String> {
+    let mut problems: Vec<String> = overlong_lines(log)
+        .into_iter()
+        .map(|l| format!("{what}: overlong log line: {l}"))
+        .collect();
+    problems.extend(forged_lines(log).into_iter().map(|l| format!("{what}: forged line: {l}")));
+    problems
+}
+
+/// The line of `host check`'s report that says what failed.
+pub fn fail_line(out: &str) -> Option<&str> {
+    out.lines().find(|l| l.starts_with("FAIL"))
+}
+
+/// The problems with a `host check` run of `h` that must fail with `words` on its `FAIL` line
+/// (or, for an analyzer whose outcome is [`Expect::Logs`], pass).
+pub fn check_problems(h: &Hostile, r: &Ran) -> Vec<String> {
+    let mut problems = log_problems(&format!("host check {}", h.name), &r.stderr);
+    let words = match h.expect {
+        Expect::Rejected { check, .. } => check,
+        Expect::Quarantined { words, .. }
+        | Expect::Capped { words, .. }
+        | Expect::Budgeted { words, .. }
+        | Expect::Overflowed { words, .. } => words,
+        Expect::Logs { shows, .. } => {
+            if !r.success() || r.stdout.lines().last() != Some("PASS") {
+                problems.push(format!("host check {} did not pass: {}", h.name, r.describe()));
+            }
+            for word in shows {
+                if !r.stderr.contains(word) {
+                    problems.push(format!("host check {}: its log lacks {word:?}", h.name));
+                }
+            }
+            return problems;
+        }
+    };
+    let Some(line) = fail_line(&r.stdout).filter(|_| r.status.is_some_and(|s| !s.success())) else {
+        problems.push(format!("host check {} did not fail: {}", h.name, r.describe()));
+        return problems;
+    };
+    let missing = missing_words(line, words);
+    if !missing.is_empty() {
+        problems.push(format!("host check {}: {missing:?} missing from {line:?}", h.name));
+    }
+    if h.name == "panic-nth-batch" && !r.stderr.contains("panicking on batch 3") {
+        let d = r.describe();
+        problems.push(format!("host check {}: the panic message is not in the log: {d}", h.name));
+    }
+    problems
+}
