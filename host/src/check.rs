@@ -130,12 +130,23 @@ pub fn check(wasm: &Path, pcap: Option<&Path>, out: &mut dyn Write) -> anyhow::R
         let cap = Limits::default().memory_bytes >> 20;
         writeln!(out, "ok   peak linear memory: {} KiB (cap {cap} MiB)", peak >> 10)?;
     }
-    for (family, _, refused) in registry.series_counts() {
+    for (family, live, refused) in registry.series_counts() {
         if refused > 0 {
-            let why = format!(
-                "{family}: {refused} updates refused over the cap of {DEFAULT_SERIES_CAP} series; \
-                 keep label values to a bounded set (addresses, devices, small enums)"
-            );
+            // The registry refuses at the series cap, at the analyzer's exposition budget and
+            // where a total would overflow; the series count tells the cap apart.
+            let why = if live >= DEFAULT_SERIES_CAP {
+                format!(
+                    "{family}: {refused} updates refused over the cap of {DEFAULT_SERIES_CAP} \
+                     series; keep label values to a bounded set (addresses, devices, small enums)"
+                )
+            } else {
+                format!(
+                    "{family}: {refused} updates refused with {live} series: over the analyzer's \
+                     exposition budget of {} MiB (keep names, labels and buckets short and few) \
+                     or where a total would overflow",
+                    crate::registry::MAX_ANALYZER_EXPOSITION >> 20
+                )
+            };
             return fail(out, "cardinality", &why);
         }
     }
