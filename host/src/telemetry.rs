@@ -141,7 +141,8 @@ impl Telemetry {
             series_refused: counter(
                 p,
                 "wasmtap_host_series_refused_total",
-                "Updates refused because their family was at its series cap.",
+                "Updates refused: new series over the family's cap or the analyzer's exposition \
+                 budget, or a total that would overflow.",
                 &["family"],
             )?,
             interface_up: gauge(
