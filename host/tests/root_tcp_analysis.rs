@@ -16,12 +16,9 @@
 //! and a SO_LINGER-0 close (resets).
 //!
 //! It shows that, on that capture:
-//! - the totals of `tcp.analysis.retransmission`, `.fast_retransmission`,
-//!   `.spurious_retransmission`, `.out_of_order` and `.duplicate_ack` agree with the analyzer's
-//!   counters within 2%, with an absolute slack of 2 segments for small counts (2% of a count
-//!   under 100 is less than 2 segments, below what "within 2%" can mean for so few);
-//!   `.zero_window` agrees exactly;
-//! - per (src_ip, dst_ip) pair, retransmissions agree within 2% or 2 segments;
+//! - `tcp.analysis.retransmission`, `.fast_retransmission`, `.spurious_retransmission`,
+//!   `.out_of_order`, `.duplicate_ack` and `.zero_window` equal the analyzer's six counters
+//!   exactly, in total and for every (src_ip, dst_ip) pair;
 //! - the capture is interesting: retransmissions, fast retransmissions, duplicate ACKs, zero
 //!   windows and resets are all non-zero, and nftables dropped segments in both directions;
 //! - the handshake histogram holds tshark's initial RTT of every connection that has one;
@@ -42,7 +39,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-use tcp_analysis::{Row, compare_by_pair, compare_totals, format_pairs, format_table};
+use tcp_analysis::{COUNTERS, compare_by_pair, compare_totals, format_pairs, format_table};
 
 /// Server ports inside namespace b: PORT bulk, +1 slow reader, +2 abort, +3 refused.
 const PORT: u16 = 5001;
@@ -52,16 +49,6 @@ const BULK_BYTES: u64 = 4_000_000;
 const SLOW_BYTES: u64 = 400_000;
 /// Share of TCP segments nftables drops in each namespace's input hook, in percent.
 const LOSS_PERCENT: u32 = 2;
-/// Allowed relative difference from tshark for the totals and the per-pair counts.
-const RELATIVE: f64 = 0.02;
-/// Allowed absolute difference for small counts (see the module docs).
-const SLACK: u64 = 2;
-
-/// Allowed difference from tshark's count `t`: 2% of it, at least [`SLACK`].
-fn allowed(t: u64) -> u64 {
-    ((t as f64 * RELATIVE).floor() as u64).max(SLACK)
-}
-
 /// Runs a command that must succeed within 10 s.
 fn must(cmd: &mut Command) -> String {
     run_ok(cmd, Duration::from_secs(10))
@@ -179,35 +166,30 @@ fn lossy_traffic_counts_agree_with_tshark() {
     let dir = TempDir::new("lossy-counts");
     let samples = parse_exposition(&replay_to_text(file, &[], &dir));
 
+    // A replay reads the same packets and timestamps as tshark: every counter must be equal,
+    // in total and for every (source, destination) pair.
     let rows = compare_totals(file, &samples);
-    // `.zero_window` exactly, the others within 2% or SLACK.
-    let row_allowed =
-        |r: &Row| if r.field == "tcp.analysis.zero_window" { 0 } else { allowed(r.tshark) };
     let mut report = format_table(
         &format!("lossy capture ({LOSS_PERCENT}% loss each way): host replay vs tshark"),
         &rows,
-        row_allowed,
+        |_| 0,
     );
     let mut failures: Vec<String> = rows
         .iter()
-        .filter(|r| r.diff().unsigned_abs() > row_allowed(r))
+        .filter(|r| r.diff() != 0)
         .map(|r| format!("{}: host {}, tshark {} ({})", r.metric, r.host, r.tshark, r.field))
         .collect();
-
-    let pairs = compare_by_pair(
-        file,
-        &samples,
-        "wasmtap_tcp_retransmissions_total",
-        "tcp.analysis.retransmission",
-    );
-    report.push_str(&format_pairs(
-        "wasmtap_tcp_retransmissions_total per pair (tcp.analysis.retransmission)",
-        &pairs,
-        allowed,
-    ));
-    for ((src, dst), (t, h)) in &pairs {
-        if h.abs_diff(*t) > allowed(*t) {
-            failures.push(format!("retransmissions {src} -> {dst}: host {h}, tshark {t}"));
+    let mut retransmitting_pairs = 0;
+    for (metric, field) in COUNTERS {
+        let pairs = compare_by_pair(file, &samples, metric, field);
+        report.push_str(&format_pairs(&format!("{metric} per pair ({field})"), &pairs, |_| 0));
+        for ((src, dst), (t, h)) in &pairs {
+            if h != t {
+                failures.push(format!("{metric} {src} -> {dst}: host {h}, tshark {t}"));
+            }
+        }
+        if field == "tcp.analysis.retransmission" {
+            retransmitting_pairs = pairs.len();
         }
     }
     eprintln!("{report}");
@@ -227,7 +209,10 @@ fn lossy_traffic_counts_agree_with_tshark() {
     assert!(tshark_count(file, Some("ipv6 && tcp")) > 1000, "little IPv6 TCP");
     assert!(rec.dropped_ab > 0 && rec.dropped_ba > 0, "nftables dropped nothing one way");
     // Both directions of both families had retransmissions.
-    assert!(pairs.len() >= 4, "retransmissions in fewer than 4 directions: {pairs:?}");
+    assert!(
+        retransmitting_pairs >= 4,
+        "retransmissions in fewer than 4 directions: {retransmitting_pairs}"
+    );
 
     assert!(failures.is_empty(), "host replay differs from tshark:\n{}", failures.join("\n"));
 }
