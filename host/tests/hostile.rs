@@ -60,8 +60,8 @@
 //!   exactly 5 per worker with its reason and it ends `quarantined`; the cardinality bomb's
 //!   family holds exactly the cap and refused `2 × 1,000,000 − 10,000` series; the other
 //!   outcomes as in the table, with exact counts; and the default analyzers' metrics are those of
-//!   a run without the hostile ones — the same series with the same values (histogram `_sum`s to
-//!   1e-12 relative: the registry adds the workers' f64 sums in arrival order) — and their totals
+//!   a run without the hostile ones — the same series with the same values, exactly (the registry
+//!   keeps histogram sums in exact billionths) — and their totals
 //!   (packets, resets, DF, window-scale options) are exactly tshark's. `host check X` fails with
 //!   the message (passes, for the log analyzers);
 //! - a million packets (issue 9): one `host replay` of a 1,000,000-packet capture with every

@@ -187,35 +187,3 @@ fn live_capture_is_served_and_scraped_by_prometheus() {
         "host run did not exit 0 within 15 s of SIGINT ({status:?}):\n{log}"
     );
 }
-
-/// The Prometheus harness on its own (no host): Prometheus scrapes its own /metrics, the
-/// query polling sees it, and promtool accepts Prometheus's exposition.
-#[test]
-#[ignore = "needs root: run as root with --include-ignored (scripts/test does)"]
-fn prometheus_harness_scrapes_itself() {
-    if !require_root("prometheus_harness_scrapes_itself") {
-        return;
-    }
-    require_tools(&["curl", "prometheus", "promtool"]);
-    let pair = NetnsPair::new();
-    let port = free_port();
-    let prom = PrometheusServer::start(&pair, &pair.a, port, &format!("127.0.0.1:{port}"));
-    let up = prom.poll_nonzero(&pair, &pair.a, "sum(up)", Duration::from_secs(60));
-    assert_eq!(up, 1.0, "prometheus never scraped itself:\n{}", prom.logs());
-    let samples =
-        prom.poll_nonzero(&pair, &pair.a, "sum(scrape_samples_scraped)", Duration::from_secs(30));
-    assert!(samples > 0.0);
-    let own = curl_in(&pair, &pair.a, &format!("http://127.0.0.1:{port}/metrics"))
-        .expect("prometheus /metrics");
-    assert!(!parse_exposition(&own).is_empty());
-    let check = run_with_input(
-        Command::new("promtool").args(["check", "metrics"]),
-        Some(own.as_bytes()),
-        Duration::from_secs(30),
-    );
-    assert!(
-        check.success(),
-        "promtool check metrics on prometheus's own /metrics: {}",
-        check.describe()
-    );
-}

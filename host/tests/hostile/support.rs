@@ -290,13 +290,9 @@ fn sample_lines<'a>(text: &'a str, families: &[String]) -> Vec<&'a str> {
         .collect()
 }
 
-/// Relative difference allowed between two histogram `_sum`s: the registry adds the workers'
-/// f64 sums in whatever order they arrive, which moves the last bits.
-const SUM_TOLERANCE: f64 = 1e-12;
-
 /// The differences between the samples of `families` in `text` and in `reference`: every
-/// series must be in both, with the same value — exactly, except histogram `_sum`s, which may
-/// differ by [`SUM_TOLERANCE`] (relative). Empty when they agree.
+/// series must be in both, with the same value, exactly (histogram sums included: the registry
+/// keeps them in exact billionths, whatever the order of the workers). Empty when they agree.
 pub fn family_differences(text: &str, reference: &str, families: &[String]) -> Vec<String> {
     let (got, want) = (sample_lines(text, families), sample_lines(reference, families));
     let mut diffs = Vec::new();
@@ -308,9 +304,7 @@ pub fn family_differences(text: &str, reference: &str, families: &[String]) -> V
             diffs.push(format!("unparsable: {g:?} or {w:?}"));
             continue;
         };
-        let close = gs.name.ends_with("_sum")
-            && (gs.value - ws.value).abs() <= SUM_TOLERANCE * ws.value.abs().max(1.0);
-        if (gs.name, &gs.labels) != (ws.name, &ws.labels) || (gs.value != ws.value && !close) {
+        if (gs.name, &gs.labels) != (ws.name, &ws.labels) || gs.value != ws.value {
             diffs.push(format!("got {g}\n   expected {w}"));
         }
     }
