@@ -184,6 +184,8 @@ fn live(mut cfg: config::Run) -> anyhow::Result<ExitCode> {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         // HTTP, link events and signals only; the packet path never touches tokio.
         .worker_threads(1)
+        // Threads for blocking work (renders) go after a second idle rather than ten.
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
         .enable_all()
         .build()
         .context("starting the HTTP runtime")?;
@@ -237,7 +239,7 @@ fn live(mut cfg: config::Run) -> anyhow::Result<ExitCode> {
     tracing::info!(listen = %cfg.listen, "serving /metrics, /healthz, /readyz and /analyzers");
     shared.health.started();
 
-    let expiry = tokio.spawn(expire(shared.clone()));
+    let expiry = Expiry::start(shared.registry.clone()).context("starting the expiry thread")?;
     let signal = loop {
         match tokio.block_on(signal()) {
             Signal::Reload => cfg = reload(cfg, &shared),
@@ -245,7 +247,7 @@ fn live(mut cfg: config::Run) -> anyhow::Result<ExitCode> {
         }
     };
     tracing::info!("{signal}: shutting down");
-    expiry.abort();
+    expiry.stop();
     supervisor.stop();
     catalog.finish();
     let _ = stop_tx.send(true);
@@ -259,14 +261,36 @@ fn live(mut cfg: config::Run) -> anyhow::Result<ExitCode> {
 /// How often expired series are looked for: a series leaves within this after its TTL.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
-/// Removes expired series, off the async workers (it takes each family's lock in turn).
-async fn expire(shared: Shared) {
-    let mut every = tokio::time::interval(EXPIRE_EVERY);
-    loop {
-        every.tick().await;
-        let registry = shared.registry.clone();
-        if let Ok(n @ 1..) = tokio::task::spawn_blocking(move || registry.expire()).await {
-            tracing::debug!(series = n, "expired");
+/// How long an idle thread of the HTTP runtime's blocking pool stays: renders come in bursts.
+const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(1);
+
+/// Removes expired series on a thread of its own (it takes each family's lock in turn), so
+/// the work neither waits on nor holds the HTTP runtime.
+struct Expiry {
+    stop: crossbeam_channel::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Expiry {
+    fn start(registry: Arc<Registry>) -> std::io::Result<Self> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+        let thread = std::thread::Builder::new().name("expiry".into()).spawn(move || {
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(EXPIRE_EVERY)
+            {
+                let n = registry.expire();
+                if n > 0 {
+                    tracing::debug!(series = n, "expired");
+                }
+            }
+        })?;
+        Ok(Self { stop, thread })
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        if self.thread.join().is_err() {
+            tracing::error!("the expiry thread panicked");
         }
     }
 }
