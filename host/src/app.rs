@@ -61,9 +61,8 @@ fn core(p: &Pipeline, policy: &Policy, ttl: Option<Duration>) -> anyhow::Result<
         Arc::new(Runtime::new(p.limits.clone(), cache).context("starting the Wasm runtime")?);
     let registry = Arc::new(Registry::new(Arc::new(Devices::default()), p.series_cap));
     registry.set_limits(p.series_cap, ttl);
-    for note in registry.set_policy(policy.clone()) {
-        tracing::debug!("{note}");
-    }
+    // Before any family registers; what it says of them is logged once they have.
+    registry.set_policy(policy.clone());
     let telemetry = Arc::new(Telemetry::new().context("registering self-metrics")?);
     let shared = Shared { registry, telemetry, health: Arc::new(Health::default()) };
     let mut loaded = Vec::new();
@@ -173,7 +172,7 @@ fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
 fn live(mut cfg: config::Run) -> anyhow::Result<ExitCode> {
     let p = &cfg.pipeline;
     let core = core(p, &cfg.policy, cfg.series_ttl)?;
-    for note in core.shared.registry.set_policy(cfg.policy.clone()) {
+    for note in core.shared.registry.policy_notes() {
         tracing::warn!("{note}");
     }
     let shared = core.shared.clone();

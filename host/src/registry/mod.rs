@@ -259,6 +259,21 @@ impl FamilySeries {
     }
 }
 
+fn policy_notes(families: &[Arc<Family>], policy: &Policy) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (name, labels) in policy {
+        match families.iter().find(|f| &f.full_name == name) {
+            None => notes.push(format!("label policy: no family {name} is loaded (yet)")),
+            Some(f) => {
+                for l in labels.iter().filter(|l| !f.spec.label_names.contains(l)) {
+                    notes.push(format!("label policy: {name} has no label {l:?}"));
+                }
+            }
+        }
+    }
+    notes
+}
+
 /// Handles to one analyzer's families, in its declaration order.
 #[derive(Debug, Clone)]
 pub struct Families {
@@ -320,17 +335,7 @@ impl Registry {
     /// registered family or a label the family does not have.
     pub fn set_policy(&self, policy: Policy) -> Vec<String> {
         let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
-        let mut notes = Vec::new();
-        for (name, labels) in &policy {
-            match families.iter().find(|f| &f.full_name == name) {
-                None => notes.push(format!("label policy: no family {name} is loaded (yet)")),
-                Some(f) => {
-                    for l in labels.iter().filter(|l| !f.spec.label_names.contains(l)) {
-                        notes.push(format!("label policy: {name} has no label {l:?}"));
-                    }
-                }
-            }
-        }
+        let notes = policy_notes(&families, &policy);
         for f in families.iter() {
             let drop = policy.get(&f.full_name).map_or(&[][..], Vec::as_slice);
             let fresh = FamilySeries::new(&f.spec, drop);
@@ -344,6 +349,13 @@ impl Registry {
         }
         *self.policy.write().unwrap_or_else(PoisonError::into_inner) = policy;
         notes
+    }
+
+    /// A note for each entry of the policy in force that names no registered family or a
+    /// label the family does not have (for the log, once every analyzer is loaded).
+    pub fn policy_notes(&self) -> Vec<String> {
+        let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
+        policy_notes(&families, &self.policy.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     fn now_ms(&self) -> u64 {
