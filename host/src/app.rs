@@ -22,6 +22,7 @@ use crate::interfaces::{self, Links, Options, Supervisor};
 use crate::registry::{Devices, Families, Policy, Registry};
 use crate::runtime::cache::Cache;
 use crate::runtime::catalog::Catalog;
+use crate::runtime::worker::{Flush, LIVE_FLUSH};
 use crate::runtime::{Analyzer, Runtime, defaults, native};
 use crate::telemetry::{Shared, Telemetry};
 use crate::watch;
@@ -111,8 +112,9 @@ fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
     let p = &cfg.pipeline;
     // A replay's series never expire: its output depends on the capture alone.
     let core = core(p, &Policy::new(), None)?;
-    let catalog = Catalog::start(p.workers, core.runtime, core.shared.clone(), core.analyzers)
-        .context("starting worker threads")?;
+    let catalog =
+        Catalog::start(p.workers, core.runtime, core.shared.clone(), core.analyzers, Flush::Ticks)
+            .context("starting worker threads")?;
     let total: u64 =
         cfg.captures.iter().filter_map(|c| std::fs::metadata(c).ok()).map(|m| m.len()).sum();
     let bar = if std::io::stderr().is_terminal() {
@@ -177,8 +179,14 @@ fn live(mut cfg: config::Run) -> anyhow::Result<ExitCode> {
     }
     let shared = core.shared.clone();
     let catalog = Arc::new(
-        Catalog::start(p.workers, core.runtime, shared.clone(), core.analyzers)
-            .context("starting worker threads")?,
+        Catalog::start(
+            p.workers,
+            core.runtime,
+            shared.clone(),
+            core.analyzers,
+            Flush::Every(LIVE_FLUSH),
+        )
+        .context("starting worker threads")?,
     );
     let tokio = tokio::runtime::Builder::new_multi_thread()
         // HTTP, link events and signals only; the packet path never touches tokio.

@@ -134,6 +134,11 @@ pub struct ReplayArgs {
     #[arg(long, hide = true)]
     pub native_defaults: bool,
 
+    /// Read, decode and batch the packets but run no analyzer: the capture stage alone, for
+    /// measuring it. The output then has the host's self-metrics only.
+    #[arg(long, conflicts_with_all = ["native_defaults", "analyzers", "no_default_analyzers"])]
+    pub decode_only: bool,
+
     #[command(flatten)]
     pub analyzers: AnalyzerArgs,
 

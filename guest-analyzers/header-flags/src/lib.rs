@@ -26,6 +26,9 @@ pub struct HeaderFlags {
 }
 
 impl Analyzer for HeaderFlags {
+    // Ours, and tested not to fail: the cheaper path is worth the rare loss.
+    const HOLD_UPDATES: bool = true;
+
     fn init(_config: &Config) -> Result<(Self, AnalyzerInfo), String> {
         let mut info = AnalyzerInfo::new("header-flags", env!("CARGO_PKG_VERSION"));
         let resets = info.counter(

@@ -11,7 +11,8 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::family::Label;
 use crate::layout::{
-    HEADER_LEN, LAYOUT_VERSION, RECORD_LEN, offset, packet_bits, tcp_flags, tcp_options,
+    HEADER_FLAGS, HEADER_LEN, LAYOUT_VERSION, RECORD_LEN, header_flags, offset, packet_bits,
+    tcp_flags, tcp_options,
 };
 
 /// Why a batch buffer was refused.
@@ -60,12 +61,14 @@ impl From<BatchError> for String {
     }
 }
 
+#[inline]
 fn u16_at(b: &[u8], at: usize) -> u16 {
     let mut a = [0; 2];
     a.copy_from_slice(&b[at..at + 2]);
     u16::from_le_bytes(a)
 }
 
+#[inline]
 fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut a = [0; 4];
     a.copy_from_slice(&b[at..at + 4]);
@@ -78,6 +81,7 @@ pub struct Batch<'a> {
     records: &'a [u8],
     stride: usize,
     count: usize,
+    hold: bool,
 }
 
 impl<'a> Batch<'a> {
@@ -103,7 +107,14 @@ impl<'a> Batch<'a> {
             stride: usize::from(stride),
             // The length check above proves count × stride fits in memory, so in usize.
             count: records.len() / usize::from(stride),
+            hold: u32_at(header, HEADER_FLAGS) & header_flags::HOLD != 0,
         })
+    }
+
+    /// True if the host set [`header_flags::HOLD`]: it will call again soon, so this call's
+    /// updates may be held and returned with a later call's. The [`crate::Runner`] decides.
+    pub fn may_hold(&self) -> bool {
+        self.hold
     }
 
     /// Number of records.
@@ -153,6 +164,7 @@ pub struct Packets<'a> {
 impl<'a> Iterator for Packets<'a> {
     type Item = Packet<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<Packet<'a>> {
         let rec = self.rest.first_chunk::<RECORD_LEN>()?;
         self.rest = self.rest.get(self.stride..).unwrap_or_default();
@@ -160,6 +172,7 @@ impl<'a> Iterator for Packets<'a> {
         Some(Packet { rec })
     }
 
+    #[inline]
     fn size_hint(&self) -> (usize, Option<usize>) {
         (self.remaining, Some(self.remaining))
     }
@@ -224,10 +237,12 @@ impl<'a> Packet<'a> {
     }
 
     /// The raw 96 bytes of the record (layout version 1).
+    #[inline]
     pub fn raw(&self) -> &'a [u8; RECORD_LEN] {
         self.rec
     }
     /// Packet time, ns since the Unix epoch.
+    #[inline]
     pub fn time_ns(&self) -> u64 {
         self.u64(offset::TIME_NS)
     }
@@ -237,17 +252,21 @@ impl<'a> Packet<'a> {
     /// and its peer's bridge port, both captured by `-i any`) has one flow id per interface,
     /// so each observation point is analyzed on its own and a copy of a segment on a second
     /// interface is never mistaken for a retransmission.
+    #[inline]
     pub fn flow_id(&self) -> u64 {
         self.u64(offset::FLOW_ID)
     }
     /// Source address bytes as recorded (IPv4 in the first 4 bytes, rest zero).
+    #[inline]
     pub fn src_addr_raw(&self) -> &'a [u8; 16] {
         self.addr(offset::SRC_ADDR)
     }
     /// Destination address bytes as recorded.
+    #[inline]
     pub fn dst_addr_raw(&self) -> &'a [u8; 16] {
         self.addr(offset::DST_ADDR)
     }
+    #[inline]
     fn ip(&self, raw: &[u8; 16]) -> Option<IpAddr> {
         if self.is_ipv4() {
             Some(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3])))
@@ -258,13 +277,16 @@ impl<'a> Packet<'a> {
         }
     }
     /// Source address, or `None` for a non-IP record.
+    #[inline]
     pub fn src_ip(&self) -> Option<IpAddr> {
         self.ip(self.src_addr_raw())
     }
     /// Destination address, or `None` for a non-IP record.
+    #[inline]
     pub fn dst_ip(&self) -> Option<IpAddr> {
         self.ip(self.dst_addr_raw())
     }
+    #[inline]
     fn addr_label(&self, raw: &[u8; 16]) -> Label {
         if self.is_ipv6() {
             let (hi, lo) = raw.split_at(8);
@@ -279,187 +301,234 @@ impl<'a> Packet<'a> {
     }
     /// The source address as a label value: `ipv6` if the IPv6 bit is set, else `ipv4` from the
     /// first 4 bytes (0.0.0.0 for a non-IP record).
+    #[inline]
     pub fn src_label(&self) -> Label {
         self.addr_label(self.src_addr_raw())
     }
     /// The destination address as a label value, like [`Packet::src_label`].
+    #[inline]
     pub fn dst_label(&self) -> Label {
         self.addr_label(self.dst_addr_raw())
     }
     /// The device index as a label value (the host prints the interface or file name).
+    #[inline]
     pub fn device_label(&self) -> Label {
         Label::Device(self.device())
     }
     /// TCP sequence number.
+    #[inline]
     pub fn seq(&self) -> u32 {
         self.u32(offset::SEQ)
     }
     /// TCP acknowledgement number (the ACK *flag* is [`Packet::ack`]).
+    #[inline]
     pub fn ack_num(&self) -> u32 {
         self.u32(offset::ACK)
     }
     /// TCP timestamp value (valid if [`Packet::has_timestamps`]).
+    #[inline]
     pub fn tsval(&self) -> u32 {
         self.u32(offset::TSVAL)
     }
     /// TCP timestamp echo reply (valid if [`Packet::has_timestamps`]).
+    #[inline]
     pub fn tsecr(&self) -> u32 {
         self.u32(offset::TSECR)
     }
     /// Frame length on the wire.
+    #[inline]
     pub fn wire_len(&self) -> u32 {
         self.u32(offset::WIRE_LEN)
     }
     /// IP length from the header: IPv4 total length, or IPv6 payload length + 40.
+    #[inline]
     pub fn ip_len(&self) -> u32 {
         self.u32(offset::IP_LEN)
     }
     /// TCP payload length, from the IP and TCP header lengths.
+    #[inline]
     pub fn payload_len(&self) -> u32 {
         self.u32(offset::PAYLOAD_LEN)
     }
     /// Source port.
+    #[inline]
     pub fn src_port(&self) -> u16 {
         self.u16(offset::SRC_PORT)
     }
     /// Destination port.
+    #[inline]
     pub fn dst_port(&self) -> u16 {
         self.u16(offset::DST_PORT)
     }
     /// TCP window as sent (not scaled).
+    #[inline]
     pub fn window(&self) -> u16 {
         self.u16(offset::WINDOW)
     }
     /// TCP MSS option value (valid if [`Packet::has_mss`], else zero).
+    #[inline]
     pub fn mss(&self) -> u16 {
         self.u16(offset::MSS)
     }
     /// Device index.
+    #[inline]
     pub fn device(&self) -> u16 {
         self.u16(offset::DEVICE)
     }
     /// IP protocol of the transport (6 TCP, 17 UDP, 1 ICMP, ...).
+    #[inline]
     pub fn ip_proto(&self) -> u8 {
         self.u8(offset::IP_PROTO)
     }
     /// IPv4 TTL or IPv6 hop limit.
+    #[inline]
     pub fn ttl(&self) -> u8 {
         self.u8(offset::TTL)
     }
     /// The TCP flags byte (see [`tcp_flags`]).
+    #[inline]
     pub fn tcp_flags(&self) -> u8 {
         self.u8(offset::TCP_FLAGS)
     }
+    #[inline]
     fn flag(&self, bit: u8) -> bool {
         self.tcp_flags() & bit != 0
     }
     /// FIN flag.
+    #[inline]
     pub fn fin(&self) -> bool {
         self.flag(tcp_flags::FIN)
     }
     /// SYN flag.
+    #[inline]
     pub fn syn(&self) -> bool {
         self.flag(tcp_flags::SYN)
     }
     /// RST flag.
+    #[inline]
     pub fn rst(&self) -> bool {
         self.flag(tcp_flags::RST)
     }
     /// PSH flag.
+    #[inline]
     pub fn psh(&self) -> bool {
         self.flag(tcp_flags::PSH)
     }
     /// ACK flag (the acknowledgement number is [`Packet::ack_num`]).
+    #[inline]
     pub fn ack(&self) -> bool {
         self.flag(tcp_flags::ACK)
     }
     /// URG flag.
+    #[inline]
     pub fn urg(&self) -> bool {
         self.flag(tcp_flags::URG)
     }
     /// ECE flag.
+    #[inline]
     pub fn ece(&self) -> bool {
         self.flag(tcp_flags::ECE)
     }
     /// CWR flag.
+    #[inline]
     pub fn cwr(&self) -> bool {
         self.flag(tcp_flags::CWR)
     }
     /// The packet-bits byte (see [`packet_bits`]).
+    #[inline]
     pub fn packet_bits(&self) -> u8 {
         self.u8(offset::PACKET_BITS)
     }
+    #[inline]
     fn bit(&self, bit: u8) -> bool {
         self.packet_bits() & bit != 0
     }
     /// An IPv4 packet.
+    #[inline]
     pub fn is_ipv4(&self) -> bool {
         self.bit(packet_bits::IPV4)
     }
     /// An IPv6 packet.
+    #[inline]
     pub fn is_ipv6(&self) -> bool {
         self.bit(packet_bits::IPV6)
     }
     /// IPv4 or IPv6.
+    #[inline]
     pub fn is_ip(&self) -> bool {
         self.bit(packet_bits::IPV4 | packet_bits::IPV6)
     }
     /// IPv4 don't-fragment flag.
+    #[inline]
     pub fn dont_fragment(&self) -> bool {
         self.bit(packet_bits::DONT_FRAGMENT)
     }
     /// A fragment (MF set or a non-zero offset).
+    #[inline]
     pub fn is_fragment(&self) -> bool {
         self.bit(packet_bits::FRAGMENT)
     }
     /// A TCP header is present; the TCP fields are valid.
+    #[inline]
     pub fn has_tcp(&self) -> bool {
         self.bit(packet_bits::TCP)
     }
     /// Captured less than the headers claim.
+    #[inline]
     pub fn truncated(&self) -> bool {
         self.bit(packet_bits::TRUNCATED)
     }
     /// Which endpoint of the canonical 5-tuple sent the packet.
+    #[inline]
     pub fn direction(&self) -> Direction {
         if self.bit(packet_bits::DIRECTION) { Direction::FromHigher } else { Direction::FromLower }
     }
     /// The TCP-option-bits byte (see [`tcp_options`]).
+    #[inline]
     pub fn tcp_option_bits(&self) -> u8 {
         self.u8(offset::TCP_OPTIONS)
     }
+    #[inline]
     fn option(&self, bit: u8) -> bool {
         self.tcp_option_bits() & bit != 0
     }
     /// The SACK-permitted option was present.
+    #[inline]
     pub fn sack_permitted(&self) -> bool {
         self.option(tcp_options::SACK_PERMITTED)
     }
     /// The timestamps option was present.
+    #[inline]
     pub fn has_timestamps(&self) -> bool {
         self.option(tcp_options::TIMESTAMPS)
     }
     /// The MSS option was present.
+    #[inline]
     pub fn has_mss(&self) -> bool {
         self.option(tcp_options::MSS)
     }
     /// The window-scale option was present.
+    #[inline]
     pub fn has_wscale(&self) -> bool {
         self.option(tcp_options::WINDOW_SCALE)
     }
     /// The window-scale shift, if the option was present (shift 0 is a valid option).
+    #[inline]
     pub fn wscale(&self) -> Option<u8> {
         self.has_wscale().then(|| self.u8(offset::WSCALE))
     }
     /// SACK blocks were present.
+    #[inline]
     pub fn has_sack_blocks(&self) -> bool {
         self.option(tcp_options::SACK_BLOCKS)
     }
     /// Number of SACK blocks.
+    #[inline]
     pub fn sack_block_count(&self) -> u8 {
         self.u8(offset::SACK_BLOCKS)
     }
     /// TCP header length in bytes.
+    #[inline]
     pub fn tcp_header_len(&self) -> u8 {
         self.u8(offset::TCP_HEADER_LEN)
     }

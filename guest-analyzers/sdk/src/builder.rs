@@ -20,7 +20,9 @@
 use core::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::batch::Packet;
-use crate::layout::{HEADER_LEN, LAYOUT_VERSION, RECORD_LEN, offset, packet_bits, tcp_options};
+use crate::layout::{
+    HEADER_LEN, LAYOUT_VERSION, RECORD_LEN, header_flags, offset, packet_bits, tcp_options,
+};
 
 /// IP protocol number of TCP.
 const IPPROTO_TCP: u8 = 6;
@@ -223,6 +225,7 @@ pub struct BatchBuilder {
     stride: usize,
     count: u32,
     records: Vec<u8>,
+    flags: u32,
 }
 
 impl Default for BatchBuilder {
@@ -234,13 +237,24 @@ impl Default for BatchBuilder {
 impl BatchBuilder {
     /// An empty batch with the minimal stride (96).
     pub fn new() -> Self {
-        Self { stride: RECORD_LEN, count: 0, records: Vec::new() }
+        Self { stride: RECORD_LEN, count: 0, records: Vec::new(), flags: 0 }
     }
 
     /// An empty batch whose records are `stride` bytes (raised to 96 if smaller); the extra
     /// bytes are zero, which exercises readers that must skip them.
     pub fn with_stride(stride: u16) -> Self {
         Self { stride: usize::from(stride).max(RECORD_LEN), ..Self::new() }
+    }
+
+    /// Sets or clears [`header_flags::HOLD`]: whether the analyzer may hold this call's updates
+    /// for a later call, as the host asks while more batches follow.
+    pub fn hold(&mut self, hold: bool) -> &mut Self {
+        if hold {
+            self.flags |= header_flags::HOLD;
+        } else {
+            self.flags &= !header_flags::HOLD;
+        }
+        self
     }
 
     /// Appends one record.
@@ -268,7 +282,8 @@ impl BatchBuilder {
         // `stride` is at most u16::MAX by construction.
         out.extend_from_slice(&u16::try_from(self.stride).unwrap_or(u16::MAX).to_le_bytes());
         out.extend_from_slice(&self.count.to_le_bytes());
-        out.extend_from_slice(&0u64.to_le_bytes());
+        out.extend_from_slice(&self.flags.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
         out.extend_from_slice(&self.records);
         out
     }

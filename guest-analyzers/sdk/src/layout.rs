@@ -6,8 +6,17 @@
 
 /// The record layout version this SDK reads; the host writes it in the batch header.
 pub const LAYOUT_VERSION: u16 = 1;
-/// Size of the batch header (version, stride, count, reserved), fixed by the WIT contract.
+/// Size of the batch header (version, stride, count, flags, reserved), fixed by the WIT contract.
 pub const HEADER_LEN: usize = 16;
+/// Byte offset of the header's `u32` flags ([`header_flags`]); zero from a host that sets none.
+pub const HEADER_FLAGS: usize = 8;
+
+/// Bits of the batch header's flags word.
+pub mod header_flags {
+    /// The host will call again soon: the analyzer may hold this call's updates and return
+    /// them with a later call's. A call without it (and every `tick`) returns all held updates.
+    pub const HOLD: u32 = 0x01;
+}
 /// Bytes of a layout-1 record that this SDK reads; the stride may be larger (extra bytes are
 /// skipped), never smaller.
 pub const RECORD_LEN: usize = 96;

@@ -96,9 +96,10 @@ pub use batch::{Batch, BatchError, Direction, Packet, Packets};
 pub use builder::{BatchBuilder, PacketFields};
 pub use family::{AnalyzerInfo, Counter, Gauge, Histogram, Label, MAX_LABELS};
 pub use layout::{
-    HEADER_LEN, LAYOUT_VERSION, RECORD_LEN, offset, packet_bits, tcp_flags, tcp_options,
+    HEADER_FLAGS, HEADER_LEN, LAYOUT_VERSION, RECORD_LEN, header_flags, offset, packet_bits,
+    tcp_flags, tcp_options,
 };
-pub use runner::Runner;
+pub use runner::{HOLD_MAX_SERIES, Runner};
 pub use updates::Updates;
 
 /// Bindings generated from the WIT contract (`wit/analyzer.wit`, world `analyzer-component`).
@@ -122,6 +123,13 @@ pub use wit::LogLevel;
 
 /// The logic of one analyzer. One instance lives per component instance (per host worker).
 pub trait Analyzer: Sized + 'static {
+    /// Whether the runner may hold this analyzer's updates over several batches while the host
+    /// allows it (the batch header's `hold` flag): far fewer updates cross into the host, so
+    /// a busy analyzer costs less per packet, but a failed call then loses every update held
+    /// since the last one returned (up to a second of packet time), not only its own. Off by
+    /// default; the built-in analyzers turn it on.
+    const HOLD_UPDATES: bool = false;
+
     /// Called once before any packet: builds the analyzer and declares its metric families.
     fn init(config: &Config) -> Result<(Self, AnalyzerInfo), String>;
 

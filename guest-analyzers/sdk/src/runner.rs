@@ -9,6 +9,10 @@
 use crate::bindings::wasmtap::analyzer::types as wit;
 use crate::{Analyzer, Batch, Config, Updates};
 
+/// Series held at most while the host lets an analyzer hold its updates: one returned list
+/// stays far below the host's limit of updates per call, and the accumulator small.
+pub const HOLD_MAX_SERIES: usize = 32_768;
+
 /// An analyzer after a successful `init`, with its reusable accumulator.
 struct Loaded<A> {
     analyzer: A,
@@ -76,15 +80,37 @@ impl<A: Analyzer> Runner<A> {
         self.loaded.as_mut().ok_or_else(|| format!("{call} called before a successful init"))
     }
 
-    /// Parses the batch, runs [`Analyzer::process`] and returns the call's updates.
+    /// Parses the batch, runs [`Analyzer::process`] and returns the updates.
+    ///
+    /// For an analyzer with [`Analyzer::HOLD_UPDATES`], while the host sets
+    /// [`crate::header_flags::HOLD`] on its batches, the updates are held
+    /// (and an empty list returned) until a batch without it, a tick, or until
+    /// [`HOLD_MAX_SERIES`] series are held: a busy analyzer then returns one update per series
+    /// every few hundred batches instead of every batch. An error is returned at once, and the
+    /// held updates with it are discarded.
     pub fn process(&mut self, batch: &[u8]) -> Result<Vec<wit::MetricUpdate>, String> {
         let loaded = self.loaded("process")?;
-        let batch = Batch::parse(batch)?;
+        let batch = match Batch::parse(batch) {
+            Ok(b) => b,
+            Err(e) => {
+                loaded.updates.clear();
+                return Err(e.to_string());
+            }
+        };
         let result = loaded.analyzer.process(&batch, &mut loaded.updates);
+        let updates = &loaded.updates;
+        if A::HOLD_UPDATES
+            && result.is_ok()
+            && batch.may_hold()
+            && !updates.failed()
+            && updates.len() < HOLD_MAX_SERIES
+        {
+            return Ok(Vec::new());
+        }
         finish(result, &mut loaded.updates)
     }
 
-    /// Runs [`Analyzer::tick`] and returns the call's updates.
+    /// Runs [`Analyzer::tick`] and returns its updates with any held ones.
     pub fn tick(
         &mut self,
         now_ns: u64,
@@ -122,6 +148,8 @@ mod tests {
     }
 
     impl Analyzer for Probe {
+        const HOLD_UPDATES: bool = true;
+
         fn init(config: &Config) -> Result<(Self, AnalyzerInfo), String> {
             if config.get("fail") == Some("yes") {
                 return Err("asked to fail".to_owned());
@@ -191,5 +219,94 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].labels, vec![wit::LabelValue::Device(3)]);
         assert_eq!(out[0].value, wit::UpdateValue::CounterAdd(1.0));
+    }
+
+    fn batch(devices: &[u16], hold: bool) -> Vec<u8> {
+        let mut b = BatchBuilder::new();
+        for d in devices {
+            b.push(&PacketFields::default().with_device(*d));
+        }
+        b.hold(hold).build()
+    }
+
+    fn counts(out: &[wit::MetricUpdate]) -> Vec<(wit::LabelValue, wit::UpdateValue)> {
+        out.iter().map(|u| (u.labels[0].clone(), u.value.clone())).collect()
+    }
+
+    #[test]
+    fn held_updates_come_back_summed_with_the_next_call_that_may_not_hold() {
+        let mut r = Runner::<Probe>::new();
+        r.init(Config::default()).expect("init");
+        assert_eq!(r.process(&batch(&[1, 2], true)).expect("held"), vec![]);
+        assert_eq!(r.process(&batch(&[2, 3], true)).expect("held"), vec![]);
+        let out = r.process(&batch(&[1], false)).expect("flush");
+        let (d, c) = (wit::LabelValue::Device, wit::UpdateValue::CounterAdd);
+        assert_eq!(counts(&out), vec![(d(1), c(2.0)), (d(2), c(2.0)), (d(3), c(1.0))]);
+        // An empty batch without the flag returns what is held, and nothing twice.
+        assert_eq!(r.process(&batch(&[], false)).expect("empty"), vec![]);
+        assert_eq!(r.process(&batch(&[4], true)).expect("held"), vec![]);
+        let empty = r.process(&batch(&[], false)).expect("flush");
+        assert_eq!(counts(&empty), vec![(d(4), c(1.0))]);
+    }
+
+    #[test]
+    fn a_tick_returns_held_updates() {
+        let mut r = Runner::<Probe>::new();
+        r.init(Config::default()).expect("init");
+        assert_eq!(r.process(&batch(&[7, 7], true)).expect("held"), vec![]);
+        let out = r.tick(1, false).expect("tick");
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].labels, vec![wit::LabelValue::Device(7)]);
+        assert_eq!(out[0].value, wit::UpdateValue::CounterAdd(2.0));
+        assert_eq!(out[1].value, wit::UpdateValue::CounterAdd(1.0));
+    }
+
+    #[test]
+    fn an_error_discards_the_held_updates_with_its_own() {
+        let mut r = Runner::<Probe>::new();
+        r.init(Config::default()).expect("init");
+        assert_eq!(r.process(&batch(&[1], true)).expect("held"), vec![]);
+        assert_eq!(r.process(&batch(&[666], true)).err(), Some("bad device".to_owned()));
+        let out = r.process(&batch(&[2], false)).expect("flush");
+        assert_eq!(
+            counts(&out),
+            vec![(wit::LabelValue::Device(2), wit::UpdateValue::CounterAdd(1.0))]
+        );
+    }
+
+    #[test]
+    fn at_most_hold_max_series_are_held() {
+        let mut r = Runner::<Probe>::new();
+        r.init(Config::default()).expect("init");
+        // From 1000 up: device 666 is the probe's failure.
+        let devices: Vec<u16> = (1000..1000 + HOLD_MAX_SERIES as u16 - 1).collect();
+        assert_eq!(r.process(&batch(&devices, true)).expect("held"), vec![]);
+        let out = r.process(&batch(&[u16::MAX], true)).expect("full");
+        assert_eq!(out.len(), HOLD_MAX_SERIES, "the call that reaches the limit returns all");
+        assert_eq!(r.process(&batch(&[], false)).expect("nothing left"), vec![]);
+    }
+
+    /// Counts packets; keeps the default of returning its updates every call.
+    struct Plain(Counter);
+
+    impl Analyzer for Plain {
+        fn init(_: &Config) -> Result<(Self, AnalyzerInfo), String> {
+            let mut info = AnalyzerInfo::new("plain", "1.0.0");
+            let c = info.counter("plain_packets_total", "Packets.", &[]);
+            Ok((Plain(c), info))
+        }
+        fn process(&mut self, batch: &Batch<'_>, out: &mut Updates) -> Result<(), String> {
+            out.add(self.0, &[], batch.len() as f64);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_analyzer_that_does_not_opt_in_returns_its_updates_every_call() {
+        let mut r = Runner::<Plain>::new();
+        r.init(Config::default()).expect("init");
+        let out = r.process(&batch(&[1, 2], true)).expect("process");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].value, wit::UpdateValue::CounterAdd(2.0));
     }
 }

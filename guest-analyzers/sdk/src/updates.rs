@@ -1,15 +1,20 @@
-//! Per-call aggregation of metric updates: at most one update per series per call.
+//! Aggregation of metric updates: at most one update per series per returned list.
 //!
 //! Input: counter adds, gauge sets and histogram observations that an analyzer emits while it
-//! walks a batch (or on `tick`), each naming a family handle and its label values. Output, at the
-//! end of the call: one WIT `metric-update` per series, in first-seen order. Counter adds are
-//! summed; histogram observations become non-cumulative bucket counts (`+Inf` last), a sum and
-//! a count; a gauge keeps the value with the latest packet time.
+//! walks a batch (or on `tick`), each naming a family handle and its label values. Output, when
+//! the runner drains it (at the end of a call, or of several calls while the host lets the
+//! analyzer hold its updates): one WIT `metric-update` per series, in first-seen order. Counter
+//! adds are summed; histogram observations become non-cumulative bucket counts (`+Inf` last),
+//! a sum and a count; a gauge keeps the value with the latest packet time.
+//!
+//! Histogram sums are kept exactly, in billionths (nanoseconds for times), as the host's
+//! registry keeps them: the total does not depend on how observations were grouped into
+//! updates, so holding updates over several calls changes no output.
 //!
 //! Cost: the series that a family updated last is checked first (runs of packets from one
-//! device or connection); otherwise a series already seen in this call is found by hashing the
-//! family index and the [`Label`] values in place, and updated in place: no key is built and
-//! nothing is allocated. All buffers keep their capacity from one call to the next.
+//! device or connection); otherwise a series already seen is found by hashing the family
+//! index and the [`Label`] values in place, and updated in place: no key is built and nothing
+//! is allocated. All buffers keep their capacity from one drain to the next.
 
 use core::hash::{Hash, Hasher};
 
@@ -33,6 +38,7 @@ struct SeriesKey {
 }
 
 impl SeriesKey {
+    #[inline]
     fn labels(&self) -> &[Label] {
         &self.labels[..usize::from(self.len)]
     }
@@ -60,6 +66,7 @@ struct SeriesHasher(u64);
 const MIX: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 
 impl Hasher for SeriesHasher {
+    #[inline]
     fn write(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(8) {
             let mut word = [0; 8];
@@ -67,21 +74,27 @@ impl Hasher for SeriesHasher {
             self.write_u64(u64::from_le_bytes(word));
         }
     }
+    #[inline]
     fn write_u8(&mut self, i: u8) {
         self.write_u64(u64::from(i));
     }
+    #[inline]
     fn write_u16(&mut self, i: u16) {
         self.write_u64(u64::from(i));
     }
+    #[inline]
     fn write_u32(&mut self, i: u32) {
         self.write_u64(u64::from(i));
     }
+    #[inline]
     fn write_u64(&mut self, i: u64) {
         self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(MIX);
     }
+    #[inline]
     fn write_usize(&mut self, i: usize) {
         self.write_u64(i as u64);
     }
+    #[inline]
     fn finish(&self) -> u64 {
         // MurmurHash3's fmix64: every input bit affects the low bits hashbrown indexes with.
         let mut h = self.0;
@@ -93,7 +106,25 @@ impl Hasher for SeriesHasher {
     }
 }
 
-/// The running value of one series within a call.
+/// Billionths in one unit of an observation.
+const PER_UNIT: i128 = 1_000_000_000;
+
+/// An observation (finite) in billionths of its unit, rounded to the nearest: a nanosecond for
+/// times; sizes and counts are whole and stay exact.
+#[inline]
+fn billionths(value: f64) -> i128 {
+    let b = (value * 1e9).round_ties_even();
+    // The common case in one native conversion; past ±9e18 (9e9 units) the wide one.
+    if b.abs() < 9.0e18 { i128::from(b as i64) } else { b as i128 }
+}
+
+/// An exact sum in billionths as the f64 of the update: whole sums as integers (exact below
+/// 2^53), others divided out (the host rounds back to the same billionths below ~2^51).
+fn sum_to_f64(sum: i128) -> f64 {
+    if sum % PER_UNIT == 0 { (sum / PER_UNIT) as f64 } else { sum as f64 / 1e9 }
+}
+
+/// The running value of one series until the updates are drained.
 #[derive(Clone, Copy)]
 enum Acc {
     Counter(f64),
@@ -101,10 +132,11 @@ enum Acc {
         value: f64,
         at_ns: u64,
     },
-    /// Bucket counts live in `Updates::buckets[first..first + bounds + 1]`.
+    /// Bucket counts live in `Updates::buckets[first..first + bounds + 1]`; `sum` is in
+    /// billionths ([`billionths`]).
     Histogram {
         first: usize,
-        sum: f64,
+        sum: i128,
         count: u64,
     },
 }
@@ -155,14 +187,19 @@ impl Updates {
         }
     }
 
-    /// Number of distinct series updated so far in this call.
+    /// Number of distinct series updated since the updates were last drained.
     pub fn len(&self) -> usize {
         self.series.len()
     }
 
-    /// True if nothing was emitted in this call.
+    /// True if nothing was emitted since the updates were last drained.
     pub fn is_empty(&self) -> bool {
         self.series.is_empty()
+    }
+
+    /// True if a misuse was recorded: the next drain returns it as the call's error.
+    pub fn failed(&self) -> bool {
+        self.error.is_some()
     }
 
     /// Adds `value` (finite, not negative) to a counter series.
@@ -205,7 +242,7 @@ impl Updates {
             return self.fail(histogram.0, format_args!("observation {value} is not finite"));
         }
         let first = self.buckets.len();
-        let Some(i) = self.slot(histogram.0, labels, Acc::Histogram { first, sum: 0.0, count: 0 })
+        let Some(i) = self.slot(histogram.0, labels, Acc::Histogram { first, sum: 0, count: 0 })
         else {
             return;
         };
@@ -218,8 +255,45 @@ impl Updates {
         if let Some(c) = self.buckets.get_mut(*first + bucket) {
             *c += 1;
         }
-        *sum += value;
+        *sum = sum.saturating_add(billionths(value));
         *count += 1;
+    }
+
+    /// Merges observations the analyzer binned itself into a histogram series: `counts` has
+    /// one count per declared bucket plus a last one for `+Inf`, not cumulative (each
+    /// observation in exactly one), and `sum` is their sum (finite). For an analyzer that
+    /// aggregates a run of packets in its own arrays, then emits once per run.
+    pub fn observe_binned(
+        &mut self,
+        histogram: Histogram,
+        labels: &[Label],
+        counts: &[u64],
+        sum: f64,
+    ) {
+        if let Some(shape) = self.shapes.get(histogram.0 as usize)
+            && shape.bounds.len() + 1 != counts.len()
+        {
+            let (got, want) = (counts.len(), shape.bounds.len() + 1);
+            return self.fail(histogram.0, format_args!("{got} bucket counts, not {want}"));
+        }
+        if !sum.is_finite() {
+            return self.fail(histogram.0, format_args!("observation sum {sum} is not finite"));
+        }
+        let first = self.buckets.len();
+        let Some(i) = self.slot(histogram.0, labels, Acc::Histogram { first, sum: 0, count: 0 })
+        else {
+            return;
+        };
+        let Acc::Histogram { first, sum: total, count } = &mut self.series[i].1 else {
+            return;
+        };
+        if let Some(into) = self.buckets.get_mut(*first..*first + counts.len()) {
+            for (c, n) in into.iter_mut().zip(counts) {
+                *c = c.saturating_add(*n);
+            }
+        }
+        *total = total.saturating_add(billionths(sum));
+        *count = count.saturating_add(counts.iter().fold(0u64, |a, n| a.saturating_add(*n)));
     }
 
     /// Finds or creates the series; `None` (and an error kept) on misuse.
@@ -301,8 +375,8 @@ impl Updates {
         self.error = None;
     }
 
-    /// Drains the call's updates, one per series in first-seen order, or the first misuse
-    /// error. Leaves the accumulator empty for the next call.
+    /// Drains the updates, one per series in first-seen order, or the first misuse error.
+    /// Leaves the accumulator empty.
     pub fn finish(&mut self) -> Result<Vec<wit::MetricUpdate>, String> {
         if let Some(e) = self.error.take() {
             self.clear();
@@ -317,6 +391,7 @@ impl Updates {
                     let slots = self.shapes[key.family as usize].bounds.len() + 1;
                     let bucket_counts =
                         self.buckets.get(first..first + slots).unwrap_or_default().to_vec();
+                    let sum = sum_to_f64(sum);
                     wit::UpdateValue::Histogram(wit::HistogramDelta { bucket_counts, sum, count })
                 }
             };

@@ -199,6 +199,9 @@ impl TcpAnalysis {
 }
 
 impl Analyzer for TcpAnalysis {
+    // Ours, and tested not to fail: the cheaper path is worth the rare loss.
+    const HOLD_UPDATES: bool = true;
+
     fn init(config: &Config) -> Result<(Self, AnalyzerInfo), String> {
         let max = max_flows(config)?;
         let idle = seconds(config, "idle_timeout_seconds", DEFAULT_IDLE_TIMEOUT_S)?;

@@ -73,6 +73,12 @@ impl Batch {
     pub fn max_ts(&self) -> u64 {
         self.max_ts
     }
+
+    /// Sets or clears the header's hold flag: whether analyzers may keep this batch's updates
+    /// and return them with a later call's (the worker's choice, see `runtime::worker`).
+    pub fn set_hold(&mut self, hold: bool) {
+        record::write_flags(&mut self.buf, if hold { record::HOLD } else { 0 });
+    }
 }
 
 impl Drop for Batch {

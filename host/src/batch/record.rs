@@ -13,8 +13,9 @@ use crate::decode::{IpFamily, PacketMeta};
 // The layout's numbers come from the guest SDK, which reads what this writes: one definition
 // for both sides of the contract (the `process` comment in `wit/analyzer.wit`).
 pub use wasmtap_sdk::RECORD_LEN as RECORD_STRIDE;
+pub use wasmtap_sdk::header_flags::HOLD;
 pub use wasmtap_sdk::tcp_options as tcp_option_bits;
-pub use wasmtap_sdk::{HEADER_LEN, LAYOUT_VERSION, offset, packet_bits};
+pub use wasmtap_sdk::{HEADER_FLAGS, HEADER_LEN, LAYOUT_VERSION, offset, packet_bits};
 
 /// Writes the batch header for `count` records into the first [`HEADER_LEN`] bytes of `buf`.
 ///
@@ -27,6 +28,22 @@ pub fn write_header(buf: &mut [u8], count: u32) {
     h[2..4].copy_from_slice(&(RECORD_STRIDE as u16).to_le_bytes());
     h[4..8].copy_from_slice(&count.to_le_bytes());
     h[8..16].fill(0);
+}
+
+/// Writes the header's flags word (bits of `wasmtap_sdk::header_flags`).
+///
+/// # Panics
+/// If `buf` is shorter than [`HEADER_LEN`] (a caller bug: the batch buffer is sized up front).
+pub fn write_flags(buf: &mut [u8], flags: u32) {
+    buf[HEADER_FLAGS..HEADER_FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
+}
+
+/// A batch of no records and no flags: a call that only asks analyzers for the updates they
+/// hold.
+pub fn empty_batch() -> [u8; HEADER_LEN] {
+    let mut buf = [0; HEADER_LEN];
+    write_header(&mut buf, 0);
+    buf
 }
 
 /// Writes one record into the first [`RECORD_STRIDE`] bytes of `out`, every byte of it

@@ -357,6 +357,8 @@ impl Replay {
             native_defaults: a.native_defaults,
             ..pipeline(a.analyzers, a.pipeline, false)?
         };
+        // Checked with the defaults on, so that only this flag runs no analyzer at all.
+        let pipeline = Pipeline { defaults: pipeline.defaults && !a.decode_only, ..pipeline };
         Ok(Self { captures: a.captures, output: a.output, pipeline })
     }
 }

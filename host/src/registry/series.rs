@@ -30,6 +30,11 @@ impl Nanos {
     const PER_UNIT: i128 = 1_000_000_000;
 
     fn from_f64(v: f64) -> Self {
+        // A whole sum (of sizes, say) exactly, whatever its size below 2^53: scaling it first
+        // would round once it passes 2^53 billionths, differently for different groupings.
+        if v.fract() == 0.0 && v.abs() < 9_007_199_254_740_992.0 {
+            return Nanos(v as i128 * Self::PER_UNIT);
+        }
         // `as` saturates on overflow and maps NaN to 0; sums are finite in practice.
         Nanos((v * Self::PER_UNIT as f64).round() as i128)
     }
@@ -86,4 +91,18 @@ pub(super) fn merge(into: &mut SeriesValue, value: Value) -> bool {
         _ => {}
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Nanos;
+
+    #[test]
+    fn whole_sums_convert_exactly_and_fractions_to_the_nearest_billionth() {
+        // 123456789012 × 1e9 is not exact in f64; the whole number path never scales in f64.
+        assert_eq!(Nanos::from_f64(123_456_789_012.0).0, 123_456_789_012 * Nanos::PER_UNIT);
+        assert_eq!(Nanos::from_f64(0.000_076_5).0, 76_500);
+        assert_eq!(Nanos::from_f64(-2.0).0, -2 * Nanos::PER_UNIT);
+        assert_eq!(Nanos::from_f64(1.5).to_f64(), 1.5);
+    }
 }

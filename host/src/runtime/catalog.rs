@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
 
-use super::worker::{Control, Workers};
+use super::worker::{Control, Flush, Workers};
 use super::{Analyzer, LoadError, Runtime};
 use crate::registry::{Families, FamilyError, Kind};
 use crate::telemetry::Shared;
@@ -87,8 +87,9 @@ impl Catalog {
         runtime: Arc<Runtime>,
         shared: Shared,
         initial: Vec<(Arc<Analyzer>, Families)>,
+        flush: Flush,
     ) -> std::io::Result<Self> {
-        let workers = Workers::start(n, &runtime, &initial, &shared)?;
+        let workers = Workers::start(n, &runtime, &initial, &shared, flush)?;
         let entries = initial
             .into_iter()
             .map(|(analyzer, families)| Entry { analyzer, families, file: None })

@@ -9,6 +9,10 @@
 //! re-instantiates it after an exponential backoff; after [`QUARANTINE_FAILURES`] failures
 //! within [`QUARANTINE_WINDOW`] the analyzer is quarantined on that worker. Other analyzers
 //! never see any of this.
+//!
+//! Updates may be held in the analyzers over several batches ([`Flush`]), so that a busy
+//! analyzer returns one update per series every so often instead of every batch: the host
+//! then lifts and applies far fewer. A failed call loses the held updates with its own.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +40,21 @@ pub const QUARANTINE_FAILURES: usize = 5;
 pub const QUARANTINE_WINDOW: Duration = Duration::from_secs(60);
 /// Analyzers are ticked at least this often in packet time, to expire idle state.
 const TICK_EVERY_NS: u64 = 1_000_000_000;
+
+/// When the workers ask analyzers for the updates they hold (every tick does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// At ticks only, which come with packet time: a replay's output then depends on the
+    /// capture alone, not on how fast it ran.
+    Ticks,
+    /// Also at least this often in wall time, and this long after the last batch when the
+    /// traffic stops: live metrics trail the traffic by at most this (plus the batch age).
+    Every(Duration),
+}
+
+/// A live worker's flush interval: with the batch age (50 ms) a packet shows in the metrics
+/// within about a tenth of a second.
+pub const LIVE_FLUSH: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -219,6 +238,7 @@ impl Workers {
         runtime: &Arc<Runtime>,
         analyzers: &[(Arc<Analyzer>, Families)],
         shared: &Shared,
+        flush: Flush,
     ) -> std::io::Result<Self> {
         let (mut queues, mut controls, mut threads) = (Vec::new(), Vec::new(), Vec::new());
         let n = n.max(1);
@@ -233,7 +253,7 @@ impl Workers {
                 // A worker only ends when its queue closes at shutdown; anything else is
                 // reported by /healthz.
                 let watched = crate::health::Watched::new(&shared.health, &name);
-                work(&runtime, &shared, analyzers, &rx, &ctl_rx, &end);
+                work(&runtime, &shared, analyzers, &rx, &ctl_rx, &end, flush);
                 watched.done();
             })?;
             queues.push(tx);
@@ -306,6 +326,7 @@ fn work(
     rx: &Receiver<Batch>,
     controls: &Receiver<Acked>,
     end: &End,
+    flush: Flush,
 ) {
     let mut slots: Vec<Slot> =
         analyzers.into_iter().map(|(a, families)| Slot::new(a, families, shared)).collect();
@@ -314,11 +335,20 @@ fn work(
     }
     let mut last_ts = 0u64;
     let mut next_tick = 0u64;
+    // Whether analyzers may hold updates from a call since the last flush, and when that was.
+    let mut held = false;
+    let mut flushed = Instant::now();
+    let empty = crate::batch::record::empty_batch();
     // Once the control side hangs up, wait on batches alone: a closed channel is always ready.
     let mut controls = controls.clone();
     loop {
+        // How long until held updates are due (an hour: nothing is held).
+        let due = match flush {
+            Flush::Every(every) if held => every.saturating_sub(flushed.elapsed()),
+            _ => Duration::from_secs(3600),
+        };
         // Changes first: a reload takes effect before the next batch.
-        let batch = select_biased! {
+        let mut batch = select_biased! {
             recv(controls) -> msg => {
                 match msg {
                     Ok((control, ack)) => {
@@ -333,10 +363,25 @@ fn work(
                 Ok(b) => b,
                 Err(_) => break,
             },
+            default(due) => {
+                if held {
+                    for slot in &mut slots {
+                        slot.call(runtime, shared, 0, |i| i.process(&empty));
+                    }
+                    (held, flushed) = (false, Instant::now());
+                }
+                continue;
+            }
         };
+        let hold = match flush {
+            Flush::Ticks => true,
+            Flush::Every(every) => flushed.elapsed() < every,
+        };
+        batch.set_hold(hold);
         for slot in &mut slots {
             slot.call(runtime, shared, batch.len(), |i| i.process(batch.bytes()));
         }
+        (held, flushed) = if hold { (true, flushed) } else { (false, Instant::now()) };
         last_ts = last_ts.max(batch.max_ts());
         end.latest.fetch_max(batch.max_ts(), Ordering::Relaxed);
         drop(batch);
@@ -345,6 +390,7 @@ fn work(
                 for slot in &mut slots {
                     slot.call(runtime, shared, 0, |i| i.tick(last_ts, false));
                 }
+                (held, flushed) = (false, Instant::now());
             }
             next_tick = last_ts.saturating_add(TICK_EVERY_NS);
         }

@@ -136,3 +136,48 @@ fn hash_spreads_small_keys() {
     assert_ne!(series_hash(0, &[Label::Device(1)]), series_hash(1, &[Label::Device(1)]));
     assert_ne!(series_hash(0, &[Label::Device(1)]), series_hash(0, &[Label::Number(1)]));
 }
+
+fn histogram_of(out: &[wit::MetricUpdate], i: usize) -> wit::HistogramDelta {
+    match &out[i].value {
+        UpdateValue::Histogram(d) => d.clone(),
+        other => panic!("histogram expected: {other:?}"),
+    }
+}
+
+#[test]
+fn binned_observations_merge_like_single_ones() {
+    let Fixture { mut updates, h, .. } = fixture();
+    let dev = [Label::Device(1)];
+    for v in [0.0, 5.0, 10.0, 101.0] {
+        updates.observe(h, &dev, v);
+    }
+    let single = histogram_of(&updates.finish().expect("no misuse"), 0);
+    // The same four, binned by hand (le 0, le 10, le 100, +Inf), in two parts.
+    updates.observe_binned(h, &dev, &[1, 1, 0, 0], 5.0);
+    updates.observe_binned(h, &dev, &[0, 1, 0, 1], 111.0);
+    let binned = histogram_of(&updates.finish().expect("no misuse"), 0);
+    assert_eq!(binned, single);
+    assert_eq!((binned.count, binned.sum), (4, 116.0));
+
+    updates.observe_binned(h, &dev, &[1, 2, 3], 1.0);
+    let e = updates.finish().expect_err("three counts for four buckets");
+    assert!(e.contains("3 bucket counts, not 4"), "{e}");
+    updates.observe_binned(h, &dev, &[1, 0, 0, 0], f64::NAN);
+    assert!(updates.finish().is_err(), "a NaN sum is refused");
+}
+
+#[test]
+fn histogram_sums_are_exact_whatever_the_grouping() {
+    let Fixture { mut updates, h, .. } = fixture();
+    let dev = [Label::Device(1)];
+    // 0.1 s ten times: f64 additions give 0.9999999999999999; billionths give 1 exactly.
+    for _ in 0..10 {
+        updates.observe(h, &dev, 0.1);
+    }
+    assert_eq!(histogram_of(&updates.finish().expect("no misuse"), 0).sum, 1.0);
+    // Whole sums beyond 2^53 billionths stay whole.
+    for _ in 0..3 {
+        updates.observe(h, &dev, 3_000_000_000.0);
+    }
+    assert_eq!(histogram_of(&updates.finish().expect("no misuse"), 0).sum, 9_000_000_000.0);
+}
