@@ -11,7 +11,7 @@
 //!
 //! (The host prefixes the names with `wasmtap_`.)
 
-use wasmtap_sdk::{Analyzer, AnalyzerInfo, Batch, Config, Counter, Gauge, Updates};
+use wasmtap_sdk::{Analyzer, AnalyzerInfo, Batch, Config, Counter, Gauge, Label, Updates};
 
 /// Labels of every family here: who sent, to whom, on which device.
 const LABELS: [&str; 3] = ["src_ip", "dst_ip", "device"];
@@ -61,32 +61,107 @@ impl Analyzer for HeaderFlags {
     }
 
     fn process(&mut self, batch: &Batch<'_>, out: &mut Updates) -> Result<(), String> {
+        // A few recent pairs are counted here and emitted when they make room or the batch
+        // ends: a bulk transfer's segments and ACKs then cost a scan of a few entries each,
+        // not a series lookup per counter.
+        let mut recent = Recent::default();
         for p in batch {
             let df = p.is_ipv4() && p.dont_fragment();
             let rst = p.has_tcp() && p.rst();
             let wscale = if p.has_tcp() { p.wscale() } else { None };
-            // The payload length comes from the IP and TCP headers, as tshark's `tcp.len`, so
-            // a capture cut at the snap length still counts the segment.
             let data = p.has_tcp() && p.payload_len() > 0;
             if !(df || rst || wscale.is_some() || data) {
                 continue;
             }
-            let labels = [p.src_label(), p.dst_label(), p.device_label()];
-            if rst {
-                out.inc(self.resets, &labels);
-            }
-            if df {
-                out.inc(self.dont_fragment, &labels);
-            }
+            let pair = [p.src_label(), p.dst_label(), p.device_label()];
+            let c = recent.counts(pair, |old| self.emit(old, out));
+            c.resets += u32::from(rst);
+            c.dont_fragment += u32::from(df);
+            c.data_segments += u32::from(data);
             if let Some(shift) = wscale {
-                out.inc(self.wscale_options, &labels);
-                out.set(self.wscale_shift, &labels, f64::from(shift), p.time_ns());
-            }
-            if data {
-                out.inc(self.data_segments, &labels);
+                c.wscale_options += 1;
+                // Packets come in time order within a batch; the gauge keeps the latest.
+                if c.wscale.is_none_or(|(_, at)| p.time_ns() >= at) {
+                    c.wscale = Some((shift, p.time_ns()));
+                }
             }
         }
+        for pair in recent.drain() {
+            self.emit(&pair, out);
+        }
         Ok(())
+    }
+}
+
+impl HeaderFlags {
+    /// Emits one pair's counts: only the counters that counted something, as per packet.
+    fn emit(&self, (labels, c): &(Pair, Counts), out: &mut Updates) {
+        if c.resets > 0 {
+            out.add(self.resets, labels, f64::from(c.resets));
+        }
+        if c.dont_fragment > 0 {
+            out.add(self.dont_fragment, labels, f64::from(c.dont_fragment));
+        }
+        if let Some((shift, at_ns)) = c.wscale {
+            out.add(self.wscale_options, labels, f64::from(c.wscale_options));
+            out.set(self.wscale_shift, labels, f64::from(shift), at_ns);
+        }
+        if c.data_segments > 0 {
+            out.add(self.data_segments, labels, f64::from(c.data_segments));
+        }
+    }
+}
+
+/// A pair's label values: source, destination, device.
+type Pair = [Label; 3];
+
+/// What one pair counted since it entered [`Recent`].
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    resets: u32,
+    dont_fragment: u32,
+    wscale_options: u32,
+    /// The latest shift and its packet time.
+    wscale: Option<(u8, u64)>,
+    data_segments: u32,
+}
+
+/// Pairs kept at once: a handful covers the directions of a few busy connections; with many
+/// connections interleaved, most packets miss anyway and a longer scan would only cost.
+const RECENT: usize = 2;
+
+/// The last few pairs seen, replaced oldest first.
+#[derive(Default)]
+struct Recent {
+    entries: [Option<(Pair, Counts)>; RECENT],
+    next: usize,
+}
+
+impl Recent {
+    /// The counts of `pair`, making room for it (the oldest entry goes to `evict`) if new.
+    #[inline]
+    fn counts(&mut self, pair: Pair, evict: impl FnOnce(&(Pair, Counts))) -> &mut Counts {
+        let found = self.entries.iter().position(|e| e.as_ref().is_some_and(|(p, _)| *p == pair));
+        let i = match found {
+            Some(i) => i,
+            None => {
+                let i = self.next;
+                self.next = (i + 1) % RECENT;
+                if let Some(old) = &self.entries[i] {
+                    evict(old);
+                }
+                self.entries[i] = Some((pair, Counts::default()));
+                i
+            }
+        };
+        // The entry at `i` was found or just filled.
+        &mut self.entries[i].get_or_insert_with(|| (pair, Counts::default())).1
+    }
+
+    /// The pairs still held, oldest first.
+    fn drain(&mut self) -> impl Iterator<Item = (Pair, Counts)> + '_ {
+        let start = self.next;
+        (0..RECENT).filter_map(move |k| self.entries[(start + k) % RECENT].take())
     }
 }
 
@@ -306,5 +381,40 @@ mod tests {
             runner().process(&BatchBuilder::new().push(&p).push(&PacketFields::default()).build()),
             Ok(vec![])
         );
+    }
+
+    #[test]
+    fn many_interleaved_pairs_count_exactly() {
+        // More pairs than the recent set holds, in a round robin, so every pair is evicted
+        // and comes back many times: its totals must still be exact.
+        let pairs = 3 * RECENT as u8 + 1;
+        let mut b = BatchBuilder::new();
+        for round in 0..10u64 {
+            for i in 0..pairs {
+                let src = Ipv4Addr::new(10, 0, 1, i);
+                let dst = Ipv4Addr::new(10, 0, 2, i);
+                let mut p = PacketFields::ipv4(src, dst)
+                    .with_tcp(1000, 80, tcp_flags::ACK)
+                    .with_payload(100)
+                    .with_time(round * 1000 + u64::from(i))
+                    .with_bits(packet_bits::DONT_FRAGMENT);
+                if round == 3 {
+                    p = p.with_wscale(i % 15);
+                }
+                b.push(&p);
+            }
+        }
+        let out = runner().process(&b.build()).expect("process");
+        for i in 0..pairs {
+            let src = u32::from(Ipv4Addr::new(10, 0, 1, i));
+            assert_eq!(find(&out, DATA_SEGMENTS, src), Some(&UpdateValue::CounterAdd(10.0)));
+            assert_eq!(find(&out, DF, src), Some(&UpdateValue::CounterAdd(10.0)));
+            assert_eq!(find(&out, WSCALE_OPTIONS, src), Some(&UpdateValue::CounterAdd(1.0)));
+            let at = 3000 + u64::from(i);
+            let shift = f64::from(i % 15);
+            assert_eq!(find(&out, WSCALE_SHIFT, src), Some(&UpdateValue::GaugeSet((shift, at))));
+        }
+        // One update per series: four families per pair.
+        assert_eq!(out.len(), 4 * usize::from(pairs));
     }
 }
