@@ -46,9 +46,12 @@
 //!
 //! ## 3. Emitting metrics
 //!
-//! [`Updates`] aggregates within a call: [`Updates::inc`]/[`Updates::add`] sum counter adds,
-//! [`Updates::observe`] bins histogram observations, [`Updates::set`] keeps the gauge value with
-//! the latest packet time. Repeated series cost a hash lookup and no allocation.
+//! [`Updates`] aggregates per series: [`Updates::inc`]/[`Updates::add`] sum counter adds,
+//! [`Updates::observe`] bins histogram observations ([`Updates::observe_binned`] merges bins the
+//! analyzer counted itself), [`Updates::set`] keeps the gauge value with the latest packet time.
+//! Repeated series cost a hash lookup and no allocation. By default the updates go to the host at
+//! the end of every call; an analyzer with [`Analyzer::HOLD_UPDATES`] lets the [`Runner`] hold
+//! them over several batches while the host allows it, so a busy one costs less per packet.
 //!
 //! ## 4. Building
 //!
