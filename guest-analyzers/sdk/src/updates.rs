@@ -241,22 +241,18 @@ impl Updates {
         if !value.is_finite() {
             return self.fail(histogram.0, format_args!("observation {value} is not finite"));
         }
-        let first = self.buckets.len();
-        let Some(i) = self.slot(histogram.0, labels, Acc::Histogram { first, sum: 0, count: 0 })
-        else {
-            return;
-        };
-        let Acc::Histogram { first, sum, count } = &mut self.series[i].1 else {
-            return;
-        };
-        let bounds = &self.shapes[histogram.0 as usize].bounds;
         // Prometheus buckets are `le`: the first bound >= value; past the last is +Inf.
-        let bucket = bounds.partition_point(|b| *b < value);
-        if let Some(c) = self.buckets.get_mut(*first + bucket) {
-            *c += 1;
-        }
-        *sum = sum.saturating_add(billionths(value));
-        *count += 1;
+        let bucket = self
+            .shapes
+            .get(histogram.0 as usize)
+            .map_or(0, |s| s.bounds.partition_point(|b| *b < value));
+        self.add_to_histogram(histogram, labels, |buckets, sum, count| {
+            if let Some(c) = buckets.get_mut(bucket) {
+                *c += 1;
+            }
+            *sum = sum.saturating_add(billionths(value));
+            *count += 1;
+        });
     }
 
     /// Merges observations the analyzer binned itself into a histogram series: `counts` has
@@ -279,21 +275,35 @@ impl Updates {
         if !sum.is_finite() {
             return self.fail(histogram.0, format_args!("observation sum {sum} is not finite"));
         }
+        self.add_to_histogram(histogram, labels, |buckets, total, count| {
+            for (c, n) in buckets.iter_mut().zip(counts) {
+                *c = c.saturating_add(*n);
+            }
+            *total = total.saturating_add(billionths(sum));
+            *count = count.saturating_add(counts.iter().fold(0u64, |a, n| a.saturating_add(*n)));
+        });
+    }
+
+    /// Finds or creates a histogram series and hands `add` its bucket counts (with `+Inf`), its
+    /// sum in billionths and its count.
+    #[inline]
+    fn add_to_histogram(
+        &mut self,
+        histogram: Histogram,
+        labels: &[Label],
+        add: impl FnOnce(&mut [u64], &mut i128, &mut u64),
+    ) {
         let first = self.buckets.len();
         let Some(i) = self.slot(histogram.0, labels, Acc::Histogram { first, sum: 0, count: 0 })
         else {
             return;
         };
-        let Acc::Histogram { first, sum: total, count } = &mut self.series[i].1 else {
-            return;
-        };
-        if let Some(into) = self.buckets.get_mut(*first..*first + counts.len()) {
-            for (c, n) in into.iter_mut().zip(counts) {
-                *c = c.saturating_add(*n);
-            }
+        let slots = self.shapes.get(histogram.0 as usize).map_or(0, |s| s.bounds.len() + 1);
+        if let Acc::Histogram { first, sum, count } = &mut self.series[i].1
+            && let Some(buckets) = self.buckets.get_mut(*first..*first + slots)
+        {
+            add(buckets, sum, count);
         }
-        *total = total.saturating_add(billionths(sum));
-        *count = count.saturating_add(counts.iter().fold(0u64, |a, n| a.saturating_add(*n)));
     }
 
     /// Finds or creates the series; `None` (and an error kept) on misuse.
