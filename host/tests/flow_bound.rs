@@ -15,13 +15,14 @@
 mod common;
 mod tcp_analysis;
 
+use common::frames::{Pcap, SYN, TcpSegment};
 use common::*;
+use etherparse::TcpOptionElement;
+use std::ffi::OsStr;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 use tcp_analysis::EVICTIONS;
-use tcp_analysis::pcap::{PcapWriter, SYN, TcpSegment};
 
 /// Source addresses (10.99.1.1 … 10.99.1.64).
 const SOURCES: u32 = 64;
@@ -40,44 +41,26 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 /// Streams the capture to `path`: flow i is a SYN from 10.99.1.(1 + i / PORTS), port
 /// 1024 + i % PORTS, to 10.99.200.1:39000.
 fn write_capture(path: &Path) {
-    let mut pcap = PcapWriter::create(path);
-    let mut buf = Vec::with_capacity(128);
+    let mut pcap = Pcap::create(path);
     let dst = IpAddr::V4(Ipv4Addr::new(10, 99, 200, 1));
     let t0_us: u64 = 1_700_000_000_000_000;
     for i in 0..FLOWS {
+        let src = IpAddr::V4(Ipv4Addr::new(10, 99, 1, 1 + (i / PORTS) as u8));
         let seg = TcpSegment {
-            src: IpAddr::V4(Ipv4Addr::new(10, 99, 1, 1 + (i / PORTS) as u8)),
-            dst,
-            sport: 1024 + (i % PORTS) as u16,
-            dport: 39_000,
             seq: i.wrapping_mul(2_654_435_761), // any distinct ISNs
-            ack: 0,
             flags: SYN,
-            window: 64_240,
-            payload_len: 0,
-            mss: Some(1460),
+            options: vec![TcpOptionElement::MaximumSegmentSize(1460)],
+            ip_id: i as u16,
+            ..TcpSegment::new(src, 1024 + (i % PORTS) as u16, dst, 39_000)
         };
-        seg.encode(i as u16, &mut buf);
-        pcap.write(t0_us + u64::from(i) * SPACING_US, &buf);
+        pcap.write_segment(t0_us + u64::from(i) * SPACING_US, &seg);
     }
-    assert_eq!(pcap.finish(), u64::from(FLOWS));
-}
-
-/// "Maximum resident set size (kbytes): N" from GNU time's -v report.
-fn max_rss_kib(time_report: &str) -> u64 {
-    time_report
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no max RSS in /usr/bin/time -v output:\n{time_report}"))
+    assert_eq!(pcap.frames(), u64::from(FLOWS));
+    pcap.finish();
 }
 
 #[test]
 fn million_flows_replay_with_a_bounded_flow_table_and_rss() {
-    assert!(
-        Path::new("/usr/bin/time").is_file(),
-        "/usr/bin/time (GNU time) is not installed; Debian: apt-get install time"
-    );
     let dir = TempDir::new("flow-bound");
     let capture = dir.join("million-flows.pcap");
     let t = std::time::Instant::now();
@@ -86,19 +69,11 @@ fn million_flows_replay_with_a_bounded_flow_table_and_rss() {
     eprintln!("wrote {FLOWS} flows ({} MB) in {:.1?}", size / 1_000_000, t.elapsed());
 
     let out = dir.join("out.prom");
-    let r = run_with_timeout(
-        Command::new("/usr/bin/time")
-            .arg("-v")
-            .arg(HOST)
-            .arg("replay")
-            .arg(&capture)
-            .arg("--output")
-            .arg(&out),
-        TIMEOUT,
-    );
+    let args = [OsStr::new("replay"), capture.as_os_str(), OsStr::new("--output"), out.as_os_str()];
+    let (r, rss_kib) = host_measured(&args, TIMEOUT);
     assert_no_panic(&r, "host replay of a million flows");
     assert!(r.success(), "host replay failed: {}", r.describe());
-    let rss_kib = max_rss_kib(&r.stderr_text());
+    let rss_kib = rss_kib.expect("GNU time's report of the peak RSS");
     let text = std::fs::read_to_string(&out).expect("read the exposition");
     let samples = parse_exposition(&text);
 

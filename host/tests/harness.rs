@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::promql::{parse_query_value, url_encode};
 use common::*;
 use std::time::Duration;
 

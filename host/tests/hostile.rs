@@ -103,7 +103,9 @@ use std::time::Duration;
 
 use capture::Synthetic;
 use cases::*;
-use live::{LiveHost, Watchdog, wait_for};
+use common::live::LiveHost;
+use common::*;
+use live::{Watchdog, start_watching};
 use support::*;
 use verdicts::{Span, check_problems, log_problems, replay_problems};
 
@@ -170,8 +172,8 @@ fn check(h: &Hostile, long: Option<&Path>) -> Result<(), String> {
         if let Some(p) = pcap {
             args.extend([os("--pcap"), p.as_os_str()]);
         }
-        let r = host(&args, RUN_TIMEOUT);
-        r.assert_no_host_panic(&format!("host check {}", h.name));
+        let r = run_host(&args, RUN_TIMEOUT);
+        assert_no_host_panic(&r, &format!("host check {}", h.name));
         r
     };
     let r = run(None);
@@ -206,7 +208,7 @@ fn load_time_rejections_fail_fast_with_a_clear_message() {
             let args = [os("replay"), sample.as_os_str(), os("--no-cache")];
             let more = [os("--analyzer"), wasm.as_os_str(), os("--output"), out.as_os_str()];
             let (r, rss) = host_measured(&[&args[..], &more[..]].concat(), RUN_TIMEOUT);
-            r.assert_no_host_panic(&format!("host replay --analyzer {}", h.name));
+            assert_no_host_panic(&r, &format!("host replay --analyzer {}", h.name));
             if r.success() || r.status.is_none() {
                 return Err(format!("replay with {} did not fail fast: {}", h.name, r.describe()));
             }
@@ -255,7 +257,7 @@ fn host_check_passes_every_default_analyzer() {
     let out = dir.join("defaults.prom");
     let sample = sample_capture();
     let args = [os("replay"), sample.as_os_str(), os("--no-cache"), os("--output")];
-    let r = host(&[&args[..], &[out.as_os_str()]].concat(), RUN_TIMEOUT);
+    let r = run_host(&[&args[..], &[out.as_os_str()]].concat(), RUN_TIMEOUT);
     assert!(r.success(), "replay of the sample: {}", r.describe());
     let text = std::fs::read_to_string(&out).expect("the replay's output");
     let mut running: Vec<String> = parse_exposition(&text)
@@ -267,7 +269,7 @@ fn host_check_passes_every_default_analyzer() {
     let names: Vec<String> = components.keys().cloned().collect();
     assert_eq!(names, running, "default components vs the analyzers a replay runs");
     for (name, path) in &components {
-        let r = host(&[os("check"), path.as_os_str()], RUN_TIMEOUT);
+        let r = run_host(&[os("check"), path.as_os_str()], RUN_TIMEOUT);
         assert!(r.success(), "host check {name}: {}", r.describe());
         assert_eq!(r.stdout.lines().last(), Some("PASS"), "host check {name}: {}", r.describe());
         assert!(verdicts::fail_line(&r.stdout).is_none(), "host check {name}: {}", r.describe());
@@ -281,10 +283,11 @@ fn defaults_running_and_clean(samples: &[Sample], log: &str) -> Vec<String> {
     let mut problems = Vec::new();
     for name in ["traffic", "header-flags", "tcp-analysis"] {
         let labels = [("analyzer", name), ("state", "running")];
-        if value(samples, "wasmtap_analyzer_state", &labels) != Some(1.0) {
+        if value_of(samples, "wasmtap_analyzer_state", &labels) != Some(1.0) {
             problems.push(format!("{name} is not running"));
         }
-        if let Some(f) = value(samples, "wasmtap_analyzer_failures_total", &[("analyzer", name)]) {
+        if let Some(f) = value_of(samples, "wasmtap_analyzer_failures_total", &[("analyzer", name)])
+        {
             problems.push(format!("{name} failed {f} times"));
         }
     }
@@ -330,7 +333,7 @@ fn run_time_hostiles_are_contained_and_the_defaults_stay_exact() {
     let base_out = dir.join("baseline.prom");
     let args =
         [&[os("replay"), file.as_os_str()], &common[..], &[os("--output"), base_out.as_os_str()]];
-    let r = host(&args.concat(), RUN_TIMEOUT);
+    let r = run_host(&args.concat(), RUN_TIMEOUT);
     assert!(r.success(), "baseline replay: {}", r.describe());
     let baseline = std::fs::read_to_string(&base_out).expect("baseline output");
 
@@ -347,7 +350,7 @@ fn run_time_hostiles_are_contained_and_the_defaults_stay_exact() {
     let args: Vec<OsString> = args.into_iter().map(OsStr::to_owned).collect();
     let replay = thread::spawn(move || {
         let args: Vec<&OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-        host(&args, RUN_TIMEOUT + PACE)
+        run_host(&args, RUN_TIMEOUT + PACE)
     });
     let writer = {
         let (synthetic, fifo) = (synthetic.clone(), fifo.clone());
@@ -358,7 +361,7 @@ fn run_time_hostiles_are_contained_and_the_defaults_stay_exact() {
         release_fifo_writer(&fifo);
     }
     writer.join().expect("the pacing thread");
-    r.assert_no_host_panic("paced replay with the hostile analyzers");
+    assert_no_host_panic(&r, "paced replay with the hostile analyzers");
     assert!(r.success(), "replay with the hostile analyzers: {}", r.describe());
     assert!(r.elapsed >= PACE, "the replay did not wait for the paced capture ({:?})", r.elapsed);
     let text = std::fs::read_to_string(&out).expect("hostile replay output");
@@ -384,7 +387,7 @@ fn run_time_hostiles_are_contained_and_the_defaults_stay_exact() {
         problems.extend(replay_problems(h, &text, &samples, &r.stderr, WORKERS, Span::Paced));
     }
     // What the failing analyzers managed before each failure, exactly.
-    let count = |name: &str| value(&samples, name, &[]);
+    let count = |name: &str| value_of(&samples, name, &[]);
     let instances = QUARANTINE_FAILURES * WORKERS;
     let good = (PANIC_ON_CALL - 1) * instances;
     if count("wasmtap_test_panic_good_batches_total") != Some(good as f64) {
@@ -463,7 +466,7 @@ fn a_million_packets_with_every_issue_9_analyzer_stay_under_256_mib() {
         args.extend([os("--analyzer"), p.as_os_str()]);
     }
     let (r, rss) = host_measured(&args, RUN_TIMEOUT);
-    r.assert_no_host_panic("the million-packet replay with the issue-9 analyzers");
+    assert_no_host_panic(&r, "the million-packet replay with the issue-9 analyzers");
     assert!(r.success(), "the million-packet replay: {}", r.describe());
     let names: Vec<&str> = loaded.iter().map(|h| h.name).collect();
     eprintln!(
@@ -477,7 +480,7 @@ fn a_million_packets_with_every_issue_9_analyzer_stay_under_256_mib() {
     // order is not fixed: those are checked against tshark pair by pair instead.
     let base_samples = parse_exposition(&baseline);
     let capped = |f: &str| {
-        value(&base_samples, "wasmtap_host_series", &[("family", f)]) == Some(SERIES_CAP as f64)
+        value_of(&base_samples, "wasmtap_host_series", &[("family", f)]) == Some(SERIES_CAP as f64)
     };
     let mut problems = baseline_differences(&text, &baseline, |f| !capped(f));
     problems.extend(per_pair_problems(&samples, &capture.counts));
@@ -504,7 +507,7 @@ fn live_outcome(host: &LiveHost, dir: &Path, h: &Hostile) -> Result<(), String> 
         Some(entry) if entry["state"] == "running" => Ok(()),
         other => Err(format!("not running: {other:?}")),
     };
-    let metric = |name: &str, labels: &[(&str, &str)]| value(&host.metrics(), name, labels);
+    let metric = |name: &str, labels: &[(&str, &str)]| value_of(&host.metrics(), name, labels);
     match h.expect {
         Expect::Rejected { words, .. } => {
             // Compiling `slow-compile` takes the 5 s budget before it is refused.
@@ -557,8 +560,8 @@ fn live_outcome(host: &LiveHost, dir: &Path, h: &Hostile) -> Result<(), String> 
             let f = [("family", family)];
             let capped = wait_for(Duration::from_secs(30), || {
                 let m = host.metrics();
-                let series = value(&m, "wasmtap_host_series", &f)?;
-                let refused = value(&m, "wasmtap_host_series_refused_total", &f)?;
+                let series = value_of(&m, "wasmtap_host_series", &f)?;
+                let refused = value_of(&m, "wasmtap_host_series_refused_total", &f)?;
                 (refused > 0.0).then_some(series)
             });
             if capped != Some(SERIES_CAP as f64) {
@@ -570,8 +573,8 @@ fn live_outcome(host: &LiveHost, dir: &Path, h: &Hostile) -> Result<(), String> 
             let f = [("family", family)];
             let kept = wait_for(Duration::from_secs(60), || {
                 let m = host.metrics();
-                let series = value(&m, "wasmtap_host_series", &f)?;
-                let refused = value(&m, "wasmtap_host_series_refused_total", &f)?;
+                let series = value_of(&m, "wasmtap_host_series", &f)?;
+                let refused = value_of(&m, "wasmtap_host_series_refused_total", &f)?;
                 (refused > 0.0).then_some(series)
             });
             if !kept.is_some_and(|k| k >= 1.0 && k < SERIES_CAP as f64) {
@@ -628,7 +631,7 @@ fn live_analyzer_directory_survives_every_hostile() {
     let tmp = TempDir::new("live");
     let dir = tmp.join("analyzers");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let mut host = LiveHost::start(&dir, tmp.join("host.log"));
+    let mut host = start_watching(&dir);
     let defaults: Vec<String> =
         host.analyzers().iter().filter_map(|a| a["name"].as_str().map(str::to_owned)).collect();
     assert!(defaults.len() >= 2, "default analyzers: {defaults:?}");
@@ -675,7 +678,7 @@ fn live_analyzer_directory_survives_every_hostile() {
     }
     problems.extend(log_problems("host run", &host.log()));
     // After the traffic stopped, so `lo` is idle: the capture thread must still notice.
-    let stopped = host.stop(Duration::from_secs(15));
+    let stopped = host.stop("TERM", Duration::from_secs(15));
     if stopped != Some(true) {
         let tail = host.log_tail();
         problems

@@ -60,7 +60,7 @@ fn install() -> (TempDir, PathBuf) {
 #[test]
 fn installed_wasmtap_checks_the_example_analyzer() {
     let (_prefix, bin) = install();
-    let example = wasmtap_test_analyzers::path("syn-no-answer");
+    let example = test_analyzer("syn-no-answer");
     let r = run_with_timeout(
         Command::new("wasmtap").env("PATH", path_with(&bin)).arg("check").arg(&example),
         QUICK,

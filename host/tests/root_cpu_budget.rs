@@ -173,7 +173,7 @@ fn defaults_never_time_out_at_a_tenth_of_a_core_while_a_loop_is_stopped() {
     let pair = NetnsPair::new();
     // Declared before the host, so dropped after it: the group is empty by then.
     let group = CpuGroup::new();
-    let looping = wasmtap_test_analyzers::path("infinite-loop");
+    let looping = test_analyzer("infinite-loop");
     let looping = looping.to_str().expect("a UTF-8 path");
     let workers = WORKERS.to_string();
     let budget = BUDGET_MS.to_string();

@@ -7,7 +7,7 @@
 //! on its third batch (traps, restarts, quarantine) and one that floods a family with label
 //! values (the series cap, here 100 from a `--config` file, refuses them); a static file of
 //! kube-state-metrics series served by `python3 -m http.server` on loopback; Prometheus
-//! scraping both every second. The traffic: `tcp_analysis/lossy.py` over IPv4 and IPv6 (bulk
+//! scraping both every second. The traffic: `tests/traffic.py` over IPv4 and IPv6 (bulk
 //! transfers, a slow reader, resets), then a handcrafted connection sent with tcpreplay whose
 //! segments come out of order and retransmit acknowledged data (out-of-order and spurious
 //! retransmissions, which random loss after the capture point does not make).
@@ -33,18 +33,19 @@
 
 mod common;
 
+use common::frames::{ACK, PSH, Pcap, SYN, TcpSegment};
 use common::live::LiveHost;
-use common::lossy::{add_loss, loss_drops, run_lossy_client, start_lossy_server};
-use common::promql::{Prometheus, metric_names, netns};
+use common::promql::{Prometheus, ScrapeJob, metric_names, url_encode};
+use common::topology::netns_exec;
 use common::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// lossy.py server ports in namespace b (PORT..PORT+3).
+/// The traffic server's base port in namespace b (see `common::traffic`).
 const PORT: u16 = 5001;
 /// Bulk bytes per family: enough segments for retransmissions and duplicate ACKs at 2% loss.
 const BULK_BYTES: u64 = 1_000_000;
@@ -277,54 +278,37 @@ fn ksm_text(client: &str, server: &str) -> String {
 
 /// One connection whose segments come out of order and retransmit acknowledged data, as
 /// tcpreplay will send it: a handshake 20 ms per step (iRTT about 40 ms), segments d1, d3, d2
-/// 1 ms apart (d2 fills the hole well within the iRTT: out of order), the ACK of all three,
-/// then d1 again (a spurious retransmission: already acknowledged). Addresses from TEST-NET-1;
-/// locally administered MACs, so that the receiving namespace drops the frames unanswered.
+/// of 100 bytes 1 ms apart (d2 fills the hole well within the iRTT: out of order), the ACK of
+/// all three, then d1 again (a spurious retransmission: already acknowledged). Addresses from
+/// TEST-NET-1; the frames' MACs are no interface's, so the receiving namespace drops them
+/// unanswered.
 fn reordered_connection(path: &Path, cport: u16) {
-    use etherparse::PacketBuilder;
-    use pcap_file::pcap::{PcapPacket, PcapWriter};
-    let (client, server) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2));
-    let (cmac, smac) = ([0x02, 0, 0, 0, 0, 0x11], [0x02, 0, 0, 0, 0, 0x22]);
+    let (client, server) = (IpAddr::from([192, 0, 2, 1]), IpAddr::from([192, 0, 2, 2]));
     let (sport, isn_c, isn_s) = (80u16, 1_000u32, 5_000u32);
-    enum Seg {
-        Syn,
-        SynAck,
-        Ack(u32),
-        Data(u32),
-    }
-    let payload = [0x61u8; 100];
-    let steps: [(u64, bool, Seg); 8] = [
-        (0, true, Seg::Syn),
-        (20_000, false, Seg::SynAck),
-        (40_000, true, Seg::Ack(isn_s + 1)),
-        (41_000, true, Seg::Data(isn_c + 1)),
-        (42_000, true, Seg::Data(isn_c + 201)),
-        (43_000, true, Seg::Data(isn_c + 101)),
-        (63_000, false, Seg::Ack(isn_c + 301)),
-        (83_000, true, Seg::Data(isn_c + 1)),
+    let up = TcpSegment::new(client, cport, server, sport);
+    let down = TcpSegment::new(server, sport, client, cport);
+    let data = |seq: u32| TcpSegment {
+        seq,
+        ack: isn_s + 1,
+        flags: PSH | ACK,
+        payload_len: 100,
+        ..up.clone()
+    };
+    let steps: [(u64, TcpSegment); 8] = [
+        (0, TcpSegment { seq: isn_c, flags: SYN, ..up.clone() }),
+        (20_000, TcpSegment { seq: isn_s, ack: isn_c + 1, flags: SYN | ACK, ..down.clone() }),
+        (40_000, TcpSegment { seq: isn_c + 1, ack: isn_s + 1, flags: ACK, ..up.clone() }),
+        (41_000, data(isn_c + 1)),
+        (42_000, data(isn_c + 201)),
+        (43_000, data(isn_c + 101)),
+        (63_000, TcpSegment { seq: isn_s + 1, ack: isn_c + 301, flags: ACK, ..down }),
+        (83_000, data(isn_c + 1)),
     ];
-    let file = std::fs::File::create(path).expect("create pcap");
-    let mut w = PcapWriter::new(file).expect("pcap header");
-    for (us, from_client, seg) in steps {
-        let (smac_, dmac_, src, dst, sp, dp) = if from_client {
-            (cmac, smac, client, server, cport, sport)
-        } else {
-            (smac, cmac, server, client, sport, cport)
-        };
-        let b = PacketBuilder::ethernet2(smac_, dmac_).ipv4(src.octets(), dst.octets(), 64);
-        let (b, data): (_, &[u8]) = match seg {
-            Seg::Syn => (b.tcp(sp, dp, isn_c, 64_240).syn(), &[]),
-            Seg::SynAck => (b.tcp(sp, dp, isn_s, 64_240).syn().ack(isn_c + 1), &[]),
-            Seg::Ack(n) => {
-                (b.tcp(sp, dp, if from_client { isn_c + 1 } else { isn_s + 1 }, 64_240).ack(n), &[])
-            }
-            Seg::Data(seq) => (b.tcp(sp, dp, seq, 64_240).ack(isn_s + 1).psh(), &payload),
-        };
-        let mut frame = Vec::with_capacity(b.size(data.len()));
-        b.write(&mut frame, data).expect("frame");
-        let ts = Duration::from_secs(1_700_000_000) + Duration::from_micros(us);
-        w.write_packet(&PcapPacket::new(ts, frame.len() as u32, &frame)).expect("packet");
+    let mut pcap = Pcap::create(path);
+    for (us, segment) in &steps {
+        pcap.write_segment(1_700_000_000_000_000 + us, segment);
     }
+    pcap.finish();
 }
 
 // ------------------------------------------------------------------------------------------
@@ -348,18 +332,15 @@ fn root_every_panel_query_runs_and_shows_live_data() {
     let dir = TempDir::new("dashboard");
     let pair = NetnsPair::new();
     for ns in [&pair.a, &pair.b] {
-        add_loss(&pair, ns, 2);
+        add_loss(ns, 2);
     }
 
     // The host, as a node would run it, plus the two misbehaving test analyzers.
     let config = dir.join("wasmtap.toml");
     std::fs::write(&config, format!("series-cap = {SERIES_CAP}\nseries-ttl = \"10m\"\n"))
         .expect("config");
-    let panic_nth = wasmtap_test_analyzers::path("panic-nth-batch");
-    let bomb = wasmtap_test_analyzers::path("cardinality-bomb");
-    for a in [&panic_nth, &bomb] {
-        assert!(a.is_file(), "{} missing (host/test-analyzers builds it)", a.display());
-    }
+    let panic_nth = test_analyzer("panic-nth-batch");
+    let bomb = test_analyzer("cardinality-bomb");
     let args: Vec<String> = vec![
         "-i".into(),
         pair.veth_a.clone(),
@@ -380,20 +361,30 @@ fn root_every_panel_query_runs_and_shows_live_data() {
     std::fs::write(ksm_dir.join("metrics.txt"), ksm_text(&pair.v4_a, &pair.v4_b))
         .expect("ksm file");
     let ksm_port = free_port();
-    let mut http = netns(&pair.a, "python3");
+    let mut http = netns_exec(&pair.a, "python3");
     http.args(["-m", "http.server", &ksm_port.to_string(), "--bind", "127.0.0.1", "--directory"])
         .arg(&ksm_dir);
     let mut ksm = Spawned::start("kube-state-metrics file server", &mut http);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while curl_in(&pair, &pair.a, &format!("http://127.0.0.1:{ksm_port}/metrics.txt")).is_none() {
+    let ksm_addr = SocketAddr::from(([127, 0, 0, 1], ksm_port));
+    let served = || common::http::get_in(&pair.a, ksm_addr, "/metrics.txt", Duration::from_secs(5));
+    while !served().is_ok_and(|r| r.status == 200) {
         assert!(ksm.try_status().is_none(), "http.server exited: {}", ksm.stderr());
         assert!(Instant::now() < deadline, "http.server not serving: {}", ksm.stderr());
         thread::sleep(Duration::from_millis(100));
     }
+    let (wasmtap, ksm_target) = (host.addr.to_string(), ksm_addr.to_string());
     let prom = Prometheus::start(
         &pair.a,
-        &format!("127.0.0.1:{}", host.port),
-        &format!("127.0.0.1:{ksm_port}"),
+        &[
+            ScrapeJob::metrics("wasmtap", &wasmtap),
+            ScrapeJob {
+                name: "kube-state-metrics",
+                target: &ksm_target,
+                path: "/metrics.txt",
+                honor_labels: true,
+            },
+        ],
     );
 
     // Traffic, in two rounds a few scrapes apart: a series that first shows up with its count
@@ -402,11 +393,11 @@ fn root_every_panel_query_runs_and_shows_live_data() {
     // Each round: lossy TCP over both families, then a reordered connection (its own client
     // port, so a new connection between the same addresses).
     let started = Instant::now();
-    let _server = start_lossy_server(&pair, &pair.b, &[&pair.v4_b, &pair.v6_b], PORT);
+    let _server = start_traffic_server(&pair, PORT);
     for round in 0..2u16 {
         for addr in [&pair.v4_b, &pair.v6_b] {
-            let summary = run_lossy_client(&pair, &pair.a, addr, PORT, BULK_BYTES, SLOW_BYTES, 60);
-            eprintln!("round {round}: lossy.py client {addr}: {summary}");
+            let summary = run_lossy_traffic_client(&pair, addr, PORT, BULK_BYTES, SLOW_BYTES);
+            eprintln!("round {round}: traffic client {addr}: {summary}");
         }
         let pcap = dir.join(&format!("reordered-{round}.pcap"));
         reordered_connection(&pcap, 40_001 + round);
@@ -424,8 +415,8 @@ fn root_every_panel_query_runs_and_shows_live_data() {
     eprintln!(
         "traffic done after {:.1?}; nftables dropped a->b {} b->a {}",
         started.elapsed(),
-        loss_drops(&pair, &pair.b),
-        loss_drops(&pair, &pair.a)
+        loss_drops(&pair.b),
+        loss_drops(&pair.a)
     );
 
     // Until Prometheus has seen what the panels need: each of these appears late.

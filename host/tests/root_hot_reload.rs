@@ -8,8 +8,9 @@
 
 mod common;
 
+use common::live::LiveHost;
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,36 +20,11 @@ const BURST_BYTES: u64 = 200_000;
 /// The promise of the issue: a change takes effect within 2 s.
 const RELOAD_LIMIT: Duration = Duration::from_secs(2);
 
-fn test_analyzer(name: &str) -> PathBuf {
-    wasmtap_test_analyzers::path(name)
-}
-
-/// Names in `GET /analyzers`, crudely parsed: every `"name":"…"` at the top level of the list
-/// comes before its `"version"`.
-fn analyzer_names(pair: &NetnsPair, ns: &str, listen: &str) -> Option<Vec<String>> {
-    let body = curl_in(pair, ns, &format!("http://{listen}/analyzers"))?;
-    let names = body
-        .split("\"name\":\"")
-        .skip(1)
-        .filter(|part| part.contains("\"version\""))
-        .filter_map(|part| part.split('"').next())
-        .filter(|n| !n.starts_with("wasmtap_"))
-        .map(str::to_owned)
-        .collect();
-    Some(names)
-}
-
-/// Waits until `want(names)` holds; returns how long it took.
-fn wait_for(
-    pair: &NetnsPair,
-    ns: &str,
-    listen: &str,
-    what: &str,
-    want: impl Fn(&[String]) -> bool,
-) -> Duration {
+/// Waits until `want` holds of the names in `GET /analyzers`; returns how long it took.
+fn wait_for_names(host: &LiveHost, what: &str, want: impl Fn(&[String]) -> bool) -> Duration {
     let start = Instant::now();
     loop {
-        let names = analyzer_names(pair, ns, listen).unwrap_or_default();
+        let names = host.analyzer_names();
         if want(&names) {
             return start.elapsed();
         }
@@ -65,10 +41,6 @@ fn deploy(from: &Path, dir: &Path, name: &str) {
     std::fs::rename(&tmp, dir.join(name)).expect("rename analyzer into place");
 }
 
-fn count(samples: &[Sample], name: &str) -> u64 {
-    as_count(sum_metric(samples, name), name)
-}
-
 #[test]
 #[ignore = "needs root: run as root with --include-ignored (scripts/test does)"]
 fn analyzers_come_and_go_under_traffic_without_losing_packets() {
@@ -78,46 +50,37 @@ fn analyzers_come_and_go_under_traffic_without_losing_packets() {
     require_tools(&["curl", "tcpdump", "tshark", "python3"]);
     let first = test_analyzer("syn-no-answer");
     let second = test_analyzer("trap-first-batch");
-    assert!(first.exists() && second.exists(), "test analyzers missing: {first:?} {second:?}");
 
     let pair = NetnsPair::new();
     let ns = pair.a.clone();
     let dir = TempDir::new("hot-reload");
     let watched = dir.join("analyzers");
     std::fs::create_dir(&watched).expect("create the watched directory");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut cmd = pair.exec(&ns, HOST);
-    cmd.args(["run", "-i", &pair.veth_a, "--listen", &listen, "--analyzer-dir"]).arg(&watched);
-    let mut host = Spawned::start("host run", &mut cmd);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while curl_in(&pair, &ns, &format!("http://{listen}/readyz")).is_none() {
-        if let Some(status) = host.try_status() {
-            panic!("host run exited early ({status}):\n{}", host.stderr());
-        }
-        assert!(Instant::now() < deadline, "/readyz not OK within 60 s:\n{}", host.stderr());
-        thread::sleep(Duration::from_millis(50));
-    }
+    let watched_arg = watched.to_str().expect("a UTF-8 path");
+    let args = ["-i", pair.veth_a.as_str(), "--analyzer-dir", watched_arg];
+    let mut host = LiveHost::start("host run", &ns, &args);
+    host.wait_ready(Duration::from_secs(60));
 
     let reference = dir.join("reference.pcap");
-    let tcpdump = Tcpdump::start(&pair, &ns, &pair.veth_a, &reference);
+    let tcpdump = Tcpdump::start(&ns, &pair.veth_a, &reference);
     let server = start_traffic_server(&pair, TRAFFIC_PORT);
     run_traffic_client(&pair, &pair.v4_b, TRAFFIC_PORT, BURST_BYTES);
 
     // Add.
     deploy(&first, &watched, "extra.wasm");
-    let added = wait_for(&pair, &ns, &listen, "add", |n| n.iter().any(|x| x == "syn-no-answer"));
+    let added = wait_for_names(&host, "add", |n| n.iter().any(|x| x == "syn-no-answer"));
     run_traffic_client(&pair, &pair.v6_b, TRAFFIC_PORT, BURST_BYTES);
 
     // Replace the same file with another analyzer.
     deploy(&second, &watched, "extra.wasm");
-    let replaced = wait_for(&pair, &ns, &listen, "replace", |n| {
+    let replaced = wait_for_names(&host, "replace", |n| {
         n.iter().any(|x| x == "trap-first-batch") && !n.iter().any(|x| x == "syn-no-answer")
     });
     run_traffic_client(&pair, &pair.v4_b, TRAFFIC_PORT, BURST_BYTES);
 
     // Remove.
     std::fs::remove_file(watched.join("extra.wasm")).expect("remove analyzer");
-    let removed = wait_for(&pair, &ns, &listen, "remove", |n| {
+    let removed = wait_for_names(&host, "remove", |n| {
         !n.iter().any(|x| x == "trap-first-batch" || x == "syn-no-answer")
             && n.iter().any(|x| x == "traffic")
     });
@@ -136,20 +99,16 @@ fn analyzers_come_and_go_under_traffic_without_losing_packets() {
         expected.resets > 0 && expected.dont_fragment > 0 && expected.wscale_options > 0,
         "{expected:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let samples = loop {
-        let text = curl_in(&pair, &ns, &format!("http://{listen}/metrics")).unwrap_or_default();
-        let s = parse_exposition(&text);
-        let matched = has_metric(&s, "wasmtap_tcp_resets_total")
-            && count(&s, "wasmtap_tcp_resets_total") == expected.resets
-            && count(&s, "wasmtap_ip_dont_fragment_total") == expected.dont_fragment
-            && count(&s, "wasmtap_tcp_window_scale_options_total") == expected.wscale_options
-            && count(&s, "wasmtap_packets_total") >= expected.frames;
-        if matched || Instant::now() >= deadline {
-            break s;
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
+    let count = count_metric;
+    let samples = host
+        .poll(Duration::from_secs(10), |s| {
+            has_metric(s, "wasmtap_tcp_resets_total")
+                && count(s, "wasmtap_tcp_resets_total") == expected.resets
+                && count(s, "wasmtap_ip_dont_fragment_total") == expected.dont_fragment
+                && count(s, "wasmtap_tcp_window_scale_options_total") == expected.wscale_options
+                && count(s, "wasmtap_packets_total") >= expected.frames
+        })
+        .samples;
     let got = (
         count(&samples, "wasmtap_tcp_resets_total"),
         count(&samples, "wasmtap_ip_dont_fragment_total"),
@@ -161,7 +120,7 @@ fn analyzers_come_and_go_under_traffic_without_losing_packets() {
         (got.0, got.1, got.2),
         (expected.resets, expected.dont_fragment, expected.wscale_options),
         "the default analyzers lost packets across reloads\nhost log:\n{}",
-        host.stderr()
+        host.log()
     );
     assert!(got.3 >= expected.frames, "packets {} < tshark frames {}", got.3, expected.frames);
     assert!(
@@ -169,6 +128,6 @@ fn analyzers_come_and_go_under_traffic_without_losing_packets() {
         "removed analyzer's series remain"
     );
 
-    let status = host.interrupt_and_wait(Duration::from_secs(10));
-    assert!(status.is_some_and(|s| s.success()), "host run did not exit cleanly: {status:?}");
+    let exited = host.stop("INT", Duration::from_secs(10));
+    assert_eq!(exited, Some(true), "host run did not exit cleanly:\n{}", host.log());
 }

@@ -31,7 +31,7 @@ use std::time::Duration;
 use common::container::{ConfigMapDir, Container, Podman};
 use common::*;
 
-/// The traffic server's base port (see `traffic.py`: PORT+2 is the closed one).
+/// The traffic server's base port (see `common::traffic`).
 const TRAFFIC_PORT: u16 = 5001;
 /// Small bursts: exact live counts must not depend on the capture buffer's size.
 const BURST_BYTES: u64 = 200_000;
@@ -101,11 +101,9 @@ fn log_span(log: &str, from: &str, to: &str) -> Option<f64> {
 
 /// Whether `GET /analyzers` lists the example.
 fn lists_example(body: &str) -> bool {
-    body.contains(&format!("\"name\":\"{EXAMPLE}\""))
-}
-
-fn count(samples: &[Sample], name: &str) -> u64 {
-    as_count(sum_metric(samples, name), name)
+    let list: serde_json::Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("/analyzers is not JSON ({e}): {body}"));
+    list.as_array().is_some_and(|l| l.iter().any(|a| a["name"] == EXAMPLE))
 }
 
 #[test]
@@ -125,7 +123,7 @@ fn image_captures_serves_reloads_and_caches_as_the_chart_runs_it() {
     std::fs::create_dir(&cache).expect("mkdir cache");
     // As kubelet makes an emptyDir.
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let example = std::fs::read(wasmtap_test_analyzers::path(EXAMPLE)).expect("read example");
+    let example = std::fs::read(test_analyzer(EXAMPLE)).expect("read example");
     let mut volume = ConfigMapDir::new(&dir.join("analyzers"), &[(EXAMPLE_FILE, &example)]);
     let options = chart_options(&cache, &volume.path);
     let args =
@@ -160,7 +158,7 @@ fn image_captures_serves_reloads_and_caches_as_the_chart_runs_it() {
 
     // Real traffic, with a reference capture of the same interface.
     let reference = dir.join("reference.pcap");
-    let tcpdump = Tcpdump::start(&pair, &pair.a, &pair.veth_a, &reference);
+    let tcpdump = Tcpdump::start(&pair.a, &pair.veth_a, &reference);
     let server = start_traffic_server(&pair, TRAFFIC_PORT);
     run_traffic_client(&pair, &pair.v4_b, TRAFFIC_PORT, BURST_BYTES);
     run_traffic_client(&pair, &pair.v6_b, TRAFFIC_PORT, BURST_BYTES);
@@ -176,7 +174,7 @@ fn image_captures_serves_reloads_and_caches_as_the_chart_runs_it() {
         &reference,
         Some(&format!(
             "tcp.flags.reset==1 && tcp.flags.ack==1 && tcp.srcport=={}",
-            TRAFFIC_PORT + 2
+            TRAFFIC_PORT + REFUSED_PORT_OFFSET
         )),
     );
     assert!(!resets.is_empty() && !df.is_empty() && !wscale.is_empty() && refused > 0);
@@ -185,8 +183,8 @@ fn image_captures_serves_reloads_and_caches_as_the_chart_runs_it() {
             && sum_by_pair(s, "wasmtap_ip_dont_fragment_total") == df
             && sum_by_pair(s, "wasmtap_tcp_window_scale_options_total") == wscale
             && has_metric(s, REFUSED)
-            && count(s, REFUSED) == refused
-            && count(s, "wasmtap_packets_total") >= frames
+            && count_metric(s, REFUSED) == refused
+            && count_metric(s, "wasmtap_packets_total") >= frames
     });
     assert!(
         matched,
@@ -195,8 +193,8 @@ fn image_captures_serves_reloads_and_caches_as_the_chart_runs_it() {
         sum_by_pair(&samples, "wasmtap_tcp_resets_total"),
         sum_by_pair(&samples, "wasmtap_ip_dont_fragment_total"),
         sum_by_pair(&samples, "wasmtap_tcp_window_scale_options_total"),
-        count(&samples, REFUSED),
-        count(&samples, "wasmtap_packets_total"),
+        count_metric(&samples, REFUSED),
+        count_metric(&samples, "wasmtap_packets_total"),
         first.log()
     );
     let devices: Vec<&String> = samples
@@ -208,7 +206,7 @@ fn image_captures_serves_reloads_and_caches_as_the_chart_runs_it() {
     eprintln!(
         "container /metrics = tshark: resets {resets:?}, DF {df:?}, wscale {wscale:?}, \
          refused {refused}, packets {} ≥ {frames}",
-        count(&samples, "wasmtap_packets_total")
+        count_metric(&samples, "wasmtap_packets_total")
     );
 
     // The ConfigMap is edited: `..data` swaps to a payload without the analyzer.

@@ -21,7 +21,7 @@
 //!
 //! Expected values come from tshark on tcpdump captures of the same interface, or from what
 //! the test sent (tcpreplay's count of a capture made by `bench/synth_pcap.py` or with
-//! `tcp_analysis::pcap`). The namespaces have IPv6 off and, except the pods, no addresses, so
+//! `common::frames`). The namespaces have IPv6 off and, except the pods, no addresses, so
 //! that nothing but the test's frames crosses their links. The tests run one at a time
 //! (`serial`). Every test prints what it measured. Skipped (loudly) without root, unless
 //! WASMTAP_REQUIRE_ROOT=1 makes that a failure.
@@ -29,8 +29,8 @@
 mod common;
 mod tcp_analysis;
 
+use common::frames::{ACK, Pcap, TcpSegment};
 use common::live::*;
-use common::lossy::{add_loss, loss_drops, run_lossy_client, start_lossy_server};
 use common::topology::*;
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,12 +38,11 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
-use tcp_analysis::pcap::{ACK, PcapWriter, TcpSegment};
 use tcp_analysis::{COUNTERS, Row, format_table};
 
 /// The node-side bridge ports of the two pods; named like a bridge CNI's pod veths.
 const PORTS: [&str; 2] = ["vethpa", "vethpb"];
-/// lossy.py's server ports in pod b (PORT..PORT+3).
+/// The traffic server's base port in pod b (see `common::traffic`).
 const LOSSY_PORT: u16 = 5001;
 /// Share of TCP segments nftables drops in each pod's input hook, in percent.
 const LOSS_PERCENT: u32 = 2;
@@ -171,7 +170,7 @@ fn bridged_pods_match_tshark_per_port() {
     let topo = BridgeTopology::new(PORTS);
     let (pods, node) = (&topo.pods, topo.node.name.as_str());
     for ns in [&pods.a, &pods.b] {
-        add_loss(pods, ns, LOSS_PERCENT);
+        add_loss(ns, LOSS_PERCENT);
     }
     // Two hosts side by side on the same traffic: the `any` pseudo-device and the chart's
     // default patterns (one capture per matching interface).
@@ -197,19 +196,18 @@ fn bridged_pods_match_tshark_per_port() {
 
     let dir = TempDir::new("bridge");
     let files: [PathBuf; 2] = PORTS.map(|p| dir.join(&format!("{p}.pcap")));
-    let dumps = [0, 1].map(|i| Tcpdump::start(pods, node, PORTS[i], &files[i]));
-    let server = start_lossy_server(pods, &pods.b, &[&pods.v4_b], LOSSY_PORT);
-    let client =
-        run_lossy_client(pods, &pods.a, &pods.v4_b, LOSSY_PORT, BULK_BYTES, SLOW_BYTES, 120);
+    let dumps = [0, 1].map(|i| Tcpdump::start(node, PORTS[i], &files[i]));
+    let server = start_traffic_server(pods, LOSSY_PORT);
+    let client = run_lossy_traffic_client(pods, &pods.v4_b, LOSSY_PORT, BULK_BYTES, SLOW_BYTES);
     drop(server);
     // Late retransmissions and closes land in the captures too, before they stop.
     wait_files_quiet(&[&files[0], &files[1]], secs(3), secs(30));
     let captured = dumps.map(Tcpdump::stop);
     eprintln!(
-        "\nlossy.py: {client}\ntcpdump captured {captured:?} frames on {PORTS:?}; nftables dropped {} \
+        "\ntraffic client: {client}\ntcpdump captured {captured:?} frames on {PORTS:?}; nftables dropped {} \
          segments a->b, {} b->a",
-        loss_drops(pods, &pods.b),
-        loss_drops(pods, &pods.a)
+        loss_drops(&pods.b),
+        loss_drops(&pods.a)
     );
     let ports: Vec<PortCapture> = [0, 1].map(|i| PortCapture::read(PORTS[i], &files[i])).into();
     for p in &ports {
@@ -290,7 +288,7 @@ fn one_packet_on_an_idle_interface_shows_within_a_second() {
     let idle = host.poll(secs(5), |s| interface_up(s, dev) == Some(1.0));
     assert!(idle.met, "interface_up{{device={dev:?}}} not 1 within 5 s:\n{}", host.log());
     assert_eq!(DeviceCounts::of(&idle.samples, dev), DeviceCounts::default(), "{dev} is not idle");
-    let dump = Tcpdump::start(&pair, &pair.a, dev, &dir.join("trk0.pcap"));
+    let dump = Tcpdump::start(&pair.a, dev, &dir.join("trk0.pcap"));
 
     let mut expected = 0;
     for pcap in &pcaps {
@@ -333,25 +331,23 @@ fn one_packet_on_an_idle_interface_shows_within_a_second() {
 /// traffic.
 fn one_flow_pcap(dir: &Path, name: &str, packets: u32) -> PathBuf {
     let path = dir.join(format!("{name}.pcap"));
-    let mut pcap = PcapWriter::create(&path);
-    let mut frame = Vec::new();
+    let mut pcap = Pcap::create(&path);
+    let flow =
+        TcpSegment::new(IpAddr::from([10, 77, 1, 1]), 40_000, IpAddr::from([10, 77, 1, 2]), 5001);
     for i in 0..packets {
         let segment = TcpSegment {
-            src: IpAddr::from([10, 77, 1, 1]),
-            dst: IpAddr::from([10, 77, 1, 2]),
-            sport: 40_000,
-            dport: 5001,
             seq: 1 + i * 100,
             ack: 1,
             flags: ACK,
             window: 502,
             payload_len: 100,
-            mss: None,
+            ip_id: i as u16,
+            ..flow.clone()
         };
-        segment.encode(i as u16, &mut frame);
-        pcap.write(1_700_000_000_000_000 + u64::from(i) * 10, &frame);
+        pcap.write_segment(1_700_000_000_000_000 + u64::from(i) * 10, &segment);
     }
-    assert_eq!(pcap.finish(), u64::from(packets));
+    assert_eq!(pcap.frames(), u64::from(packets));
+    pcap.finish();
     path
 }
 

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// Test-traffic server port inside namespace b (PORT+1 abort, PORT+2 closed/refused).
+/// The traffic server's base port inside namespace b (see `common::traffic`).
 const PORT: u16 = 5001;
 /// Bytes uploaded per bulk transfer (half as much comes back): a few MB per family.
 const BULK_BYTES: u64 = 3_000_000;
@@ -29,7 +29,7 @@ fn record_capture() -> PathBuf {
     require_tools(&["tcpdump", "tshark", "python3", "ip"]);
     let file = fresh_capture(Path::new(env!("CARGO_TARGET_TMPDIR")), "netns-traffic-");
     let pair = NetnsPair::new();
-    let tcpdump = Tcpdump::start(&pair, &pair.a, &pair.veth_a, &file);
+    let tcpdump = Tcpdump::start(&pair.a, &pair.veth_a, &file);
     let _server = start_traffic_server(&pair, PORT);
     run_traffic_client(&pair, &pair.v4_b, PORT, BULK_BYTES);
     run_traffic_client(&pair, &pair.v6_b, PORT, BULK_BYTES);
@@ -236,7 +236,7 @@ fn replay_is_deterministic_across_runs_workers_and_batch_sizes() {
     let wide = replay_to_text(file, &["--workers", "2", "--batch-size", "1"], &dir);
     assert!(first.contains("wasmtap_packets_total"));
     // The same command twice: byte-identical, self-metrics included.
-    assert!(first == second, "two identical replays differ:\n{}", diff(&first, &second));
+    assert!(first == second, "two identical replays differ:\n{}", line_diff(&first, &second));
     // Other worker counts and batch sizes: the analyzers' metrics are byte-identical; the
     // host's self-metrics (instances per worker, ...) legitimately depend on the worker count.
     let analyzers = without_self_metrics(&first);
@@ -247,22 +247,9 @@ fn replay_is_deterministic_across_runs_workers_and_batch_sizes() {
         assert!(
             analyzers == other,
             "{args} differs from the default:\n{}",
-            diff(&analyzers, &other)
+            line_diff(&analyzers, &other)
         );
     }
-}
-
-/// The lines of `a` and `b` that differ, for assertion messages.
-fn diff(a: &str, b: &str) -> String {
-    let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
-    let mut out = String::new();
-    for i in 0..la.len().max(lb.len()) {
-        let (x, y) = (la.get(i), lb.get(i));
-        if x != y {
-            out.push_str(&format!("line {}:\n  - {x:?}\n  + {y:?}\n", i + 1));
-        }
-    }
-    out
 }
 
 /// Writes examples/captures/sample.pcap: a few hundred packets of real IPv4 + IPv6 TCP
@@ -286,7 +273,7 @@ fn record_sample_capture() {
     let dir = TempDir::new("sample");
     let tmp = dir.join("sample.pcap");
     let pair = NetnsPair::new();
-    let tcpdump = Tcpdump::start(&pair, &pair.a, &pair.veth_a, &tmp);
+    let tcpdump = Tcpdump::start(&pair.a, &pair.veth_a, &tmp);
     let _server = start_traffic_server(&pair, PORT);
     run_traffic_client(&pair, &pair.v4_b, PORT, 60_000);
     run_traffic_client(&pair, &pair.v6_b, PORT, 60_000);

@@ -328,26 +328,15 @@ fn bad_clients_cannot_hold_the_host() {
     let (dev, peer) = ("wbad0", "wbad1");
     let pair = quiet_pair("badcli", Some((dev, peer)));
     let dir = TempDir::new("scrape-bad");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut cmd = netns_exec(&pair.a, HOST);
-    cmd.args(["run", "-i", dev, "--no-cache", "--listen", &listen]);
-    let mut host = Spawned::start("host run", &mut cmd);
-    let url = format!("http://{listen}/readyz");
-    let deadline = Instant::now() + secs(60);
-    while curl_in(&pair, &pair.a, &url).is_none() {
-        if let Some(status) = host.try_status() {
-            panic!("host run exited early ({status}):\n{}", host.stderr());
-        }
-        assert!(Instant::now() < deadline, "/readyz not OK within 60 s:\n{}", host.stderr());
-        thread::sleep(Duration::from_millis(100));
-    }
+    let mut host = LiveHost::start("host run", &pair.a, &["-i", dev, "--no-cache"]);
+    host.wait_ready(secs(60));
+    let port = host.port;
 
     // Series enough for a ~3 MB exposition: more than a non-reader's socket buffers hold,
     // so the host is still writing to it when it stops reading.
     let pcap = synth_pcap(dir.path(), "flows", PACKETS);
     tcpreplay(&pair.b, peer, &pcap);
-    let text = curl_in(&pair, &pair.a, &format!("http://{listen}/metrics")).expect("scrape");
+    let text = host.get("/metrics").expect("scrape");
     eprintln!("exposition: {} bytes", text.len());
     assert!(text.len() > 2 << 20, "exposition of {} bytes: too small to stall a write", text.len());
 
@@ -365,10 +354,8 @@ fn bad_clients_cannot_hold_the_host() {
     assert_fired("the half request", half, HEADER_READ_TIMEOUT);
     let cut = cut.unwrap_or_else(|| panic!("the non-reader was never disconnected:\n{out}"));
     assert_fired("the non-reader", cut, WRITE_TIMEOUT);
-    if let Some(status) = host.try_status() {
-        panic!("host exited ({status}) after the timeouts:\n{}", host.stderr());
-    }
-    let health = curl_in(&pair, &pair.a, &format!("http://{listen}/healthz"));
+    assert!(host.alive(), "host exited after the timeouts:\n{}", host.log());
+    let health = host.get("/healthz");
     assert_eq!(health.as_deref(), Some("ok\n"), "/healthz after the timeouts");
 
     // SIGTERM with bad clients holding connections.
@@ -380,12 +367,11 @@ fn bad_clients_cannot_hold_the_host() {
     // Let the host start writing to the non-reader.
     thread::sleep(Duration::from_millis(500));
     let start = Instant::now();
-    host.signal("TERM");
-    let status = host.wait(secs(60));
+    let exited = host.stop("TERM", secs(60));
     let took = start.elapsed();
-    eprintln!("SIGTERM to exit with bad clients connected: {took:.2?} ({status:?})");
-    let log = host.stderr();
-    assert!(status.is_some_and(|s| s.success()), "host exit: {status:?}\n{log}");
+    eprintln!("SIGTERM to exit with bad clients connected: {took:.2?} (success: {exited:?})");
+    let log = host.log();
+    assert_eq!(exited, Some(true), "host exit:\n{log}");
     assert!(took <= SHUTDOWN_LIMIT, "SIGTERM to exit took {took:?}, limit {SHUTDOWN_LIMIT:?}");
     drop(holder);
 }

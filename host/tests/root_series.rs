@@ -236,7 +236,7 @@ fn the_config_file_drops_labels_and_flags_win() {
         .expect("config");
     let pair = NetnsPair::new();
     let capture = dir.join("a.pcap");
-    let tcpdump = Tcpdump::start(&pair, &pair.a, &pair.veth_a, &capture);
+    let tcpdump = Tcpdump::start(&pair.a, &pair.veth_a, &capture);
     let config = good.to_str().expect("utf-8 path");
     let host = LiveHost::start(
         "host (--config)",

@@ -22,13 +22,10 @@
 mod common;
 #[path = "hostile/generated.rs"]
 mod generated;
-// Shared with the hostile suite, which uses the rest of them.
+// Shared with the hostile suite, which uses the rest of it.
 #[allow(dead_code)]
 #[path = "hostile/live.rs"]
 mod live;
-#[allow(dead_code, unused_imports)]
-#[path = "hostile/support.rs"]
-mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -37,8 +34,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use live::{LiveHost, wait_for};
-use support::{TempDir, http_get, require_root};
+use common::http;
+use common::live::LiveHost;
+use common::{TempDir, require_root, wait_for};
+use live::start_watching;
 
 /// How fast `/metrics` and `/analyzers` must answer, throughout (issue 9: "within 1 s").
 const ANSWER_WITHIN: Duration = Duration::from_secs(1);
@@ -77,7 +76,7 @@ impl Prober {
                     for path in ["/metrics", "/analyzers"] {
                         let at = started.elapsed();
                         let t0 = Instant::now();
-                        let status = http_get(addr, path, PROBE_TIMEOUT).ok().map(|r| r.status);
+                        let status = http::get(addr, path, PROBE_TIMEOUT).ok().map(|r| r.status);
                         let p = Probe { path, at, took: t0.elapsed(), status };
                         probes.lock().unwrap_or_else(|e| e.into_inner()).push(p);
                     }
@@ -149,7 +148,7 @@ fn scrapes_answer_within_a_second_while_analyzers_load() {
     let tmp = TempDir::new("slow-load");
     let dir = tmp.join("analyzers");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let host = LiveHost::start(&dir, tmp.join("host.log"));
+    let host = start_watching(&dir);
     let idle_compile_threads = compile_threads(host.pid());
     let prober = Prober::start(host.addr);
     thread::sleep(Duration::from_millis(500));
@@ -216,7 +215,7 @@ fn unchanged_files_are_not_loaded_again() {
     let tmp = TempDir::new("no-reload");
     let dir = tmp.join("analyzers");
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let host = LiveHost::start(&dir, tmp.join("host.log"));
+    let host = start_watching(&dir);
     let pid = host.pid();
     let idle_compile_threads = compile_threads(pid);
     let mut problems = Vec::new();

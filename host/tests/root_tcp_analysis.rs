@@ -1,7 +1,7 @@
 //! ROOT: issue 3, acceptance 1: real lossy Linux TCP, captured with tcpdump, replayed through
 //! `host replay`, and compared with tshark's TCP expert analysis of the same file at run time.
 //!
-//! Two network namespaces `a` and `b` joined by a veth pair (10.99.N.1/.2 and fd99::1/::2).
+//! Two network namespaces `a` and `b` joined by a veth pair (`common::topology::NetnsPair`).
 //! nftables drops 2% of TCP segments at random on the *input* hook of each namespace, i.e. in
 //! the receiving side of each direction, and tcpdump captures on `a`'s veth:
 //! - a → b: captured on `a`'s egress, then dropped on `b`'s input;
@@ -10,7 +10,7 @@
 //!
 //! So every drop happens after the capture point: the capture holds each lost segment and its
 //! retransmission, as a capture on a lossy path would. Offloads are off, so the capture holds
-//! real segments. The traffic (`tcp_analysis/lossy.py`), over IPv4 and IPv6 each: a bulk
+//! real segments. The traffic (`tests/traffic.py`), over IPv4 and IPv6 each: a bulk
 //! transfer (4 MB up, 2 MB down), a slow reader with a small SO_RCVBUF (zero windows, the
 //! sender's persist probes, window updates), a refused connection, an abort with unread data
 //! and a SO_LINGER-0 close (resets).
@@ -31,17 +31,13 @@
 mod common;
 mod tcp_analysis;
 
-use common::lossy::{add_loss, loss_drops, run_lossy_client, start_lossy_server};
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 use tcp_analysis::{COUNTERS, compare_by_pair, compare_totals, format_pairs, format_table};
 
-/// Server ports inside namespace b: PORT bulk, +1 slow reader, +2 abort, +3 refused.
+/// The traffic server's base port inside namespace b (see `common::traffic`).
 const PORT: u16 = 5001;
 /// Bytes uploaded per bulk transfer (half as much comes back): a few MB per family.
 const BULK_BYTES: u64 = 4_000_000;
@@ -49,67 +45,12 @@ const BULK_BYTES: u64 = 4_000_000;
 const SLOW_BYTES: u64 = 400_000;
 /// Share of TCP segments nftables drops in each namespace's input hook, in percent.
 const LOSS_PERCENT: u32 = 2;
-/// Runs a command that must succeed within 10 s.
-fn must(cmd: &mut Command) -> String {
-    run_ok(cmd, Duration::from_secs(10))
-}
-
-/// Two fresh namespaces joined by a veth pair, addressed in 10.99.N.0/24 and fd99::/64, with
-/// offloads off. The returned [`NetnsPair`] deletes both namespaces (and kills whatever runs
-/// in them) on drop, also when a step here fails.
+/// A fresh [`NetnsPair`] whose namespaces each drop [`LOSS_PERCENT`]% of the TCP segments
+/// they receive.
 fn lossy_pair() -> NetnsPair {
-    static SEQ: AtomicU32 = AtomicU32::new(0);
-    let pid = std::process::id();
-    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    let n = pid % 250 + 1;
-    // The `wasmtap-<pid>-` prefix lets the shared fixture remove them if this process dies.
-    let pair = NetnsPair {
-        a: format!("wasmtap-{pid}-lossy{seq}-a"),
-        b: format!("wasmtap-{pid}-lossy{seq}-b"),
-        veth_a: "lossy-a".into(),
-        veth_b: "lossy-b".into(),
-        v4_a: format!("10.99.{n}.1"),
-        v4_b: format!("10.99.{n}.2"),
-        v6_a: "fd99::1".into(),
-        v6_b: "fd99::2".into(),
-    };
-    must(Command::new("ip").args(["netns", "add", &pair.a]));
-    must(Command::new("ip").args(["netns", "add", &pair.b]));
-    // Created inside the namespaces, so the names never clash in the root namespace.
-    must(Command::new("ip").args([
-        "link",
-        "add",
-        &pair.veth_a,
-        "netns",
-        &pair.a,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &pair.veth_b,
-        "netns",
-        &pair.b,
-    ]));
-    for (ns, dev, v4, v6) in [
-        (&pair.a, &pair.veth_a, &pair.v4_a, &pair.v6_a),
-        (&pair.b, &pair.veth_b, &pair.v4_b, &pair.v6_b),
-    ] {
-        must(Command::new("ip").args(["-n", ns, "link", "set", "lo", "up"]));
-        must(Command::new("ip").args(["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev]));
-        must(Command::new("ip").args([
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{v6}/64"),
-            "dev",
-            dev,
-            "nodad",
-        ]));
-        must(Command::new("ip").args(["-n", ns, "link", "set", dev, "up"]));
-        // Real segments on the wire (and in the capture), not GSO/GRO super-frames.
-        must(pair.exec(ns, "ethtool").args(["-K", dev, "tso", "off", "gso", "off", "gro", "off"]));
-        add_loss(&pair, ns, LOSS_PERCENT);
+    let pair = NetnsPair::new();
+    for ns in [&pair.a, &pair.b] {
+        add_loss(ns, LOSS_PERCENT);
     }
     pair
 }
@@ -135,18 +76,15 @@ fn record() -> Recorded {
     require_tools(&["tcpdump", "tshark", "python3", "ip", "nft", "ethtool"]);
     let file = fresh_capture(Path::new(env!("CARGO_TARGET_TMPDIR")), "lossy-tcp-");
     let pair = lossy_pair();
-    let tcpdump = Tcpdump::start(&pair, &pair.a, &pair.veth_a, &file);
-    let _server = start_lossy_server(&pair, &pair.b, &[&pair.v4_b, &pair.v6_b], PORT);
+    let tcpdump = Tcpdump::start(&pair.a, &pair.veth_a, &file);
+    let _server = start_traffic_server(&pair, PORT);
     for addr in [&pair.v4_b, &pair.v6_b] {
-        let report = run_lossy_client(&pair, &pair.a, addr, PORT, BULK_BYTES, SLOW_BYTES, 120);
+        let report = run_lossy_traffic_client(&pair, addr, PORT, BULK_BYTES, SLOW_BYTES);
         eprintln!("client {addr}: {report}");
     }
     let captured = tcpdump.stop();
-    let recorded = Recorded {
-        dropped_ab: loss_drops(&pair, &pair.b),
-        dropped_ba: loss_drops(&pair, &pair.a),
-        file,
-    };
+    let recorded =
+        Recorded { dropped_ab: loss_drops(&pair.b), dropped_ba: loss_drops(&pair.a), file };
     eprintln!(
         "captured {captured} packets into {}; nftables dropped {} segments a→b and {} b→a",
         recorded.file.display(),
@@ -263,29 +201,16 @@ fn lossy_replay_is_deterministic() {
     let second = replay_to_text(file, &[], &dir);
     let small = replay_to_text(file, &["--workers", "1", "--batch-size", "7"], &dir);
     assert!(first.contains("wasmtap_tcp_retransmissions_total{"), "no retransmission series");
-    assert!(first == second, "two identical replays differ:\n{}", diff(&first, &second));
+    assert!(first == second, "two identical replays differ:\n{}", line_diff(&first, &second));
     // The whole exposition, self-metrics included (a replay has no wall-clock ones).
     assert!(
         first == small,
         "--workers 1 --batch-size 7 differs from the defaults:\n{}",
-        diff(&first, &small)
+        line_diff(&first, &small)
     );
     eprintln!(
         "\ndeterminism: 3 replays ({} lines each) byte-identical, default and \
          --workers 1 --batch-size 7",
         first.lines().count()
     );
-}
-
-/// The lines of `a` and `b` that differ, for assertion messages.
-fn diff(a: &str, b: &str) -> String {
-    let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
-    let mut out = String::new();
-    for i in 0..la.len().max(lb.len()) {
-        let (x, y) = (la.get(i), lb.get(i));
-        if x != y {
-            out.push_str(&format!("line {}:\n  - {x:?}\n  + {y:?}\n", i + 1));
-        }
-    }
-    out
 }

@@ -25,11 +25,12 @@
 mod common;
 mod tcp_analysis;
 
+use common::frames::{ACK, FIN, PSH, Pcap, RST, SYN, TcpSegment};
 use common::*;
+use etherparse::TcpOptionElement;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use tcp_analysis::pcap::{ACK, FIN, PSH, PcapWriter, RST, SYN, TcpSegment};
 use tcp_analysis::{COUNTERS, compare_by_pair, compare_totals, format_pairs, format_table};
 
 /// The `tcp.analysis.*` flags checked frame by frame: the six counted ones and those that
@@ -129,16 +130,18 @@ impl<'a> Conv<'a> {
         self.frames.push(Frame {
             time_us: self.t_us,
             seg: TcpSegment {
-                src: self.addr[from],
-                dst: self.addr[to],
-                sport: self.port[from],
-                dport: self.port[to],
                 seq,
                 ack: if flags & ACK != 0 { self.rcv[from] } else { 0 },
                 flags,
                 window: self.win[from],
-                payload_len: len,
-                mss: (flags & SYN != 0).then_some(1460),
+                payload_len: usize::from(len),
+                // An MSS option on SYNs.
+                options: if flags & SYN != 0 {
+                    vec![TcpOptionElement::MaximumSegmentSize(1460)]
+                } else {
+                    Vec::new()
+                },
+                ..TcpSegment::new(self.addr[from], self.port[from], self.addr[to], self.port[to])
             },
             expect,
             scenario: self.scenario,
@@ -354,13 +357,12 @@ fn scenarios() -> Vec<Frame> {
 
 /// Writes the scenarios' frames to `path`.
 fn write_capture(frames: &[Frame], path: &Path) {
-    let mut pcap = PcapWriter::create(path);
-    let mut buf = Vec::new();
+    let mut pcap = Pcap::create(path);
     for (i, f) in frames.iter().enumerate() {
-        f.seg.encode(i as u16, &mut buf);
-        pcap.write(f.time_us, &buf);
+        pcap.write_segment(f.time_us, &TcpSegment { ip_id: i as u16, ..f.seg.clone() });
     }
-    assert_eq!(pcap.finish(), frames.len() as u64);
+    assert_eq!(pcap.frames(), frames.len() as u64);
+    pcap.finish();
 }
 
 /// Builds the capture in a fresh directory.

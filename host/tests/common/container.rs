@@ -7,11 +7,13 @@
 //! can exceed a machine's hard limits. As everywhere in `common`, what is started here is
 //! stopped on drop, also when a test panics, and every wait is bounded.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::http::{self, Response};
 use super::{
     HOST, Sample, Spawned, TempDir, next_seq, parse_exposition, repo_root, require_tools, run_ok,
     run_with_timeout,
@@ -24,6 +26,9 @@ pub const RUNC: &str = "/usr/sbin/runc";
 /// some machines) and runc for `podman build`'s RUN steps too.
 const CONTAINERS_CONF: &str =
     "[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = \"runc\"\n";
+
+/// Bound on one request to the container's endpoints.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often the polling helpers ask: fine enough to time a reload against its 2 s promise.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -182,31 +187,26 @@ impl<'a> Container<'a> {
 
     /// The body of a 2xx answer to GET `path`; `None` otherwise.
     pub fn get(&self, path: &str) -> Option<String> {
-        super::live::http_get(&self.ns, self.port, path)
+        self.request(path).ok()?.ok()
     }
 
     /// The HTTP status of GET `path`; `None` if nothing answered.
     pub fn status(&self, path: &str) -> Option<u16> {
-        super::live::http_status(&self.ns, self.port, path)
+        self.request(path).ok().map(|r| r.status)
+    }
+
+    /// GET `path` from inside the test namespace, whatever the status.
+    fn request(&self, path: &str) -> Result<Response, String> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        http::get_in(&self.ns, addr, path, REQUEST_TIMEOUT)
     }
 
     /// Scrapes /metrics every [`POLL_INTERVAL`] until `done(samples)` holds or `timeout`
     /// passes; returns whether it held, and the last scrape.
     pub fn poll(&self, timeout: Duration, done: impl Fn(&[Sample]) -> bool) -> (bool, Vec<Sample>) {
-        let start = Instant::now();
-        let mut samples = Vec::new();
-        loop {
-            if let Some(text) = self.get("/metrics") {
-                samples = parse_exposition(&text);
-                if done(&samples) {
-                    return (true, samples);
-                }
-            }
-            if start.elapsed() >= timeout {
-                return (false, samples);
-            }
-            thread::sleep(POLL_INTERVAL);
-        }
+        let scrape = || self.get("/metrics").map(|t| parse_exposition(&t));
+        let polled = super::live::poll_scrapes(scrape, timeout, done);
+        (polled.met, polled.samples)
     }
 
     /// Polls GET `path` until `done(body)` holds; returns how long that took, `None` on

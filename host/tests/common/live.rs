@@ -1,29 +1,36 @@
-//! Helpers for the tests of `host run` on interfaces that come and go (`root_interfaces`):
-//! the host under test inside a namespace ([`LiveHost`]: its HTTP endpoints, polling its
-//! metrics), reading its per-device metrics, sending generated captures with tcpreplay and
-//! checking what arrived, and a process's RSS, threads and one thread's CPU time from /proc.
-//! The namespaces come from [`super::topology`].
+//! `host run` under test ([`LiveHost`]: started in a test namespace or in this process's own,
+//! its HTTP endpoints, polling its metrics, its log), reading its per-device metrics, sending
+//! generated captures with tcpreplay and checking what arrived, and a process's RSS, threads
+//! and one thread's CPU time from /proc. The namespaces come from [`super::topology`].
 //!
 //! As everywhere in `common`, what is started here is stopped on drop, also when a test
 //! panics, and every wait is bounded.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
+use super::exposition::{Sample, as_count, parse_exposition, value_of};
+use super::http::{self, Response};
+use super::process::{HOST, Spawned, free_port, repo_root, require_tools, run_ok};
 use super::topology::netns_exec;
-use super::{
-    HOST, Sample, Spawned, as_count, free_port, parse_exposition, repo_root, require_tools, run_ok,
-    run_with_timeout,
-};
 
 /// How often the polling helpers scrape: fine enough to measure sub-second latencies.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// The reasons of `wasmtap_host_packets_dropped_total`.
 pub const DROP_REASONS: [&str; 3] = ["kernel", "interface", "queue_full"];
+/// Bound on one request to the host (a scrape of a large exposition included).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the host may take to answer at start: it compiles its analyzers first.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Lines of the host's log quoted in a failure message: enough to see the last events.
+const LOG_TAIL_LINES: usize = 40;
 
 /// Serializes the tests of one test binary that measure latency or CPU, or need a loss-free
 /// live capture: the harness runs tests in parallel, and one test's load would skew another's
@@ -36,10 +43,13 @@ pub fn serial() -> MutexGuard<'static, ()> {
 // ------------------------------------------------------------------------------------------
 // The host under test
 
-/// `host run` inside a namespace, listening on 127.0.0.1:`port` there; killed on drop.
+/// `host run` listening on 127.0.0.1:`port`, inside a test namespace or in this process's own;
+/// killed on drop.
 pub struct LiveHost {
     pub what: String,
-    pub ns: String,
+    /// The namespace it runs in; `None`: this process's own.
+    pub ns: Option<String>,
+    pub addr: SocketAddr,
     pub port: u16,
     proc: Spawned,
 }
@@ -54,45 +64,64 @@ pub struct Polled {
     pub after: Duration,
 }
 
-/// curl of http://127.0.0.1:`port``path` inside `ns` (5 s at most); its stdout on success.
-fn curl_in_ns(ns: &str, port: u16, path: &str, extra: &[&str]) -> Option<String> {
-    let url = format!("http://127.0.0.1:{port}{path}");
-    let r = run_with_timeout(
-        netns_exec(ns, "curl").args(["-s", "--max-time", "5"]).args(extra).arg(&url),
-        Duration::from_secs(10),
-    );
-    r.success().then(|| r.stdout_text())
-}
-
-/// The body of a 2xx answer to GET `path` on 127.0.0.1:`port` inside `ns`; `None` otherwise.
-pub fn http_get(ns: &str, port: u16, path: &str) -> Option<String> {
-    curl_in_ns(ns, port, path, &["-f"])
-}
-
-/// The HTTP status of GET `path` on 127.0.0.1:`port` inside `ns`; `None` if nothing answered.
-pub fn http_status(ns: &str, port: u16, path: &str) -> Option<u16> {
-    let code = curl_in_ns(ns, port, path, &["-o", "/dev/null", "-w", "%{http_code}"])?;
-    code.trim().parse().ok().filter(|c| *c != 0)
+/// Calls `scrape` every [`POLL_INTERVAL`] until `done(samples)` holds of what it returns or
+/// `timeout` passes.
+pub fn poll_scrapes(
+    scrape: impl Fn() -> Option<Vec<Sample>>,
+    timeout: Duration,
+    done: impl Fn(&[Sample]) -> bool,
+) -> Polled {
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    loop {
+        if let Some(s) = scrape() {
+            samples = s;
+            if done(&samples) {
+                return Polled { met: true, samples, after: start.elapsed() };
+            }
+        }
+        if start.elapsed() >= timeout {
+            return Polled { met: false, samples, after: start.elapsed() };
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
 }
 
 impl LiveHost {
-    /// Starts `host run --listen 127.0.0.1:PORT ARGS...` in `ns` and returns once /metrics
-    /// answers (≤ 60 s: the host compiles its analyzers at start).
+    /// Starts `host run --listen 127.0.0.1:PORT ARGS...` in namespace `ns` and returns once
+    /// /metrics answers (≤ 60 s: the host compiles its analyzers at start).
     pub fn start(what: &str, ns: &str, args: &[&str]) -> LiveHost {
-        require_tools(&["curl"]);
+        LiveHost::spawn(what, Some(ns), args)
+    }
+
+    /// Like [`LiveHost::start`], in this process's network namespace (capturing on `lo`, say).
+    pub fn start_here(what: &str, args: &[&str]) -> LiveHost {
+        LiveHost::spawn(what, None, args)
+    }
+
+    fn spawn(what: &str, ns: Option<&str>, args: &[&str]) -> LiveHost {
         let port = free_port();
-        let mut cmd = netns_exec(ns, HOST);
-        cmd.args(["run", "--listen", &format!("127.0.0.1:{port}")]).args(args);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut cmd = match ns {
+            Some(ns) => netns_exec(ns, HOST),
+            None => Command::new(HOST),
+        };
+        cmd.args(["run", "--listen", &addr.to_string()]).args(args).env("WASMTAP_LOG", "info");
         let mut host = LiveHost {
             what: what.to_string(),
-            ns: ns.to_string(),
+            ns: ns.map(str::to_owned),
+            addr,
             port,
             proc: Spawned::start(what, &mut cmd),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + START_TIMEOUT;
         while host.get("/metrics").is_none() {
             host.assert_running();
-            assert!(Instant::now() < deadline, "{what}: no /metrics within 60 s:\n{}", host.log());
+            assert!(
+                Instant::now() < deadline,
+                "{what}: no /metrics within {START_TIMEOUT:?}:\n{}",
+                host.log()
+            );
             thread::sleep(Duration::from_millis(100));
         }
         host
@@ -108,9 +137,21 @@ impl LiveHost {
         self.proc.stderr()
     }
 
+    /// The last lines of the log, for assertion messages.
+    pub fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+    }
+
     /// Sends a signal ("STOP", "CONT", ...) to the host.
     pub fn signal(&self, sig: &str) {
         self.proc.signal(sig);
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        self.proc.try_status().is_none()
     }
 
     /// Panics, with the log, if the host has exited.
@@ -120,14 +161,29 @@ impl LiveHost {
         }
     }
 
+    /// Sends `signal` ("TERM", "INT"), then waits (at most `timeout`, then kills it); whether
+    /// it exited with success, `None` if it had to be killed.
+    pub fn stop(&mut self, signal: &str, timeout: Duration) -> Option<bool> {
+        self.proc.signal(signal);
+        self.proc.wait(timeout).map(|s| s.success())
+    }
+
+    /// GET `path` from the host, whatever the status.
+    pub fn request(&self, path: &str) -> Result<Response, String> {
+        match &self.ns {
+            Some(ns) => http::get_in(ns, self.addr, path, REQUEST_TIMEOUT),
+            None => http::get(self.addr, path, REQUEST_TIMEOUT),
+        }
+    }
+
     /// The body of a 2xx answer to GET `path`; `None` otherwise.
     pub fn get(&self, path: &str) -> Option<String> {
-        http_get(&self.ns, self.port, path)
+        self.request(path).ok()?.ok()
     }
 
     /// The HTTP status of GET `path`; `None` if nothing answered.
     pub fn status(&self, path: &str) -> Option<u16> {
-        http_status(&self.ns, self.port, path)
+        self.request(path).ok().map(|r| r.status)
     }
 
     /// /metrics, parsed; `None` if it did not answer.
@@ -135,22 +191,35 @@ impl LiveHost {
         self.get("/metrics").map(|t| parse_exposition(&t))
     }
 
+    /// /metrics, parsed; panics if it does not answer 200.
+    pub fn metrics(&self) -> Vec<Sample> {
+        self.scrape()
+            .unwrap_or_else(|| panic!("{}: GET /metrics failed:\n{}", self.what, self.log_tail()))
+    }
+
+    /// The entries of `GET /analyzers` (JSON); panics if it does not answer 200 with a list.
+    pub fn analyzers(&self) -> Vec<Value> {
+        let body = self.get("/analyzers").unwrap_or_else(|| {
+            panic!("{}: GET /analyzers failed:\n{}", self.what, self.log_tail())
+        });
+        let json: Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("/analyzers is not JSON ({e}): {body}"));
+        json.as_array().cloned().unwrap_or_else(|| panic!("/analyzers is not a list: {body}"))
+    }
+
+    /// The `/analyzers` entry of the analyzer named `name`.
+    pub fn analyzer(&self, name: &str) -> Option<Value> {
+        self.analyzers().into_iter().find(|a| a["name"] == name)
+    }
+
+    /// The names in `/analyzers`.
+    pub fn analyzer_names(&self) -> Vec<String> {
+        self.analyzers().iter().filter_map(|a| a["name"].as_str().map(str::to_owned)).collect()
+    }
+
     /// Scrapes every [`POLL_INTERVAL`] until `done(samples)` holds or `timeout` passes.
     pub fn poll(&self, timeout: Duration, done: impl Fn(&[Sample]) -> bool) -> Polled {
-        let start = Instant::now();
-        let mut samples = Vec::new();
-        loop {
-            if let Some(s) = self.scrape() {
-                samples = s;
-                if done(&samples) {
-                    return Polled { met: true, samples, after: start.elapsed() };
-                }
-            }
-            if start.elapsed() >= timeout {
-                return Polled { met: false, samples, after: start.elapsed() };
-            }
-            thread::sleep(POLL_INTERVAL);
-        }
+        poll_scrapes(|| self.scrape(), timeout, done)
     }
 
     /// Polls GET `path` until it answers `code`; returns how long that took, `None` on timeout.
@@ -186,18 +255,6 @@ impl LiveHost {
 
 // ------------------------------------------------------------------------------------------
 // Reading the per-device metrics
-
-/// The sum of the samples named `name` whose labels include every `(key, value)` of
-/// `labels`; `None` when there is no such sample.
-pub fn value_of(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for s in samples.iter().filter(|s| s.name == name) {
-        if labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)) {
-            *found.get_or_insert(0.0) += s.value;
-        }
-    }
-    found
-}
 
 /// The counter `name` of `device` (summed over its other labels), 0 when absent.
 pub fn device_count(samples: &[Sample], name: &str, device: &str) -> u64 {

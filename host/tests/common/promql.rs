@@ -1,16 +1,21 @@
-//! Helpers for the dashboard test (`root_dashboard`): the metric names a PromQL expression
-//! reads, and Debian's Prometheus scraping the host and a kube-state-metrics file in a
-//! namespace, asked through its HTTP API.
+//! PromQL and Prometheus: the metric names a PromQL expression reads ([`metric_names`]), and
+//! Debian's Prometheus server run in a test namespace, scraping the jobs a test gives it every
+//! second, asked through its HTTP API ([`Prometheus`]; `root_live_prometheus`,
+//! `root_dashboard`).
 //!
 //! As everywhere in `common`, what is started here is stopped on drop, also when a test
 //! panics, and every wait is bounded.
 
 use serde_json::Value;
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Spawned, TempDir, free_port, require_tools, run_with_timeout, url_encode};
+use super::http;
+use super::process::{Spawned, TempDir, free_port, require_tools};
+use super::topology::netns_exec;
 
 /// The metric names in a PromQL expression: identifiers that are not functions, keywords,
 /// label names (in `{...}`, `by (...)`, `on (...)` and the like), strings, numbers or
@@ -119,11 +124,33 @@ pub fn metric_names(expr: &str) -> BTreeSet<String> {
 }
 
 // ------------------------------------------------------------------------------------------
-// Prometheus with two scrape jobs
+// Prometheus
 
-/// Debian's Prometheus in a namespace, scraping the host (`job="wasmtap"`, plain /metrics) and
-/// a kube-state-metrics text file (`job="kube-state-metrics"`, path /metrics.txt, honouring its
-/// labels as a kube-state-metrics scrape does) every second.
+/// How long Prometheus may take to start answering.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bound on one API request (a range query over minutes of data included).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One scrape job: Prometheus reads `http://TARGET PATH` every second as `job="NAME"`.
+pub struct ScrapeJob<'a> {
+    pub name: &'a str,
+    /// `host:port`, as seen from the namespace.
+    pub target: &'a str,
+    pub path: &'a str,
+    /// Keep the labels of the scraped series (as a kube-state-metrics scrape does) instead of
+    /// Prometheus's own `job` and `instance`.
+    pub honor_labels: bool,
+}
+
+impl<'a> ScrapeJob<'a> {
+    /// A plain `/metrics` scrape of `target`.
+    pub fn metrics(name: &'a str, target: &'a str) -> ScrapeJob<'a> {
+        ScrapeJob { name, target, path: "/metrics", honor_labels: false }
+    }
+}
+
+/// Debian's Prometheus in a namespace, with its own config and storage, scraping `jobs` every
+/// second; killed on drop.
 pub struct Prometheus {
     proc: Spawned,
     ns: String,
@@ -132,23 +159,26 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    pub fn start(ns: &str, wasmtap: &str, ksm: &str) -> Prometheus {
+    /// Starts Prometheus in `ns`, listening on 127.0.0.1; returns once it answers /-/ready.
+    pub fn start(ns: &str, jobs: &[ScrapeJob]) -> Prometheus {
         require_tools(&["prometheus", "curl"]);
-        let dir = TempDir::new("dash-prometheus");
+        let dir = TempDir::new("prometheus");
         let port = free_port();
         let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n\
-                 \x20 - job_name: wasmtap\n    static_configs:\n      - targets: ['{wasmtap}']\n\
-                 \x20 - job_name: kube-state-metrics\n    honor_labels: true\n    metrics_path: /metrics.txt\n    \
-                 static_configs:\n      - targets: ['{ksm}']\n"
-            ),
-        )
-        .expect("write prometheus.yml");
-        let mut cmd = netns(ns, "prometheus");
+        let mut yml = String::from(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n\
+             scrape_configs:\n",
+        );
+        for j in jobs {
+            let _ = write!(
+                yml,
+                "  - job_name: {}\n    honor_labels: {}\n    metrics_path: {}\n    \
+                 static_configs:\n      - targets: ['{}']\n",
+                j.name, j.honor_labels, j.path, j.target
+            );
+        }
+        std::fs::write(&config, yml).expect("write prometheus.yml");
+        let mut cmd = netns_exec(ns, "prometheus");
         cmd.arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"));
@@ -158,14 +188,14 @@ impl Prometheus {
             port,
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + READY_TIMEOUT;
         while p.get("/-/ready").is_none() {
             if let Some(status) = p.proc.try_status() {
                 panic!("prometheus exited ({status}):\n{}", p.proc.stderr());
             }
             assert!(
                 Instant::now() < deadline,
-                "prometheus not ready in 60 s:\n{}",
+                "prometheus not ready in {READY_TIMEOUT:?}:\n{}",
                 p.proc.stderr()
             );
             thread::sleep(Duration::from_millis(200));
@@ -175,16 +205,9 @@ impl Prometheus {
 
     /// GET `path` from inside the namespace: the body (2xx or 4xx: the API's errors are JSON).
     pub fn get(&self, path: &str) -> Option<String> {
-        let r = run_with_timeout(
-            netns(&self.ns, "curl").args([
-                "-s",
-                "--max-time",
-                "20",
-                &format!("http://127.0.0.1:{}{path}", self.port),
-            ]),
-            Duration::from_secs(30),
-        );
-        r.success().then(|| r.stdout_text())
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let r = http::get_in(&self.ns, addr, path, REQUEST_TIMEOUT).ok()?;
+        (r.status < 500).then_some(r.body)
     }
 
     /// An API call; the parsed answer (panics if nothing answered).
@@ -195,6 +218,11 @@ impl Prometheus {
 
     pub fn instant(&self, promql: &str) -> Value {
         self.api(&format!("/api/v1/query?query={}", url_encode(promql)))
+    }
+
+    /// The value of the first result of an instant query, if there is one.
+    pub fn value(&self, promql: &str) -> Option<f64> {
+        query_value(&self.instant(promql))
     }
 
     /// `/api/v1/query_range` over the last `span`, one point every 2 s.
@@ -219,10 +247,52 @@ impl Prometheus {
         }
         false
     }
+
+    /// Polls `promql` until its value is non-zero (≤ `timeout`); returns the last value seen.
+    pub fn poll_nonzero(&self, promql: &str, timeout: Duration) -> f64 {
+        let deadline = Instant::now() + timeout;
+        let mut last = 0.0;
+        while Instant::now() < deadline {
+            if let Some(v) = self.value(promql) {
+                last = v;
+                if v != 0.0 {
+                    return v;
+                }
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+        last
+    }
+
+    /// What Prometheus logged so far.
+    pub fn logs(&self) -> String {
+        self.proc.stderr()
+    }
 }
 
-pub fn netns(ns: &str, program: &str) -> std::process::Command {
-    let mut c = std::process::Command::new("ip");
-    c.args(["netns", "exec", ns, program]);
-    c
+/// Percent-encodes a query parameter.
+pub fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The value of the first result of a Prometheus instant-query answer:
+/// `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[T,"V"]}]}}`.
+pub fn query_value(answer: &Value) -> Option<f64> {
+    if answer["status"] != "success" {
+        return None;
+    }
+    answer["data"]["result"].get(0)?["value"].get(1)?.as_str()?.parse().ok()
+}
+
+/// [`query_value`] of an answer's text; `None` for anything but a successful answer with a
+/// result.
+pub fn parse_query_value(body: &str) -> Option<f64> {
+    query_value(&serde_json::from_str(body).ok()?)
 }

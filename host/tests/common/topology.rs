@@ -1,18 +1,23 @@
-//! Network namespaces for the live-capture tests, quiet enough that a capture holds only the
-//! test's own frames: IPv6 off (no link-local addresses, so no neighbour discovery, MLD or
-//! router solicitations), no addresses unless a test adds them. A node-like topology: a bridge
-//! whose veth ports lead to two pod namespaces.
+//! Network namespaces, the one place the tests set them up: a lone quiet namespace
+//! ([`Netns`]); two namespaces joined by a veth pair, addressed over IPv4 and IPv6
+//! ([`NetnsPair::new`]) or quiet and bare ([`quiet_pair`]); and a node-like topology, a bridge
+//! whose veth ports lead to two pod namespaces ([`BridgeTopology`]). A quiet namespace holds
+//! only the test's own frames: IPv6 off (no link-local addresses, so no neighbour discovery,
+//! MLD or router solicitations), no addresses unless a test adds them.
 //!
-//! Every namespace is deleted on drop, with whatever still runs inside, also when a test
-//! panics.
+//! Every namespace is named `wasmtap-<pid>-…` and deleted on drop, with whatever still runs
+//! inside, also when a test panics; namespaces of test processes that died are removed by the
+//! next one.
 
-use std::process::Command;
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
-use super::{
-    NETNS_PREFIX, NetnsPair, delete_netns, delete_stale_namespaces, next_seq, require_tools,
-    run_ok, run_with_timeout,
-};
+use super::process::{next_seq, require_tools, run_ok, run_with_timeout};
+
+/// The prefix of every namespace the tests create.
+const NETNS_PREFIX: &str = "wasmtap-";
 
 /// `ip netns exec NS program` as a Command.
 pub fn netns_exec(ns: &str, program: &str) -> Command {
@@ -48,6 +53,37 @@ fn netns_name(tag: &str) -> String {
     format!("{NETNS_PREFIX}{}-{tag}{}", std::process::id(), next_seq())
 }
 
+/// Kills the processes inside a namespace that this test run created, then deletes it.
+fn delete_netns(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", pid]).stderr(Stdio::null()).status();
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
+}
+
+/// Deletes namespaces left behind by earlier test processes that died without cleaning up
+/// (named `wasmtap-<pid>-...`, where that pid no longer runs).
+fn delete_stale_namespaces() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix(NETNS_PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("removing stale namespace {name}");
+            delete_netns(name);
+        }
+    }
+}
+
 /// One quiet network namespace, deleted on drop with whatever still runs inside.
 pub struct Netns {
     pub name: String,
@@ -73,9 +109,102 @@ impl Drop for Netns {
     }
 }
 
+/// Two network namespaces, `a` and `b`, joined by a veth pair `veth_a` (in `a`) – `veth_b`
+/// (in `b`). [`NetnsPair::new`] addresses them: `veth_a` has 10.77.n.1/24 and fd77:n::1/64,
+/// `veth_b` 10.77.n.2/24 and fd77:n::2/64; [`quiet_pair`] leaves them bare (empty addresses).
+/// Drop kills whatever still runs inside and deletes both namespaces.
+pub struct NetnsPair {
+    pub a: String,
+    pub b: String,
+    pub veth_a: String,
+    pub veth_b: String,
+    pub v4_a: String,
+    pub v4_b: String,
+    pub v6_a: String,
+    pub v6_b: String,
+}
+
+impl NetnsPair {
+    /// Two namespaces joined by a veth pair with IPv4 and IPv6 addresses, offloads (TSO, GSO,
+    /// GRO) off so that captures show real segments; returns once the IPv6 addresses are
+    /// usable.
+    pub fn new() -> NetnsPair {
+        require_tools(&["ip", "ethtool"]);
+        delete_stale_namespaces();
+        let base = netns_name("pair");
+        let seq = next_seq();
+        // Only has to be unique per namespace pair (each pair has its own routing), but
+        // distinct subnets make captures from parallel tests easy to tell apart.
+        let n = (std::process::id().wrapping_mul(7).wrapping_add(seq) % 200) + 20;
+        let pair = NetnsPair {
+            a: format!("{base}-a"),
+            b: format!("{base}-b"),
+            veth_a: format!("wta{seq}"),
+            veth_b: format!("wtb{seq}"),
+            v4_a: format!("10.77.{n}.1"),
+            v4_b: format!("10.77.{n}.2"),
+            v6_a: format!("fd77:{n}::1"),
+            v6_b: format!("fd77:{n}::2"),
+        };
+        // From here on, Drop cleans up whatever was created, also if a step below fails.
+        for ns in [&pair.a, &pair.b] {
+            ip(&["netns", "add", ns]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        add_veth(&pair.a, &pair.veth_a, &pair.b, &pair.veth_b);
+        for (ns, dev, v4, v6) in [
+            (&pair.a, &pair.veth_a, &pair.v4_a, &pair.v6_a),
+            (&pair.b, &pair.veth_b, &pair.v4_b, &pair.v6_b),
+        ] {
+            ip(&["-n", ns, "addr", "add", &format!("{v4}/24"), "dev", dev]);
+            ip(&["-n", ns, "addr", "add", &format!("{v6}/64"), "dev", dev, "nodad"]);
+            offloads_off(ns, dev);
+        }
+        pair.wait_ipv6_ready();
+        pair
+    }
+
+    /// Waits (≤ 5 s) until our IPv6 addresses have left the tentative state.
+    fn wait_ipv6_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (ns, dev) in [(&self.a, &self.veth_a), (&self.b, &self.veth_b)] {
+            loop {
+                let out = run_ok(
+                    Command::new("ip").args(["-n", ns, "-6", "addr", "show", "dev", dev]),
+                    Duration::from_secs(10),
+                );
+                let ours_ready = out
+                    .lines()
+                    .filter(|l| l.contains("inet6 fd77:"))
+                    .all(|l| !l.contains("tentative"));
+                if ours_ready && out.contains("inet6 fd77:") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "IPv6 address on {dev} in {ns} still tentative after 5 s:\n{out}"
+                );
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// `ip netns exec NS program` as a Command.
+    pub fn exec(&self, ns: &str, program: &str) -> Command {
+        netns_exec(ns, program)
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        delete_netns(&self.a);
+        delete_netns(&self.b);
+    }
+}
+
 /// Two quiet namespaces `a` and `b` (see [`quieten`]) without addresses, joined by a veth
-/// pair `names.0` (in `a`) – `names.1` (in `b`) when `names` is given. A [`NetnsPair`], so
-/// that the shared helpers (tcpdump) work with it; it deletes both namespaces on drop.
+/// pair `names.0` (in `a`) – `names.1` (in `b`) when `names` is given, its addresses empty. A
+/// [`NetnsPair`], so that the shared helpers (tcpdump) work with it.
 pub fn quiet_pair(tag: &str, names: Option<(&str, &str)>) -> NetnsPair {
     delete_stale_namespaces();
     let base = netns_name(tag);

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use super::generated;
-use super::support::test_analyzer;
+use crate::common::test_analyzer;
 
 /// What the host must do with a test analyzer.
 #[derive(Debug, Clone, Copy)]

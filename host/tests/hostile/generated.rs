@@ -23,7 +23,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use super::support::test_analyzer;
+use crate::common::test_analyzer;
 
 /// The host's limit on a component's size (`MAX_COMPONENT_BYTES`, README: "component size").
 pub const COMPONENT_LIMIT: usize = 16 << 20;

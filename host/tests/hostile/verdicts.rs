@@ -6,7 +6,8 @@
 //! reports them all at once.
 
 use super::cases::*;
-use super::support::{Ran, Sample, family_bytes, missing_words, overlong_lines, value};
+use super::support::{family_bytes, missing_words, overlong_lines};
+use crate::common::{RunResult, Sample, value_of};
 
 /// How long a replay ran compared with the failure policy's clock.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -35,16 +36,17 @@ pub fn replay_problems(
         }
     };
     let a = ("analyzer", h.name);
-    let state = |s: &str| value(samples, "wasmtap_analyzer_state", &[a, ("state", s)]);
+    let state = |s: &str| value_of(samples, "wasmtap_analyzer_state", &[a, ("state", s)]);
     let failures = |reason: Option<&str>| {
         let mut labels = vec![a];
         labels.extend(reason.map(|r| ("reason", r)));
-        value(samples, "wasmtap_analyzer_failures_total", &labels)
+        value_of(samples, "wasmtap_analyzer_failures_total", &labels)
     };
-    let count = |name: &str| value(samples, name, &[]);
-    let series = |family: &str| value(samples, "wasmtap_host_series", &[("family", family)]);
-    let refused =
-        |family: &str| value(samples, "wasmtap_host_series_refused_total", &[("family", family)]);
+    let count = |name: &str| value_of(samples, name, &[]);
+    let series = |family: &str| value_of(samples, "wasmtap_host_series", &[("family", family)]);
+    let refused = |family: &str| {
+        value_of(samples, "wasmtap_host_series_refused_total", &[("family", family)])
+    };
     let running_unharmed = |check: &mut dyn FnMut(bool, String)| {
         check(state("running") == Some(1.0), format!("not running: {:?}", state("running")));
         check(failures(None).is_none(), format!("failed: {:?}", failures(None)));
@@ -53,9 +55,9 @@ pub fn replay_problems(
         Expect::Quarantined { reason, trap, words } => {
             let all = failures(None).unwrap_or(0.0);
             check(failures(Some(reason)) == Some(all), format!("failures other than {reason}"));
-            let traps = value(samples, "wasmtap_analyzer_traps_total", &[a]).unwrap_or(0.0);
+            let traps = value_of(samples, "wasmtap_analyzer_traps_total", &[a]).unwrap_or(0.0);
             check(traps == if trap { all } else { 0.0 }, format!("{traps} traps, {all} failures"));
-            let skipped = value(samples, "wasmtap_analyzer_skipped_packets_total", &[a]);
+            let skipped = value_of(samples, "wasmtap_analyzer_skipped_packets_total", &[a]);
             check(skipped.is_some_and(|s| s > 0.0), "no packets skipped".into());
             let lines: Vec<&str> = log
                 .lines()
@@ -70,7 +72,7 @@ pub fn replay_problems(
                 let expected = (QUARANTINE_FAILURES * workers) as f64;
                 check(state("quarantined") == Some(1.0), "not quarantined".into());
                 check(all == expected, format!("{all} failures, expected {expected}"));
-                let restarts = value(samples, "wasmtap_analyzer_restarts_total", &[a]);
+                let restarts = value_of(samples, "wasmtap_analyzer_restarts_total", &[a]);
                 let expected = ((QUARANTINE_FAILURES - 1) * workers) as f64;
                 check(restarts == Some(expected), format!("{restarts:?} restarts"));
                 let quarantined = lines.iter().filter(|l| l.contains("quarantined")).count();
@@ -116,7 +118,7 @@ pub fn replay_problems(
             let name = format!("{family}_count");
             check(count(&name) == Some(max), format!("{name} = {:?}", count(&name)));
             for le in ["1", "+Inf"] {
-                let bucket = value(samples, &format!("{family}_bucket"), &[("le", le)]);
+                let bucket = value_of(samples, &format!("{family}_bucket"), &[("le", le)]);
                 check(bucket == Some(max), format!("bucket le={le}: {bucket:?}"));
             }
             let sent = count(OVERFLOW_SENT).unwrap_or(0.0);
@@ -133,8 +135,8 @@ pub fn replay_problems(
             for word in shows {
                 check(ours.iter().any(|l| l.contains(word)), format!("no line shows {word:?}"));
             }
-            let cut_lines = value(samples, "wasmtap_analyzer_log_lines_cut_total", &[a]);
-            let dropped = value(samples, "wasmtap_analyzer_log_lines_dropped_total", &[a]);
+            let cut_lines = value_of(samples, "wasmtap_analyzer_log_lines_cut_total", &[a]);
+            let dropped = value_of(samples, "wasmtap_analyzer_log_lines_dropped_total", &[a]);
             if cut {
                 let (c, d) = (cut_lines.unwrap_or(0.0), dropped.unwrap_or(0.0));
                 let lines = LOG_FLOOD_LINES_PER_CALL as f64 * count(LOG_FLOOD_CALLS).unwrap_or(0.0);
@@ -166,7 +168,7 @@ pub fn fail_line(out: &str) -> Option<&str> {
 
 /// The problems with a `host check` run of `h` that must fail with `words` on its `FAIL` line
 /// (or, for an analyzer whose outcome is [`Expect::Logs`], pass).
-pub fn check_problems(h: &Hostile, r: &Ran) -> Vec<String> {
+pub fn check_problems(h: &Hostile, r: &RunResult) -> Vec<String> {
     let mut problems = log_problems(&format!("host check {}", h.name), &r.stderr);
     let words = match h.expect {
         Expect::Rejected { check, .. } => check,

@@ -1,9 +1,7 @@
-//! Shared by the tcp-analysis tests (`root_tcp_analysis`, `tcp_edge_cases`, `flow_bound`):
-//! the analyzer's per-segment counters paired with the tshark fields they count, their
-//! comparison with tshark's reading of the same capture, and a pcap writer ([`pcap`]).
+//! Shared by the tcp-analysis tests (`root_tcp_analysis`, `tcp_edge_cases`, `flow_bound`,
+//! `root_interfaces`): the analyzer's per-segment counters paired with the tshark fields they
+//! count, and their comparison with tshark's reading of the same capture, as tables.
 #![allow(dead_code)] // each test crate uses its own subset
-
-pub mod pcap;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
