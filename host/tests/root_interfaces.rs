@@ -77,18 +77,19 @@ const OUT_OF_ORDER: &str = "wasmtap_tcp_out_of_order_total";
 const ORDER_FREE: [&str; 2] = ["wasmtap_tcp_duplicate_acks_total", "wasmtap_tcp_zero_window_total"];
 
 /// How far the other four counters of one (src, dst) pair may be from tshark's, where `n` is
-/// tshark's count of its retransmitted and out-of-order segments: 2, or a tenth of `n` if that
+/// tshark's count of its retransmitted and out-of-order segments: 4, or a fifth of `n` if that
 /// is more. No two packet sockets see a frame at the same time: each stamps a TCP segment with
 /// its own clock reading (the skb carries TCP's monotonic departure time, which af_packet does
 /// not report), so two tcpdumps on one veth differ by up to ~35 µs per frame, and the two
 /// directions' frames can interleave differently. tshark calls a segment that does not advance
 /// the sequence out-of-order if it comes less than the initial RTT (tens of µs on a veth)
 /// after the highest one, and a retransmission fast or spurious by what the other direction
-/// has acknowledged so far; so a segment or two change category between two captures of the
-/// same traffic in about one run of two. The host's replay of each capture equals tshark's
-/// counts exactly.
+/// has acknowledged so far; so a few segments change category between two captures of the
+/// same traffic (up to three seen on a busy machine). Every such segment is still one of
+/// them: the sum of retransmissions and out-of-order segments per pair is compared exactly.
+/// The host's replay of each capture equals tshark's counts exactly.
 fn timing_allowance(n: u64) -> u64 {
-    (n / 10).max(2)
+    (n / 5).max(4)
 }
 
 /// Frames showing a tshark field, per (src, dst).
@@ -120,8 +121,8 @@ impl PortCapture {
 }
 
 /// Every difference between a scrape and the captures, one line each (empty: they agree):
-/// frames and received exactly; per (src, dst) pair, the [`ORDER_FREE`] counters exactly and
-/// the others within [`timing_allowance`].
+/// frames and received exactly; per (src, dst) pair, the [`ORDER_FREE`] counters and the sum of
+/// retransmissions and out-of-order segments exactly, the others within [`timing_allowance`].
 fn mismatches(samples: &[Sample], ports: &[PortCapture]) -> Vec<String> {
     let mut out = Vec::new();
     for p in ports {
@@ -137,10 +138,14 @@ fn mismatches(samples: &[Sample], ports: &[PortCapture]) -> Vec<String> {
             let get = |m: &ByPair| m.get(pair).copied().unwrap_or(0);
             let slack =
                 timing_allowance(get(p.by_pair(RETRANSMISSIONS)) + get(p.by_pair(OUT_OF_ORDER)));
-            let bad = COUNTERS.iter().enumerate().any(|(i, c)| {
-                let allowed = if ORDER_FREE.contains(&c.0) { 0 } else { slack };
-                get(&host[i]).abs_diff(get(&p.counters[i])) > allowed
-            });
+            let index = |m: &str| COUNTERS.iter().position(|c| c.0 == m).expect("a counter");
+            let [r, o] = [index(RETRANSMISSIONS), index(OUT_OF_ORDER)];
+            let not_advancing = |counts: &[ByPair]| get(&counts[r]) + get(&counts[o]);
+            let bad = not_advancing(&host) != not_advancing(&p.counters)
+                || COUNTERS.iter().enumerate().any(|(i, c)| {
+                    let allowed = if ORDER_FREE.contains(&c.0) { 0 } else { slack };
+                    get(&host[i]).abs_diff(get(&p.counters[i])) > allowed
+                });
             if bad {
                 let counts: Vec<String> = COUNTERS
                     .iter()
@@ -148,7 +153,8 @@ fn mismatches(samples: &[Sample], ports: &[PortCapture]) -> Vec<String> {
                     .map(|(i, c)| format!("{} {}/{}", c.1, get(&host[i]), get(&p.counters[i])))
                     .collect();
                 out.push(format!(
-                    "{dev}: {} -> {} (host/tshark, up to {slack} apart where timing counts): {}",
+                    "{dev}: {} -> {} (host/tshark; retransmissions + out-of-order exact, each up to \
+                     {slack} apart where timing counts): {}",
                     pair.0,
                     pair.1,
                     counts.join(", ")
