@@ -10,24 +10,22 @@
 //!
 //! It implements the WIT export directly: the SDK would sum the two adds itself.
 
-use wasmtap_sdk::wit::{AnalyzerInfo, MetricFamily, MetricKind, MetricUpdate, UpdateValue};
+use wasmtap_sdk::wit::{AnalyzerInfo, MetricKind, MetricUpdate, UpdateValue};
+use wasmtap_testing_raw as raw;
 
 /// Each add: close to `f64::MAX`, so that two of them overflow.
 pub const ADD: f64 = 1e308;
 
 /// The analyzer's declaration: one counter without labels.
 pub fn info() -> AnalyzerInfo {
-    AnalyzerInfo {
-        name: "counter-infinity".to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        families: vec![MetricFamily {
-            name: "test_counter_infinity_total".to_owned(),
-            help: "A counter pushed to infinity (test analyzer).".to_owned(),
-            kind: MetricKind::Counter,
-            label_names: Vec::new(),
-            buckets: Vec::new(),
-        }],
-    }
+    raw::info(
+        "counter-infinity",
+        vec![raw::family(
+            "test_counter_infinity_total",
+            "A counter pushed to infinity (test analyzer).",
+            MetricKind::Counter,
+        )],
+    )
 }
 
 /// What every call returns: two adds of [`ADD`] to the one series.
@@ -36,30 +34,7 @@ pub fn process() -> Vec<MetricUpdate> {
     vec![add.clone(), add]
 }
 
-#[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)]
-mod export {
-    use wasmtap_sdk::bindings::exports::wasmtap::analyzer::analyzer::Guest;
-    use wasmtap_sdk::wit;
-
-    struct CounterInfinity;
-
-    impl Guest for CounterInfinity {
-        fn init(_config: wit::Config) -> Result<wit::AnalyzerInfo, String> {
-            Ok(super::info())
-        }
-
-        fn process(_batch: Vec<u8>) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(super::process())
-        }
-
-        fn tick(_now_ns: u64, _end_of_capture: bool) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(Vec::new())
-        }
-    }
-
-    wasmtap_sdk::bindings::__export_component!(CounterInfinity with_types_in wasmtap_sdk::bindings);
-}
+wasmtap_testing_raw::export!(info = info, process = |_batch| Ok(process()));
 
 #[cfg(test)]
 mod tests {

@@ -24,6 +24,7 @@
 use wasmtap_sdk::wit::{
     AnalyzerInfo, HistogramDelta, LabelValue, MetricFamily, MetricKind, MetricUpdate, UpdateValue,
 };
+use wasmtap_testing_raw as raw;
 
 /// Bytes of the family name (without the host's `wasmtap_` prefix): the host's limit.
 pub const NAME_LEN: usize = 128;
@@ -57,10 +58,9 @@ pub fn label_names() -> Vec<String> {
 
 /// The analyzer's declaration: the histogram, and the counter of series sent.
 pub fn info() -> AnalyzerInfo {
-    AnalyzerInfo {
-        name: "exposition-bomb".to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        families: vec![
+    raw::info(
+        "exposition-bomb",
+        vec![
             MetricFamily {
                 name: family_name(),
                 help: "Series as long as an exposition line can be (test analyzer).".to_owned(),
@@ -68,15 +68,13 @@ pub fn info() -> AnalyzerInfo {
                 label_names: label_names(),
                 buckets: (1..=BUCKETS).map(|b| b as f64).collect(),
             },
-            MetricFamily {
-                name: "test_exposition_bomb_series_total".to_owned(),
-                help: "New histogram series sent (test analyzer).".to_owned(),
-                kind: MetricKind::Counter,
-                label_names: Vec::new(),
-                buckets: Vec::new(),
-            },
+            raw::family(
+                "test_exposition_bomb_series_total",
+                "New histogram series sent (test analyzer).",
+                MetricKind::Counter,
+            ),
         ],
-    }
+    )
 }
 
 /// About the bytes of one histogram series in the exposition: its lines (buckets, `+Inf`,
@@ -109,46 +107,35 @@ pub fn process(seed: u32, made: usize) -> Vec<MetricUpdate> {
     out
 }
 
+/// What this instance has made (every instance has its own memory).
 #[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)]
-mod export {
+mod made {
     use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-    use wasmtap_sdk::bindings::exports::wasmtap::analyzer::analyzer::Guest;
-    use wasmtap_sdk::{Batch, wit};
+
+    use wasmtap_sdk::Batch;
+    use wasmtap_sdk::wit::MetricUpdate;
 
     /// Series this instance has made.
     static MADE: AtomicUsize = AtomicUsize::new(0);
     /// The instance's seed; `u64::MAX` until the first packet.
     static SEED: AtomicU64 = AtomicU64::new(u64::MAX);
 
-    struct ExpositionBomb;
-
-    impl Guest for ExpositionBomb {
-        fn init(_config: wit::Config) -> Result<wit::AnalyzerInfo, String> {
-            Ok(super::info())
+    pub fn process(batch: Vec<u8>) -> Result<Vec<MetricUpdate>, String> {
+        if SEED.load(Ordering::Relaxed) == u64::MAX {
+            let batch = Batch::parse(&batch).map_err(|e| e.to_string())?;
+            let Some(first) = batch.get(0) else { return Ok(Vec::new()) };
+            SEED.store(u64::from(first.flow_id() as u32), Ordering::Relaxed);
         }
-
-        fn process(batch: Vec<u8>) -> Result<Vec<wit::MetricUpdate>, String> {
-            if SEED.load(Ordering::Relaxed) == u64::MAX {
-                let batch = Batch::parse(&batch).map_err(|e| e.to_string())?;
-                let Some(first) = batch.get(0) else { return Ok(Vec::new()) };
-                SEED.store(u64::from(first.flow_id() as u32), Ordering::Relaxed);
-            }
-            let seed = SEED.load(Ordering::Relaxed) as u32;
-            let out = super::process(seed, MADE.load(Ordering::Relaxed));
-            if !out.is_empty() {
-                MADE.fetch_add(super::PER_CALL, Ordering::Relaxed);
-            }
-            Ok(out)
+        let seed = SEED.load(Ordering::Relaxed) as u32;
+        let out = super::process(seed, MADE.load(Ordering::Relaxed));
+        if !out.is_empty() {
+            MADE.fetch_add(super::PER_CALL, Ordering::Relaxed);
         }
-
-        fn tick(_now_ns: u64, _end_of_capture: bool) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(Vec::new())
-        }
+        Ok(out)
     }
-
-    wasmtap_sdk::bindings::__export_component!(ExpositionBomb with_types_in wasmtap_sdk::bindings);
 }
+
+wasmtap_testing_raw::export!(info = info, process = made::process);
 
 #[cfg(test)]
 mod tests {

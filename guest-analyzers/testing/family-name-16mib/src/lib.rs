@@ -8,7 +8,8 @@
 //! of family "…"… is 16777216, over the limit of 128` — the name shown only by its first 40
 //! characters. Not a default analyzer.
 
-use wasmtap_sdk::wit::{AnalyzerInfo, MetricFamily, MetricKind};
+use wasmtap_sdk::wit::{AnalyzerInfo, MetricKind};
+use wasmtap_testing_raw as raw;
 
 /// Bytes of the family name.
 pub const NAME_LEN: usize = 16 << 20;
@@ -25,43 +26,17 @@ pub fn family_name() -> String {
 
 /// The analyzer's declaration.
 pub fn info() -> AnalyzerInfo {
-    AnalyzerInfo {
-        name: "family-name-16mib".to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        families: vec![MetricFamily {
-            name: family_name(),
-            help: "A counter with a 16 MiB name (test analyzer).".to_owned(),
-            kind: MetricKind::Counter,
-            label_names: Vec::new(),
-            buckets: Vec::new(),
-        }],
-    }
+    raw::info(
+        "family-name-16mib",
+        vec![raw::family(
+            family_name(),
+            "A counter with a 16 MiB name (test analyzer).",
+            MetricKind::Counter,
+        )],
+    )
 }
 
-#[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)]
-mod export {
-    use wasmtap_sdk::bindings::exports::wasmtap::analyzer::analyzer::Guest;
-    use wasmtap_sdk::wit;
-
-    struct FamilyName16Mib;
-
-    impl Guest for FamilyName16Mib {
-        fn init(_config: wit::Config) -> Result<wit::AnalyzerInfo, String> {
-            Ok(super::info())
-        }
-
-        fn process(_batch: Vec<u8>) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(Vec::new())
-        }
-
-        fn tick(_now_ns: u64, _end_of_capture: bool) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(Vec::new())
-        }
-    }
-
-    wasmtap_sdk::bindings::__export_component!(FamilyName16Mib with_types_in wasmtap_sdk::bindings);
-}
+wasmtap_testing_raw::export!(info = info);
 
 #[cfg(test)]
 mod tests {

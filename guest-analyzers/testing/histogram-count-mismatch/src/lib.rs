@@ -13,23 +13,23 @@
 use wasmtap_sdk::wit::{
     AnalyzerInfo, HistogramDelta, MetricFamily, MetricKind, MetricUpdate, UpdateValue,
 };
+use wasmtap_testing_raw as raw;
 
 /// The count sent, one more than the bucket counts add up to.
 pub const COUNT: u64 = 3;
 
 /// The analyzer's declaration: one histogram with one bucket bound.
 pub fn info() -> AnalyzerInfo {
-    AnalyzerInfo {
-        name: "histogram-count-mismatch".to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        families: vec![MetricFamily {
+    raw::info(
+        "histogram-count-mismatch",
+        vec![MetricFamily {
             name: "test_histogram_count_mismatch_bytes".to_owned(),
             help: "Sizes, with a count that does not add up (test analyzer).".to_owned(),
             kind: MetricKind::Histogram,
             label_names: Vec::new(),
             buckets: vec![100.0],
         }],
-    }
+    )
 }
 
 /// What every call returns.
@@ -38,30 +38,7 @@ pub fn process() -> Vec<MetricUpdate> {
     vec![MetricUpdate { family: 0, labels: Vec::new(), value: UpdateValue::Histogram(delta) }]
 }
 
-#[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)]
-mod export {
-    use wasmtap_sdk::bindings::exports::wasmtap::analyzer::analyzer::Guest;
-    use wasmtap_sdk::wit;
-
-    struct HistogramCountMismatch;
-
-    impl Guest for HistogramCountMismatch {
-        fn init(_config: wit::Config) -> Result<wit::AnalyzerInfo, String> {
-            Ok(super::info())
-        }
-
-        fn process(_batch: Vec<u8>) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(super::process())
-        }
-
-        fn tick(_now_ns: u64, _end_of_capture: bool) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(Vec::new())
-        }
-    }
-
-    wasmtap_sdk::bindings::__export_component!(HistogramCountMismatch with_types_in wasmtap_sdk::bindings);
-}
+wasmtap_testing_raw::export!(info = info, process = |_batch| Ok(process()));
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,7 @@
 use wasmtap_sdk::wit::{
     AnalyzerInfo, HistogramDelta, MetricFamily, MetricKind, MetricUpdate, UpdateValue,
 };
+use wasmtap_testing_raw as raw;
 
 /// Observations in one update: twice the host's limit of 2^40.
 pub const COUNT: u64 = 1 << 41;
@@ -20,17 +21,16 @@ pub const OBSERVATION: f64 = 0.5;
 
 /// The analyzer's declaration: one histogram with one bucket bound.
 pub fn info() -> AnalyzerInfo {
-    AnalyzerInfo {
-        name: "histogram-huge-count".to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        families: vec![MetricFamily {
+    raw::info(
+        "histogram-huge-count",
+        vec![MetricFamily {
             name: "test_histogram_huge_count".to_owned(),
             help: "More observations in one update than any batch has (test analyzer).".to_owned(),
             kind: MetricKind::Histogram,
             label_names: Vec::new(),
             buckets: vec![1.0],
         }],
-    }
+    )
 }
 
 /// What every call returns.
@@ -40,30 +40,7 @@ pub fn process() -> Vec<MetricUpdate> {
     vec![MetricUpdate { family: 0, labels: Vec::new(), value: UpdateValue::Histogram(delta) }]
 }
 
-#[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)]
-mod export {
-    use wasmtap_sdk::bindings::exports::wasmtap::analyzer::analyzer::Guest;
-    use wasmtap_sdk::wit;
-
-    struct HistogramHugeCount;
-
-    impl Guest for HistogramHugeCount {
-        fn init(_config: wit::Config) -> Result<wit::AnalyzerInfo, String> {
-            Ok(super::info())
-        }
-
-        fn process(_batch: Vec<u8>) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(super::process())
-        }
-
-        fn tick(_now_ns: u64, _end_of_capture: bool) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(Vec::new())
-        }
-    }
-
-    wasmtap_sdk::bindings::__export_component!(HistogramHugeCount with_types_in wasmtap_sdk::bindings);
-}
+wasmtap_testing_raw::export!(info = info, process = |_batch| Ok(process()));
 
 #[cfg(test)]
 mod tests {

@@ -20,6 +20,7 @@
 use wasmtap_sdk::wit::{
     AnalyzerInfo, HistogramDelta, MetricFamily, MetricKind, MetricUpdate, UpdateValue,
 };
+use wasmtap_testing_raw as raw;
 
 /// Observations per update: the host's limit, 2^40.
 pub const COUNT: u64 = 1 << 40;
@@ -34,10 +35,9 @@ const _: () = assert!(PER_INSTANCE.checked_mul(COUNT).is_none());
 
 /// The analyzer's declaration: the histogram, and the counter of updates sent.
 pub fn info() -> AnalyzerInfo {
-    AnalyzerInfo {
-        name: "histogram-overflow".to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        families: vec![
+    raw::info(
+        "histogram-overflow",
+        vec![
             MetricFamily {
                 name: "test_histogram_overflow".to_owned(),
                 help: "A histogram driven to the top of u64 (test analyzer).".to_owned(),
@@ -45,15 +45,13 @@ pub fn info() -> AnalyzerInfo {
                 label_names: Vec::new(),
                 buckets: vec![1.0],
             },
-            MetricFamily {
-                name: "test_histogram_overflow_updates_total".to_owned(),
-                help: "Histogram updates sent (test analyzer).".to_owned(),
-                kind: MetricKind::Counter,
-                label_names: Vec::new(),
-                buckets: Vec::new(),
-            },
+            raw::family(
+                "test_histogram_overflow_updates_total",
+                "Histogram updates sent (test analyzer).",
+                MetricKind::Counter,
+            ),
         ],
-    }
+    )
 }
 
 /// What a call returns after `sent` updates: the next [`PER_CALL`], or nothing once the
@@ -75,38 +73,26 @@ pub fn process(sent: u64) -> Vec<MetricUpdate> {
     out
 }
 
+/// What this instance has sent (every instance has its own memory).
 #[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)]
-mod export {
+mod sent {
     use core::sync::atomic::{AtomicU64, Ordering};
-    use wasmtap_sdk::bindings::exports::wasmtap::analyzer::analyzer::Guest;
-    use wasmtap_sdk::wit;
+
+    use wasmtap_sdk::wit::MetricUpdate;
 
     /// Histogram updates this instance has sent.
     static SENT: AtomicU64 = AtomicU64::new(0);
 
-    struct HistogramOverflow;
-
-    impl Guest for HistogramOverflow {
-        fn init(_config: wit::Config) -> Result<wit::AnalyzerInfo, String> {
-            Ok(super::info())
+    pub fn process(_batch: Vec<u8>) -> Result<Vec<MetricUpdate>, String> {
+        let out = super::process(SENT.load(Ordering::Relaxed));
+        if !out.is_empty() {
+            SENT.fetch_add(super::PER_CALL, Ordering::Relaxed);
         }
-
-        fn process(_batch: Vec<u8>) -> Result<Vec<wit::MetricUpdate>, String> {
-            let out = super::process(SENT.load(Ordering::Relaxed));
-            if !out.is_empty() {
-                SENT.fetch_add(super::PER_CALL, Ordering::Relaxed);
-            }
-            Ok(out)
-        }
-
-        fn tick(_now_ns: u64, _end_of_capture: bool) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(Vec::new())
-        }
+        Ok(out)
     }
-
-    wasmtap_sdk::bindings::__export_component!(HistogramOverflow with_types_in wasmtap_sdk::bindings);
 }
+
+wasmtap_testing_raw::export!(info = info, process = sent::process);
 
 #[cfg(test)]
 mod tests {

@@ -11,23 +11,23 @@
 use wasmtap_sdk::wit::{
     AnalyzerInfo, HistogramDelta, MetricFamily, MetricKind, MetricUpdate, UpdateValue,
 };
+use wasmtap_testing_raw as raw;
 
 /// The two observations.
 pub const OBSERVED: [f64; 2] = [f64::MAX, f64::MAX];
 
 /// The analyzer's declaration: one histogram with one bucket bound.
 pub fn info() -> AnalyzerInfo {
-    AnalyzerInfo {
-        name: "histogram-sum-infinity".to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        families: vec![MetricFamily {
+    raw::info(
+        "histogram-sum-infinity",
+        vec![MetricFamily {
             name: "test_histogram_sum_infinity".to_owned(),
             help: "Observations whose sum overflows (test analyzer).".to_owned(),
             kind: MetricKind::Histogram,
             label_names: Vec::new(),
             buckets: vec![1.0],
         }],
-    }
+    )
 }
 
 /// What every call returns.
@@ -37,30 +37,7 @@ pub fn process() -> Vec<MetricUpdate> {
     vec![MetricUpdate { family: 0, labels: Vec::new(), value: UpdateValue::Histogram(delta) }]
 }
 
-#[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)]
-mod export {
-    use wasmtap_sdk::bindings::exports::wasmtap::analyzer::analyzer::Guest;
-    use wasmtap_sdk::wit;
-
-    struct HistogramSumInfinity;
-
-    impl Guest for HistogramSumInfinity {
-        fn init(_config: wit::Config) -> Result<wit::AnalyzerInfo, String> {
-            Ok(super::info())
-        }
-
-        fn process(_batch: Vec<u8>) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(super::process())
-        }
-
-        fn tick(_now_ns: u64, _end_of_capture: bool) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(Vec::new())
-        }
-    }
-
-    wasmtap_sdk::bindings::__export_component!(HistogramSumInfinity with_types_in wasmtap_sdk::bindings);
-}
+wasmtap_testing_raw::export!(info = info, process = |_batch| Ok(process()));
 
 #[cfg(test)]
 mod tests {

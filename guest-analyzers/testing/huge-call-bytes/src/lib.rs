@@ -16,6 +16,7 @@
 use wasmtap_sdk::wit::{
     AnalyzerInfo, LabelValue, MetricFamily, MetricKind, MetricUpdate, UpdateValue,
 };
+use wasmtap_testing_raw as raw;
 
 /// Updates per call: under the host's 65,536.
 pub const UPDATES: usize = 30_000;
@@ -48,17 +49,16 @@ const _: () = assert!(host_bytes() > HOST_LIMIT && UPDATES < 65_536);
 
 /// The analyzer's declaration: one counter with four labels.
 pub fn info() -> AnalyzerInfo {
-    AnalyzerInfo {
-        name: "huge-call-bytes".to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        families: vec![MetricFamily {
+    raw::info(
+        "huge-call-bytes",
+        vec![MetricFamily {
             name: "test_huge_call_bytes_total".to_owned(),
             help: "One series per update of an oversized call (test analyzer).".to_owned(),
             kind: MetricKind::Counter,
             label_names: ["a", "b", "c", "d"].map(str::to_owned).to_vec(),
             buckets: Vec::new(),
         }],
-    }
+    )
 }
 
 /// Label `label` of update `update`: distinct, padded with `m` to [`VALUE_LEN`] bytes.
@@ -79,30 +79,7 @@ pub fn process() -> Vec<MetricUpdate> {
         .collect()
 }
 
-#[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)]
-mod export {
-    use wasmtap_sdk::bindings::exports::wasmtap::analyzer::analyzer::Guest;
-    use wasmtap_sdk::wit;
-
-    struct HugeCallBytes;
-
-    impl Guest for HugeCallBytes {
-        fn init(_config: wit::Config) -> Result<wit::AnalyzerInfo, String> {
-            Ok(super::info())
-        }
-
-        fn process(_batch: Vec<u8>) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(super::process())
-        }
-
-        fn tick(_now_ns: u64, _end_of_capture: bool) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(Vec::new())
-        }
-    }
-
-    wasmtap_sdk::bindings::__export_component!(HugeCallBytes with_types_in wasmtap_sdk::bindings);
-}
+wasmtap_testing_raw::export!(info = info, process = |_batch| Ok(process()));
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,8 @@
 //!
 //! It implements the WIT export directly, so that nothing copies the 32 MiB on its way out.
 
-use wasmtap_sdk::wit::{AnalyzerInfo, MetricFamily, MetricKind};
+use wasmtap_sdk::wit::{AnalyzerInfo, MetricKind};
+use wasmtap_testing_raw as raw;
 
 /// Bytes of the error string.
 pub const ERROR_LEN: usize = 32 << 20;
@@ -20,17 +21,14 @@ pub const START: &str = "huge-error: the first line\nERROR host: a forged line "
 
 /// The analyzer's declaration: one counter it never updates.
 pub fn info() -> AnalyzerInfo {
-    AnalyzerInfo {
-        name: "huge-error".to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        families: vec![MetricFamily {
-            name: "test_huge_error_calls_total".to_owned(),
-            help: "Calls that succeeded (never: every call fails; test analyzer).".to_owned(),
-            kind: MetricKind::Counter,
-            label_names: Vec::new(),
-            buckets: Vec::new(),
-        }],
-    }
+    raw::info(
+        "huge-error",
+        vec![raw::family(
+            "test_huge_error_calls_total",
+            "Calls that succeeded (never: every call fails; test analyzer).",
+            MetricKind::Counter,
+        )],
+    )
 }
 
 /// The error every call returns: [`START`] padded with `e` to [`ERROR_LEN`] bytes.
@@ -43,30 +41,7 @@ pub fn message() -> String {
     String::from_utf8(bytes).unwrap_or_default()
 }
 
-#[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)]
-mod export {
-    use wasmtap_sdk::bindings::exports::wasmtap::analyzer::analyzer::Guest;
-    use wasmtap_sdk::wit;
-
-    struct HugeError;
-
-    impl Guest for HugeError {
-        fn init(_config: wit::Config) -> Result<wit::AnalyzerInfo, String> {
-            Ok(super::info())
-        }
-
-        fn process(_batch: Vec<u8>) -> Result<Vec<wit::MetricUpdate>, String> {
-            Err(super::message())
-        }
-
-        fn tick(_now_ns: u64, _end_of_capture: bool) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(Vec::new())
-        }
-    }
-
-    wasmtap_sdk::bindings::__export_component!(HugeError with_types_in wasmtap_sdk::bindings);
-}
+wasmtap_testing_raw::export!(info = info, process = |_batch| Err(message()));
 
 #[cfg(test)]
 mod tests {

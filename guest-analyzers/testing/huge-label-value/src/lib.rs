@@ -14,23 +14,23 @@
 use wasmtap_sdk::wit::{
     AnalyzerInfo, LabelValue, MetricFamily, MetricKind, MetricUpdate, UpdateValue,
 };
+use wasmtap_testing_raw as raw;
 
 /// Bytes of the label value every call sends.
 pub const VALUE_LEN: usize = 4 << 20;
 
 /// The analyzer's declaration: one counter with one label.
 pub fn info() -> AnalyzerInfo {
-    AnalyzerInfo {
-        name: "huge-label-value".to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        families: vec![MetricFamily {
+    raw::info(
+        "huge-label-value",
+        vec![MetricFamily {
             name: "test_huge_label_value_total".to_owned(),
             help: "Calls, by a 4 MiB label value (test analyzer).".to_owned(),
             kind: MetricKind::Counter,
             label_names: vec!["value".to_owned()],
             buckets: Vec::new(),
         }],
-    }
+    )
 }
 
 /// The label value of call `call`: `call-<call>-` padded with `v` to [`VALUE_LEN`] bytes.
@@ -49,34 +49,22 @@ pub fn process(call: u64) -> Vec<MetricUpdate> {
     }]
 }
 
+/// The call count this instance has seen (every instance has its own memory).
 #[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)]
-mod export {
+mod calls {
     use core::sync::atomic::{AtomicU64, Ordering};
-    use wasmtap_sdk::bindings::exports::wasmtap::analyzer::analyzer::Guest;
-    use wasmtap_sdk::wit;
 
-    /// `process` calls of this instance (every instance has its own memory).
+    use wasmtap_sdk::wit::MetricUpdate;
+
+    /// `process` calls of this instance.
     static CALLS: AtomicU64 = AtomicU64::new(0);
 
-    struct HugeLabelValue;
-
-    impl Guest for HugeLabelValue {
-        fn init(_config: wit::Config) -> Result<wit::AnalyzerInfo, String> {
-            Ok(super::info())
-        }
-
-        fn process(_batch: Vec<u8>) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(super::process(CALLS.fetch_add(1, Ordering::Relaxed) + 1))
-        }
-
-        fn tick(_now_ns: u64, _end_of_capture: bool) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(Vec::new())
-        }
+    pub fn process(_batch: Vec<u8>) -> Result<Vec<MetricUpdate>, String> {
+        Ok(super::process(CALLS.fetch_add(1, Ordering::Relaxed) + 1))
     }
-
-    wasmtap_sdk::bindings::__export_component!(HugeLabelValue with_types_in wasmtap_sdk::bindings);
 }
+
+wasmtap_testing_raw::export!(info = info, process = calls::process);
 
 #[cfg(test)]
 mod tests {

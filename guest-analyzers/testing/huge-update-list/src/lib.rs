@@ -42,31 +42,7 @@ pub fn updates() -> Vec<MetricUpdate> {
         .collect()
 }
 
-#[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)]
-mod export {
-    use super::*;
-    use wasmtap_sdk::bindings::exports::wasmtap::analyzer::analyzer::Guest;
-    use wasmtap_sdk::wit;
-
-    struct HugeUpdateList;
-
-    impl Guest for HugeUpdateList {
-        fn init(_config: wit::Config) -> Result<wit::AnalyzerInfo, String> {
-            Ok(info().to_wit())
-        }
-
-        fn process(_batch: Vec<u8>) -> Result<Vec<MetricUpdate>, String> {
-            Ok(updates())
-        }
-
-        fn tick(_now_ns: u64, _end_of_capture: bool) -> Result<Vec<MetricUpdate>, String> {
-            Ok(Vec::new())
-        }
-    }
-
-    wasmtap_sdk::bindings::__export_component!(HugeUpdateList with_types_in wasmtap_sdk::bindings);
-}
+wasmtap_testing_raw::export!(info = || info().to_wit(), process = |_batch| Ok(updates()));
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,8 @@
 //! analyzer.
 
 use wasmtap_sdk::LogLevel;
-use wasmtap_sdk::wit::{AnalyzerInfo, MetricFamily, MetricKind, MetricUpdate, UpdateValue};
+use wasmtap_sdk::wit::{AnalyzerInfo, MetricKind, MetricUpdate, UpdateValue};
+use wasmtap_testing_raw as raw;
 
 /// Bytes of each line.
 pub const LINE_LEN: usize = 4 << 20;
@@ -19,17 +20,14 @@ pub const LINES_PER_CALL: usize = 2;
 
 /// The analyzer's declaration: the counter of its calls.
 pub fn info() -> AnalyzerInfo {
-    AnalyzerInfo {
-        name: "log-flood".to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        families: vec![MetricFamily {
-            name: "test_log_flood_calls_total".to_owned(),
-            help: "process calls, each logging two 4 MiB lines (test analyzer).".to_owned(),
-            kind: MetricKind::Counter,
-            label_names: Vec::new(),
-            buckets: Vec::new(),
-        }],
-    }
+    raw::info(
+        "log-flood",
+        vec![raw::family(
+            "test_log_flood_calls_total",
+            "process calls, each logging two 4 MiB lines (test analyzer).",
+            MetricKind::Counter,
+        )],
+    )
 }
 
 /// Bytes of the prefix that tells lines apart: `log-flood: call <10 digits> line <1 digit> `.
@@ -57,13 +55,13 @@ pub fn process(buf: &mut String, call: u64) -> Vec<MetricUpdate> {
     vec![MetricUpdate { family: 0, labels: Vec::new(), value: UpdateValue::CounterAdd(1.0) }]
 }
 
+/// The calls and line buffer of this instance (every instance has its own memory).
 #[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)]
-mod export {
+mod calls {
     use core::cell::RefCell;
     use core::sync::atomic::{AtomicU64, Ordering};
-    use wasmtap_sdk::bindings::exports::wasmtap::analyzer::analyzer::Guest;
-    use wasmtap_sdk::wit;
+
+    use wasmtap_sdk::wit::MetricUpdate;
 
     /// `process` calls of this instance.
     static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -73,25 +71,13 @@ mod export {
         static LINE: RefCell<String> = const { RefCell::new(String::new()) };
     }
 
-    struct LogFlood;
-
-    impl Guest for LogFlood {
-        fn init(_config: wit::Config) -> Result<wit::AnalyzerInfo, String> {
-            Ok(super::info())
-        }
-
-        fn process(_batch: Vec<u8>) -> Result<Vec<wit::MetricUpdate>, String> {
-            let call = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
-            Ok(LINE.with_borrow_mut(|buf| super::process(buf, call)))
-        }
-
-        fn tick(_now_ns: u64, _end_of_capture: bool) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(Vec::new())
-        }
+    pub fn process(_batch: Vec<u8>) -> Result<Vec<MetricUpdate>, String> {
+        let call = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(LINE.with_borrow_mut(|buf| super::process(buf, call)))
     }
-
-    wasmtap_sdk::bindings::__export_component!(LogFlood with_types_in wasmtap_sdk::bindings);
 }
+
+wasmtap_testing_raw::export!(info = info, process = calls::process);
 
 #[cfg(test)]
 mod tests {

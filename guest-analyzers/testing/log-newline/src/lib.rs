@@ -9,7 +9,8 @@
 //! default analyzer.
 
 use wasmtap_sdk::LogLevel;
-use wasmtap_sdk::wit::{AnalyzerInfo, MetricFamily, MetricKind, MetricUpdate, UpdateValue};
+use wasmtap_sdk::wit::{AnalyzerInfo, MetricKind, MetricUpdate, UpdateValue};
+use wasmtap_testing_raw as raw;
 
 /// What a forged line says: the start of a plausible line of the host's log.
 pub const FORGED: &str = "2024-01-01T00:00:00.000000Z ERROR host::app: forged by log-newline";
@@ -23,17 +24,14 @@ pub const MESSAGE: &str = concat!(
 
 /// The analyzer's declaration: the counter of its calls.
 pub fn info() -> AnalyzerInfo {
-    AnalyzerInfo {
-        name: "log-newline".to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        families: vec![MetricFamily {
-            name: "test_log_newline_calls_total".to_owned(),
-            help: "process calls, each logging a line with a newline (test analyzer).".to_owned(),
-            kind: MetricKind::Counter,
-            label_names: Vec::new(),
-            buckets: Vec::new(),
-        }],
-    }
+    raw::info(
+        "log-newline",
+        vec![raw::family(
+            "test_log_newline_calls_total",
+            "process calls, each logging a line with a newline (test analyzer).",
+            MetricKind::Counter,
+        )],
+    )
 }
 
 /// One call: logs [`MESSAGE`] and returns its update.
@@ -42,30 +40,7 @@ pub fn process() -> Vec<MetricUpdate> {
     vec![MetricUpdate { family: 0, labels: Vec::new(), value: UpdateValue::CounterAdd(1.0) }]
 }
 
-#[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)]
-mod export {
-    use wasmtap_sdk::bindings::exports::wasmtap::analyzer::analyzer::Guest;
-    use wasmtap_sdk::wit;
-
-    struct LogNewline;
-
-    impl Guest for LogNewline {
-        fn init(_config: wit::Config) -> Result<wit::AnalyzerInfo, String> {
-            Ok(super::info())
-        }
-
-        fn process(_batch: Vec<u8>) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(super::process())
-        }
-
-        fn tick(_now_ns: u64, _end_of_capture: bool) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(Vec::new())
-        }
-    }
-
-    wasmtap_sdk::bindings::__export_component!(LogNewline with_types_in wasmtap_sdk::bindings);
-}
+wasmtap_testing_raw::export!(info = info, process = |_batch| Ok(process()));
 
 #[cfg(test)]
 mod tests {

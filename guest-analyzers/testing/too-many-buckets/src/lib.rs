@@ -6,49 +6,26 @@
 //! buckets of "test_too_many_buckets" is 65, over the limit of 64`. Not a default analyzer.
 
 use wasmtap_sdk::wit::{AnalyzerInfo, MetricFamily, MetricKind};
+use wasmtap_testing_raw as raw;
 
 /// Bucket bounds declared: the host's limit plus one.
 pub const BUCKETS: usize = 65;
 
 /// The analyzer's declaration.
 pub fn info() -> AnalyzerInfo {
-    AnalyzerInfo {
-        name: "too-many-buckets".to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        families: vec![MetricFamily {
+    raw::info(
+        "too-many-buckets",
+        vec![MetricFamily {
             name: "test_too_many_buckets".to_owned(),
             help: "A histogram with one bucket too many (test analyzer).".to_owned(),
             kind: MetricKind::Histogram,
             label_names: Vec::new(),
             buckets: (1..=BUCKETS).map(|b| b as f64).collect(),
         }],
-    }
+    )
 }
 
-#[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)]
-mod export {
-    use wasmtap_sdk::bindings::exports::wasmtap::analyzer::analyzer::Guest;
-    use wasmtap_sdk::wit;
-
-    struct TooManyBuckets;
-
-    impl Guest for TooManyBuckets {
-        fn init(_config: wit::Config) -> Result<wit::AnalyzerInfo, String> {
-            Ok(super::info())
-        }
-
-        fn process(_batch: Vec<u8>) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(Vec::new())
-        }
-
-        fn tick(_now_ns: u64, _end_of_capture: bool) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(Vec::new())
-        }
-    }
-
-    wasmtap_sdk::bindings::__export_component!(TooManyBuckets with_types_in wasmtap_sdk::bindings);
-}
+wasmtap_testing_raw::export!(info = info);
 
 #[cfg(test)]
 mod tests {

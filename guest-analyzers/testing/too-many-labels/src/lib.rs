@@ -7,49 +7,26 @@
 //! analyzer.
 
 use wasmtap_sdk::wit::{AnalyzerInfo, MetricFamily, MetricKind};
+use wasmtap_testing_raw as raw;
 
 /// Labels declared: the host's limit plus one.
 pub const LABELS: usize = 17;
 
 /// The analyzer's declaration.
 pub fn info() -> AnalyzerInfo {
-    AnalyzerInfo {
-        name: "too-many-labels".to_owned(),
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        families: vec![MetricFamily {
+    raw::info(
+        "too-many-labels",
+        vec![MetricFamily {
             name: "test_too_many_labels_total".to_owned(),
             help: "A counter with one label too many (test analyzer).".to_owned(),
             kind: MetricKind::Counter,
             label_names: (0..LABELS).map(|n| format!("l{n:02}")).collect(),
             buckets: Vec::new(),
         }],
-    }
+    )
 }
 
-#[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)]
-mod export {
-    use wasmtap_sdk::bindings::exports::wasmtap::analyzer::analyzer::Guest;
-    use wasmtap_sdk::wit;
-
-    struct TooManyLabels;
-
-    impl Guest for TooManyLabels {
-        fn init(_config: wit::Config) -> Result<wit::AnalyzerInfo, String> {
-            Ok(super::info())
-        }
-
-        fn process(_batch: Vec<u8>) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(Vec::new())
-        }
-
-        fn tick(_now_ns: u64, _end_of_capture: bool) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(Vec::new())
-        }
-    }
-
-    wasmtap_sdk::bindings::__export_component!(TooManyLabels with_types_in wasmtap_sdk::bindings);
-}
+wasmtap_testing_raw::export!(info = info);
 
 #[cfg(test)]
 mod tests {

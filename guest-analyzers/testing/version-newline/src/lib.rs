@@ -6,7 +6,8 @@
 //! bytes or has characters other than printable ASCII`, the version shown escaped (the newline
 //! as `\n`) on one line. Not a default analyzer.
 
-use wasmtap_sdk::wit::{AnalyzerInfo, MetricFamily, MetricKind};
+use wasmtap_sdk::wit::{AnalyzerInfo, MetricKind};
+use wasmtap_testing_raw as raw;
 
 /// The version it declares.
 pub const VERSION: &str = "0.1.0\nERROR host: forged";
@@ -16,40 +17,15 @@ pub fn info() -> AnalyzerInfo {
     AnalyzerInfo {
         name: "version-newline".to_owned(),
         version: VERSION.to_owned(),
-        families: vec![MetricFamily {
-            name: "test_version_newline_packets_total".to_owned(),
-            help: "Packets, under a version with a newline (test analyzer).".to_owned(),
-            kind: MetricKind::Counter,
-            label_names: Vec::new(),
-            buckets: Vec::new(),
-        }],
+        families: vec![raw::family(
+            "test_version_newline_packets_total",
+            "Packets, under a version with a newline (test analyzer).",
+            MetricKind::Counter,
+        )],
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)]
-mod export {
-    use wasmtap_sdk::bindings::exports::wasmtap::analyzer::analyzer::Guest;
-    use wasmtap_sdk::wit;
-
-    struct VersionNewline;
-
-    impl Guest for VersionNewline {
-        fn init(_config: wit::Config) -> Result<wit::AnalyzerInfo, String> {
-            Ok(super::info())
-        }
-
-        fn process(_batch: Vec<u8>) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(Vec::new())
-        }
-
-        fn tick(_now_ns: u64, _end_of_capture: bool) -> Result<Vec<wit::MetricUpdate>, String> {
-            Ok(Vec::new())
-        }
-    }
-
-    wasmtap_sdk::bindings::__export_component!(VersionNewline with_types_in wasmtap_sdk::bindings);
-}
+wasmtap_testing_raw::export!(info = info);
 
 #[cfg(test)]
 mod tests {
