@@ -11,7 +11,7 @@
 //!
 //! (The host prefixes the names with `wasmtap_`.)
 
-use wasmtap_sdk::{Analyzer, AnalyzerInfo, Batch, Config, Counter, Gauge, Label, Updates};
+use wasmtap_sdk::{Analyzer, AnalyzerInfo, Batch, Config, Counter, Gauge, LabelMap, Updates};
 
 /// Labels of every family here: who sent, to whom, on which device.
 const LABELS: [&str; 3] = ["src_ip", "dst_ip", "device"];
@@ -23,6 +23,9 @@ pub struct HeaderFlags {
     wscale_options: Counter,
     wscale_shift: Gauge,
     data_segments: Counter,
+    /// Counts per (sender, receiver, device) since the last flush: one lookup per packet, one
+    /// update per counter and pair per flush.
+    pairs: LabelMap<3, Counts>,
 }
 
 impl Analyzer for HeaderFlags {
@@ -57,14 +60,14 @@ impl Analyzer for HeaderFlags {
              retransmission and out-of-order ratios (tshark: tcp.len > 0).",
             &LABELS,
         );
-        Ok((Self { resets, dont_fragment, wscale_options, wscale_shift, data_segments }, info))
+        let pairs = LabelMap::new();
+        Ok((
+            Self { resets, dont_fragment, wscale_options, wscale_shift, data_segments, pairs },
+            info,
+        ))
     }
 
     fn process(&mut self, batch: &Batch<'_>, out: &mut Updates) -> Result<(), String> {
-        // The last two pairs are counted here and emitted when they make room or the batch
-        // ends: a bulk transfer's segments and ACKs then cost a scan of a few entries each,
-        // not a series lookup per counter.
-        let mut recent = Recent::default();
         for p in batch {
             let df = p.is_ipv4() && p.dont_fragment();
             let rst = p.has_tcp() && p.rst();
@@ -73,49 +76,52 @@ impl Analyzer for HeaderFlags {
             if !(df || rst || wscale.is_some() || data) {
                 continue;
             }
-            let pair = [p.src_label(), p.dst_label(), p.device_label()];
-            let c = recent.counts(pair, |old| self.emit(old, out));
+            let c = self.pairs.entry([p.src_label(), p.dst_label(), p.device_label()]);
             c.resets += u32::from(rst);
             c.dont_fragment += u32::from(df);
             c.data_segments += u32::from(data);
             if let Some(shift) = wscale {
                 c.wscale_options += 1;
-                // Packets come in time order within a batch; the gauge keeps the latest.
+                // Packets come in time order; the gauge keeps the latest.
                 if c.wscale.is_none_or(|(_, at)| p.time_ns() >= at) {
                     c.wscale = Some((shift, p.time_ns()));
                 }
             }
         }
-        for pair in recent.drain() {
-            self.emit(&pair, out);
+        if self.pairs.len() >= MAX_PAIRS {
+            self.flush(out)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, out: &mut Updates) -> Result<(), String> {
+        let Self { resets, dont_fragment, wscale_options, wscale_shift, data_segments, pairs } =
+            self;
+        for (labels, c) in pairs.drain() {
+            // Only the counters that counted something, as if emitted per packet.
+            if c.resets > 0 {
+                out.add(*resets, &labels, f64::from(c.resets));
+            }
+            if c.dont_fragment > 0 {
+                out.add(*dont_fragment, &labels, f64::from(c.dont_fragment));
+            }
+            if let Some((shift, at_ns)) = c.wscale {
+                out.add(*wscale_options, &labels, f64::from(c.wscale_options));
+                out.set(*wscale_shift, &labels, f64::from(shift), at_ns);
+            }
+            if c.data_segments > 0 {
+                out.add(*data_segments, &labels, f64::from(c.data_segments));
+            }
         }
         Ok(())
     }
 }
 
-impl HeaderFlags {
-    /// Emits one pair's counts: only the counters that counted something, as per packet.
-    fn emit(&self, (labels, c): &(Pair, Counts), out: &mut Updates) {
-        if c.resets > 0 {
-            out.add(self.resets, labels, f64::from(c.resets));
-        }
-        if c.dont_fragment > 0 {
-            out.add(self.dont_fragment, labels, f64::from(c.dont_fragment));
-        }
-        if let Some((shift, at_ns)) = c.wscale {
-            out.add(self.wscale_options, labels, f64::from(c.wscale_options));
-            out.set(self.wscale_shift, labels, f64::from(shift), at_ns);
-        }
-        if c.data_segments > 0 {
-            out.add(self.data_segments, labels, f64::from(c.data_segments));
-        }
-    }
-}
+/// Pairs counted at most between flushes: at five series each, with what the runner may hold
+/// ([`wasmtap_sdk::HOLD_MAX_SERIES`]), one returned list stays below the host's 65,536 updates.
+const MAX_PAIRS: usize = 4096;
 
-/// A pair's label values: source, destination, device.
-type Pair = [Label; 3];
-
-/// What one pair counted since it entered [`Recent`].
+/// What one (sender, receiver, device) counted since the last flush.
 #[derive(Default, Clone, Copy)]
 struct Counts {
     resets: u32,
@@ -124,47 +130,6 @@ struct Counts {
     /// The latest shift and its packet time.
     wscale: Option<(u8, u64)>,
     data_segments: u32,
-}
-
-/// Pairs kept at once: the two directions of a connection, or of several between the same two
-/// hosts. With many connections interleaved most packets miss anyway, and a longer scan only
-/// costs (measured with bench/throughput: 4 was no faster on the lossy capture and slower on the
-/// synthetic one).
-const RECENT: usize = 2;
-
-/// The last few pairs seen, replaced oldest first.
-#[derive(Default)]
-struct Recent {
-    entries: [Option<(Pair, Counts)>; RECENT],
-    next: usize,
-}
-
-impl Recent {
-    /// The counts of `pair`, making room for it (the oldest entry goes to `evict`) if new.
-    #[inline]
-    fn counts(&mut self, pair: Pair, evict: impl FnOnce(&(Pair, Counts))) -> &mut Counts {
-        let found = self.entries.iter().position(|e| e.as_ref().is_some_and(|(p, _)| *p == pair));
-        let i = match found {
-            Some(i) => i,
-            None => {
-                let i = self.next;
-                self.next = (i + 1) % RECENT;
-                if let Some(old) = &self.entries[i] {
-                    evict(old);
-                }
-                self.entries[i] = Some((pair, Counts::default()));
-                i
-            }
-        };
-        // The entry at `i` was found or just filled.
-        &mut self.entries[i].get_or_insert_with(|| (pair, Counts::default())).1
-    }
-
-    /// The pairs still held, oldest first.
-    fn drain(&mut self) -> impl Iterator<Item = (Pair, Counts)> + '_ {
-        let start = self.next;
-        (0..RECENT).filter_map(move |k| self.entries[(start + k) % RECENT].take())
-    }
 }
 
 wasmtap_sdk::export_analyzer!(HeaderFlags);
@@ -387,9 +352,8 @@ mod tests {
 
     #[test]
     fn many_interleaved_pairs_count_exactly() {
-        // More pairs than the recent set holds, in a round robin, so every pair is evicted
-        // and comes back many times: its totals must still be exact.
-        let pairs = 3 * RECENT as u8 + 1;
+        // Pairs in a round robin: each one's totals must be exact.
+        let pairs = 7u8;
         let mut b = BatchBuilder::new();
         for round in 0..10u64 {
             for i in 0..pairs {
@@ -418,5 +382,56 @@ mod tests {
         }
         // One update per series: four families per pair.
         assert_eq!(out.len(), 4 * usize::from(pairs));
+    }
+    #[test]
+    fn counts_held_over_calls_come_back_exact_and_the_pair_table_stays_bounded() {
+        let mut r = runner();
+        // More pairs than the table keeps between flushes, over several held calls, each pair
+        // twice: a data segment with DF and a window scale option.
+        let pairs = MAX_PAIRS as u32 + 904;
+        let packet = |i: u32, shift: u8, at: u64| {
+            PacketFields::ipv4(Ipv4Addr::from(0x0a00_0000 + i), Ipv4Addr::new(10, 99, 0, 1))
+                .with_tcp(1000, 80, tcp_flags::ACK)
+                .with_payload(10)
+                .with_wscale(shift)
+                .with_time(at)
+                .with_bits(packet_bits::DONT_FRAGMENT)
+        };
+        for round in 0..2u64 {
+            for chunk in (0..pairs).collect::<Vec<_>>().chunks(1000) {
+                let mut b = BatchBuilder::new();
+                for &i in chunk {
+                    b.push(&packet(i, (round as u8) + 3, round * 10 + 1));
+                }
+                assert_eq!(r.process(&b.hold(true).build()).expect("held"), vec![]);
+                let held = r.analyzer().expect("loaded").pairs.len();
+                assert!(held < MAX_PAIRS, "{held} pairs kept after a call");
+            }
+        }
+        let out = r.process(&BatchBuilder::new().build()).expect("flush");
+        for i in [0, 1, MAX_PAIRS as u32, pairs - 1] {
+            let src = 0x0a00_0000 + i;
+            assert_eq!(find(&out, DATA_SEGMENTS, src), Some(&UpdateValue::CounterAdd(2.0)));
+            assert_eq!(find(&out, DF, src), Some(&UpdateValue::CounterAdd(2.0)));
+            assert_eq!(find(&out, WSCALE_OPTIONS, src), Some(&UpdateValue::CounterAdd(2.0)));
+            assert_eq!(find(&out, WSCALE_SHIFT, src), Some(&UpdateValue::GaugeSet((4.0, 11))));
+        }
+        assert_eq!(out.len(), 4 * pairs as usize);
+        assert_eq!(r.process(&BatchBuilder::new().build()).expect("nothing left"), vec![]);
+    }
+
+    #[test]
+    fn a_tick_returns_the_counts_held() {
+        let mut r = runner();
+        let p = PacketFields::ipv4(Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST).with_tcp(
+            1,
+            2,
+            tcp_flags::RST,
+        );
+        assert_eq!(r.process(&BatchBuilder::new().push(&p).hold(true).build()), Ok(vec![]));
+        let out = r.tick(5, false).expect("tick");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].family, RESETS);
+        assert_eq!(out[0].value, UpdateValue::CounterAdd(1.0));
     }
 }

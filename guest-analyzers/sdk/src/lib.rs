@@ -52,6 +52,9 @@
 //! Repeated series cost a hash lookup and no allocation. By default the updates go to the host at
 //! the end of every call; an analyzer with [`Analyzer::HOLD_UPDATES`] lets the [`Runner`] hold
 //! them over several batches while the host allows it, so a busy one costs less per packet.
+//! An analyzer that updates several families with the same labels per packet can instead count
+//! in its own [`LabelMap`] (one lookup per packet) and emit from [`Analyzer::flush`], which the
+//! runner calls whenever it returns the updates.
 //!
 //! ## 4. Building
 //!
@@ -103,7 +106,7 @@ pub use layout::{
     tcp_flags, tcp_options,
 };
 pub use runner::{HOLD_MAX_SERIES, Runner};
-pub use updates::Updates;
+pub use updates::{LabelMap, Updates};
 
 /// Bindings generated from the WIT contract (`wit/analyzer.wit`, world `analyzer-component`).
 #[allow(missing_docs, unsafe_code, clippy::all)]
@@ -144,6 +147,16 @@ pub trait Analyzer: Sized + 'static {
     /// `end_of_capture` at the end of a replay: expire idle state here. Does nothing by default.
     fn tick(&mut self, now_ns: u64, end_of_capture: bool, out: &mut Updates) -> Result<(), String> {
         let _ = (now_ns, end_of_capture, out);
+        Ok(())
+    }
+
+    /// Emits what the analyzer aggregated itself since its last flush (in a [`LabelMap`], say).
+    /// The runner calls it whenever it hands the updates to the host: after every `tick`, and
+    /// after every `process` call whose updates it does not hold. Such state is the analyzer's
+    /// own: a failed call does not discard it, so it must stay bounded in between (emit into
+    /// `out` from `process` when it grows large). Does nothing by default.
+    fn flush(&mut self, out: &mut Updates) -> Result<(), String> {
+        let _ = out;
         Ok(())
     }
 }

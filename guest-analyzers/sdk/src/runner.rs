@@ -80,7 +80,8 @@ impl<A: Analyzer> Runner<A> {
         self.loaded.as_mut().ok_or_else(|| format!("{call} called before a successful init"))
     }
 
-    /// Parses the batch, runs [`Analyzer::process`] and returns the updates.
+    /// Parses the batch, runs [`Analyzer::process`] and returns the updates, after
+    /// [`Analyzer::flush`] whenever they are returned.
     ///
     /// For an analyzer with [`Analyzer::HOLD_UPDATES`], while the host sets
     /// [`crate::header_flags::HOLD`] on its batches, the updates are held
@@ -107,17 +108,22 @@ impl<A: Analyzer> Runner<A> {
         {
             return Ok(Vec::new());
         }
+        let result = result.and_then(|()| loaded.analyzer.flush(&mut loaded.updates));
         finish(result, &mut loaded.updates)
     }
 
-    /// Runs [`Analyzer::tick`] and returns its updates with any held ones.
+    /// Runs [`Analyzer::tick`] and [`Analyzer::flush`] and returns their updates with any held
+    /// ones.
     pub fn tick(
         &mut self,
         now_ns: u64,
         end_of_capture: bool,
     ) -> Result<Vec<wit::MetricUpdate>, String> {
         let loaded = self.loaded("tick")?;
-        let result = loaded.analyzer.tick(now_ns, end_of_capture, &mut loaded.updates);
+        let result = loaded
+            .analyzer
+            .tick(now_ns, end_of_capture, &mut loaded.updates)
+            .and_then(|()| loaded.analyzer.flush(&mut loaded.updates));
         finish(result, &mut loaded.updates)
     }
 }
@@ -308,5 +314,46 @@ mod tests {
         let out = r.process(&batch(&[1, 2], true)).expect("process");
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].value, wit::UpdateValue::CounterAdd(2.0));
+    }
+    /// Counts packets in its own map and emits them only from `flush`.
+    struct Own {
+        packets: Counter,
+        own: crate::LabelMap<1, u32>,
+    }
+
+    impl Analyzer for Own {
+        const HOLD_UPDATES: bool = true;
+
+        fn init(_: &Config) -> Result<(Self, AnalyzerInfo), String> {
+            let mut info = AnalyzerInfo::new("own", "1.0.0");
+            let packets = info.counter("own_packets_total", "Packets.", &["device"]);
+            Ok((Own { packets, own: crate::LabelMap::new() }, info))
+        }
+        fn process(&mut self, batch: &Batch<'_>, _: &mut Updates) -> Result<(), String> {
+            for p in batch {
+                *self.own.entry([p.device_label()]) += 1;
+            }
+            Ok(())
+        }
+        fn flush(&mut self, out: &mut Updates) -> Result<(), String> {
+            for ([device], n) in self.own.drain() {
+                out.add(self.packets, &[device], f64::from(n));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn flush_runs_whenever_the_updates_are_returned_and_only_then() {
+        let mut r = Runner::<Own>::new();
+        r.init(Config::default()).expect("init");
+        let (d, c) = (wit::LabelValue::Device, wit::UpdateValue::CounterAdd);
+        assert_eq!(r.process(&batch(&[1, 2, 1], true)).expect("held"), vec![]);
+        assert_eq!(r.analyzer().map(|a| a.own.len()), Some(2), "not flushed while held");
+        let out = r.process(&batch(&[2], false)).expect("returned");
+        assert_eq!(counts(&out), vec![(d(1), c(2.0)), (d(2), c(2.0))]);
+        assert_eq!(r.process(&batch(&[3], true)).expect("held"), vec![]);
+        assert_eq!(counts(&r.tick(1, false).expect("tick")), vec![(d(3), c(1.0))]);
+        assert_eq!(r.tick(2, true).expect("tick"), vec![]);
     }
 }

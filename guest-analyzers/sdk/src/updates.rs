@@ -23,6 +23,9 @@ use hashbrown::HashTable;
 use crate::bindings::wasmtap::analyzer::types as wit;
 use crate::family::{AnalyzerInfo, Counter, Gauge, Histogram, Label, MAX_LABELS};
 
+mod map;
+pub use map::LabelMap;
+
 /// Marks an empty entry of `Updates::last`.
 const NONE: usize = usize::MAX;
 
