@@ -193,10 +193,5 @@ fn run(
 }
 
 fn exposition(registry: &Registry) -> String {
-    let mut out = Vec::new();
-    let encoder = prometheus::TextEncoder::new();
-    match prometheus::Encoder::encode(&encoder, &registry.gather(), &mut out) {
-        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
-        Err(e) => format!("# encoding failed: {e}"),
-    }
+    registry.render().into_iter().map(|(_, text)| text).collect()
 }

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
-    Registry as PromRegistry, TextEncoder,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry as PromRegistry,
+    TextEncoder,
 };
 
 use crate::health::Health;
@@ -250,19 +250,23 @@ impl Telemetry {
                 }
             }
         }
-        let mut families = registry.gather();
-        families.extend(
-            self.prom
-                .gather()
-                .into_iter()
-                .filter(|f| timing || f.name() != "wasmtap_analyzer_batch_duration_seconds"),
-        );
-        families.sort_by(|a, b| a.name().cmp(b.name()));
-        let mut out = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
-            tracing::error!("encoding metrics failed: {e}");
+        let mut parts = registry.render();
+        let own = self.prom.gather();
+        let own =
+            own.iter().filter(|f| timing || f.name() != "wasmtap_analyzer_batch_duration_seconds");
+        for family in own {
+            let mut text = String::new();
+            match TextEncoder::new().encode_utf8(std::slice::from_ref(family), &mut text) {
+                Ok(()) => parts.push((family.name().to_owned(), text)),
+                Err(e) => tracing::error!("encoding metrics failed: {e}"),
+            }
         }
-        String::from_utf8_lossy(&out).into_owned()
+        parts.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = String::with_capacity(parts.iter().map(|p| p.1.len()).sum());
+        for (_, text) in &parts {
+            out.push_str(text);
+        }
+        out
     }
 }
 

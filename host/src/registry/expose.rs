@@ -1,115 +1,146 @@
-//! Registry stage, exposition: families as `prometheus::proto` for the exporter.
+//! Registry stage, exposition: families in the Prometheus text format for the exporter.
 //!
 //! Input: the registered families and their series.
-//! Output: sorted `proto::MetricFamily`s with label values formatted. Each family's series are
-//! copied under its lock, which is held only for the copy; sorting and formatting happen
-//! after, so a scrape delays the analyzers' updates by a copy, not by a render.
+//! Output: each family with series as its text (HELP, TYPE, then one line per sample, series
+//! sorted by labels), by name; byte for byte what the `prometheus` crate's `TextEncoder`
+//! writes for the same family (the tests hold it to that). Each family's series are copied
+//! under its lock, which is held only for the copy; sorting and formatting happen after, so a
+//! scrape delays the analyzers' updates by a copy, not by a render. The text is written
+//! directly, without building `prometheus::proto` messages first: a node with many address
+//! pairs renders tens of thousands of series per scrape.
 
+use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::PoisonError;
-
-use prometheus::proto;
+use std::sync::{Arc, PoisonError};
 
 use super::series::SeriesValue;
-use super::{Family, FamilySpec, Kind, Label, Registry, lock};
+use super::{Family, Kind, Label, Registry, lock};
 
 impl Registry {
-    /// Every family with its series, sorted by name and labels so output is deterministic.
-    pub fn gather(&self) -> Vec<proto::MetricFamily> {
+    /// Every family with series as `(name, text)`, sorted by name: the text format has no way
+    /// to show a family without series, so one appears with its first series.
+    pub fn render(&self) -> Vec<(String, String)> {
+        let devices = self.devices.names();
         let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
-        // The text format has no way to show a family without series; it appears with its
-        // first series.
-        let mut out: Vec<proto::MetricFamily> = families
+        let mut out: Vec<(String, String)> = families
             .iter()
-            .map(|f| self.family(f))
-            .filter(|f| !f.get_metric().is_empty())
+            .filter_map(|f| Some((f.full_name.clone(), render_family(f, &devices)?)))
             .collect();
-        out.sort_by(|a, b| a.name().cmp(b.name()));
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
+}
 
-    fn family(&self, f: &Family) -> proto::MetricFamily {
-        let mut mf = proto::MetricFamily::default();
-        mf.set_name(f.full_name.clone());
-        mf.set_help(f.spec.help.clone());
-        mf.set_field_type(match f.spec.kind {
-            Kind::Counter => proto::MetricType::COUNTER,
-            Kind::Gauge => proto::MetricType::GAUGE,
-            Kind::Histogram => proto::MetricType::HISTOGRAM,
-        });
-        let (names, mut entries) = {
-            let series = lock(&f.series);
-            let entries: Vec<(Box<[Label]>, SeriesValue)> =
-                series.map.iter().map(|(k, s)| (k.clone(), s.value.clone())).collect();
-            (series.label_names.clone(), entries)
-        };
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let metrics = entries
-            .iter()
-            .map(|(labels, value)| self.metric(&f.spec, &names, labels, value))
-            .collect();
-        mf.set_metric(metrics);
-        mf
+/// One family's text, or `None` if it has no series.
+fn render_family(f: &Family, devices: &[Arc<str>]) -> Option<String> {
+    let (names, mut entries) = {
+        let series = lock(&f.series);
+        let entries: Vec<(Box<[Label]>, SeriesValue)> =
+            series.map.iter().map(|(k, s)| (k.clone(), s.value.clone())).collect();
+        (series.label_names.clone(), entries)
+    };
+    if entries.is_empty() {
+        return None;
     }
-
-    fn metric(
-        &self,
-        spec: &FamilySpec,
-        names: &[String],
-        labels: &[Label],
-        value: &SeriesValue,
-    ) -> proto::Metric {
-        let pairs = names
-            .iter()
-            .zip(labels)
-            .map(|(name, value)| {
-                let mut p = proto::LabelPair::default();
-                p.set_name(name.clone());
-                p.set_value(self.format(value));
-                p
-            })
-            .collect();
-        let mut m = proto::Metric::from_label(pairs);
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let name = f.full_name.as_str();
+    let mut text = String::with_capacity(entries.len() * 96);
+    if !f.spec.help.is_empty() {
+        text.push_str("# HELP ");
+        text.push_str(name);
+        text.push(' ');
+        escape(&mut text, &f.spec.help, false);
+        text.push('\n');
+    }
+    let kind = match f.spec.kind {
+        Kind::Counter => "counter",
+        Kind::Gauge => "gauge",
+        Kind::Histogram => "histogram",
+    };
+    let _ = writeln!(text, "# TYPE {name} {kind}");
+    // Each series' labels, formatted once for all of its lines.
+    let mut labels = String::new();
+    for (key, value) in &entries {
+        labels.clear();
+        for (i, (label_name, label)) in names.iter().zip(key.iter()).enumerate() {
+            labels.push(if i == 0 { '{' } else { ',' });
+            labels.push_str(label_name);
+            labels.push_str("=\"");
+            label_value(&mut labels, label, devices);
+            labels.push('"');
+        }
         match value {
-            SeriesValue::Counter(v) => {
-                let mut c = proto::Counter::default();
-                c.set_value(*v);
-                m.set_counter(c);
-            }
-            SeriesValue::Gauge(v, _) => {
-                let mut g = proto::Gauge::default();
-                g.set_value(*v);
-                m.set_gauge(g);
+            SeriesValue::Counter(v) | SeriesValue::Gauge(v, _) => {
+                sample(&mut text, name, "", &labels, None, *v);
             }
             SeriesValue::Histogram { buckets, sum, count } => {
-                let mut h = proto::Histogram::default();
-                let mut cumulative = 0;
-                let bounds = spec.buckets.iter().zip(buckets);
-                let list = bounds
-                    .map(|(bound, n)| {
-                        cumulative += n;
-                        let mut b = proto::Bucket::default();
-                        b.set_upper_bound(*bound);
-                        b.set_cumulative_count(cumulative);
-                        b
-                    })
-                    .collect();
-                h.set_bucket(list);
-                h.set_sample_sum(sum.to_f64());
-                h.set_sample_count(*count);
-                m.set_histogram(h);
+                let mut cumulative = 0u64;
+                let mut bound = String::new();
+                for (b, n) in f.spec.buckets.iter().zip(buckets) {
+                    cumulative += n;
+                    bound.clear();
+                    let _ = write!(bound, "{b}");
+                    sample(&mut text, name, "_bucket", &labels, Some(&bound), cumulative as f64);
+                }
+                sample(&mut text, name, "_bucket", &labels, Some("+Inf"), *count as f64);
+                sample(&mut text, name, "_sum", &labels, None, sum.to_f64());
+                sample(&mut text, name, "_count", &labels, None, *count as f64);
             }
         }
-        m
     }
+    Some(text)
+}
 
-    fn format(&self, label: &Label) -> String {
-        match label {
-            Label::Text(s) => s.to_string(),
-            Label::Ipv4(a) => Ipv4Addr::from(*a).to_string(),
-            Label::Ipv6(a) => Ipv6Addr::from(*a).to_string(),
-            Label::Device(d) => self.devices.name(*d),
-            Label::Number(n) => n.to_string(),
+/// One sample line: `labels` is `{a="x",b="y"` (unclosed) or empty; `le` a bucket's bound.
+fn sample(text: &mut String, name: &str, suffix: &str, labels: &str, le: Option<&str>, v: f64) {
+    text.push_str(name);
+    text.push_str(suffix);
+    match (labels.is_empty(), le) {
+        (true, None) => {}
+        (true, Some(le)) => {
+            let _ = write!(text, "{{le=\"{le}\"}}");
+        }
+        (false, None) => {
+            text.push_str(labels);
+            text.push('}');
+        }
+        (false, Some(le)) => {
+            let _ = write!(text, "{labels},le=\"{le}\"}}");
+        }
+    }
+    let _ = writeln!(text, " {v}");
+}
+
+/// A label value, escaped as the text format wants it.
+fn label_value(text: &mut String, label: &Label, devices: &[Arc<str>]) {
+    match label {
+        Label::Text(s) => escape(text, s, true),
+        Label::Ipv4(a) => {
+            let _ = write!(text, "{}", Ipv4Addr::from(*a));
+        }
+        Label::Ipv6(a) => {
+            let _ = write!(text, "{}", Ipv6Addr::from(*a));
+        }
+        Label::Device(d) => match devices.get(usize::from(*d)) {
+            Some(name) => escape(text, name, true),
+            None => {
+                let _ = write!(text, "{d}");
+            }
+        },
+        Label::Number(n) => {
+            let _ = write!(text, "{n}");
+        }
+    }
+}
+
+/// Appends `v` with backslash and newline escaped, and double quotes too in a label value.
+fn escape(text: &mut String, v: &str, quotes: bool) {
+    for c in v.chars() {
+        match c {
+            '\\' => text.push_str("\\\\"),
+            '\n' => text.push_str("\\n"),
+            '"' if quotes => text.push_str("\\\""),
+            c => text.push(c),
         }
     }
 }

@@ -181,6 +181,11 @@ impl Devices {
         i
     }
 
+    /// Every name, by index: one lock for a whole render.
+    pub fn names(&self) -> Vec<Arc<str>> {
+        self.names.read().unwrap_or_else(PoisonError::into_inner).by_index.clone()
+    }
+
     /// The name behind an index, or the number itself for an unknown index.
     pub fn name(&self, index: u16) -> String {
         let names = self.names.read().unwrap_or_else(PoisonError::into_inner);

@@ -22,9 +22,137 @@ fn registry(cap: usize) -> Registry {
 }
 
 fn text(r: &Registry) -> String {
-    let mut out = Vec::new();
-    prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &r.gather(), &mut out).unwrap();
-    String::from_utf8(out).unwrap()
+    r.render().into_iter().map(|(_, text)| text).collect()
+}
+
+/// The `prometheus` crate's rendering of the registry: every family as a `proto` message,
+/// encoded by its `TextEncoder`. The reference that `render` must equal byte for byte.
+fn crate_text(r: &Registry) -> String {
+    use prometheus::proto;
+    let families = r.families.read().unwrap();
+    let mut out: Vec<proto::MetricFamily> = Vec::new();
+    for f in families.iter() {
+        let series = lock(&f.series);
+        let mut entries: Vec<_> = series.map.iter().collect();
+        if entries.is_empty() {
+            continue;
+        }
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        let mut mf = proto::MetricFamily::default();
+        mf.set_name(f.full_name.clone());
+        mf.set_help(f.spec.help.clone());
+        mf.set_field_type(match f.spec.kind {
+            Kind::Counter => proto::MetricType::COUNTER,
+            Kind::Gauge => proto::MetricType::GAUGE,
+            Kind::Histogram => proto::MetricType::HISTOGRAM,
+        });
+        let metrics = entries.iter().map(|(labels, s)| {
+            let pairs = series.label_names.iter().zip(labels.iter()).map(|(name, value)| {
+                let mut p = proto::LabelPair::default();
+                p.set_name(name.clone());
+                p.set_value(match value {
+                    Label::Text(s) => s.to_string(),
+                    Label::Ipv4(a) => std::net::Ipv4Addr::from(*a).to_string(),
+                    Label::Ipv6(a) => std::net::Ipv6Addr::from(*a).to_string(),
+                    Label::Device(d) => r.devices.name(*d),
+                    Label::Number(n) => n.to_string(),
+                });
+                p
+            });
+            let mut m = proto::Metric::from_label(pairs.collect());
+            match &s.value {
+                series::SeriesValue::Counter(v) => {
+                    let mut c = proto::Counter::default();
+                    c.set_value(*v);
+                    m.set_counter(c);
+                }
+                series::SeriesValue::Gauge(v, _) => {
+                    let mut g = proto::Gauge::default();
+                    g.set_value(*v);
+                    m.set_gauge(g);
+                }
+                series::SeriesValue::Histogram { buckets, sum, count } => {
+                    let mut h = proto::Histogram::default();
+                    let mut cumulative = 0;
+                    let list = f.spec.buckets.iter().zip(buckets).map(|(bound, n)| {
+                        cumulative += n;
+                        let mut b = proto::Bucket::default();
+                        b.set_upper_bound(*bound);
+                        b.set_cumulative_count(cumulative);
+                        b
+                    });
+                    h.set_bucket(list.collect());
+                    h.set_sample_sum(sum.to_f64());
+                    h.set_sample_count(*count);
+                    m.set_histogram(h);
+                }
+            }
+            m
+        });
+        mf.set_metric(metrics.collect());
+        out.push(mf);
+    }
+    out.sort_by(|a, b| a.name().cmp(b.name()));
+    prometheus::TextEncoder::new().encode_to_string(&out).unwrap()
+}
+
+#[test]
+fn the_rendering_is_the_prometheus_crates_byte_for_byte() {
+    let r = registry(100);
+    let devices = r.devices().clone();
+    devices.intern("we\"ird\\dev\nice");
+    let mut help =
+        spec("h_seconds", Kind::Histogram, &["device", "why"], &[0.001, 0.5, 1.0, 2.5e6]);
+    help.help = "A \"quoted\" help \\ with\na newline.".into();
+    let families = r
+        .register(
+            "a",
+            &[
+                spec("x_total", Kind::Counter, &["src_ip", "dst_ip", "device"], &[]),
+                spec("level", Kind::Gauge, &["n"], &[]),
+                help,
+                spec("plain_total", Kind::Counter, &[], &[]),
+                spec("bare_seconds", Kind::Histogram, &[], &[1e-9, 0.1]),
+                spec("never_total", Kind::Counter, &["n"], &[]),
+            ],
+        )
+        .unwrap();
+    let v6 = |last: u8| {
+        let mut b = [0u8; 16];
+        b[0] = 0xfd;
+        b[15] = last;
+        Label::Ipv6(u128::from_be_bytes(b))
+    };
+    let u = |family: u32, labels: Vec<Label>, value: Value| Update { family, labels, value };
+    let ups = vec![
+        u(0, vec![Label::Ipv4(0x0a00_0001), v6(2), Label::Device(0)], Value::CounterAdd(3.0)),
+        u(0, vec![v6(9), Label::Ipv4(1), Label::Device(1)], Value::CounterAdd(0.5)),
+        u(0, vec![Label::Ipv4(7), Label::Ipv4(8), Label::Device(9)], Value::CounterAdd(9e15)),
+        u(1, vec![Label::Number(-4)], Value::GaugeSet(-1.25e-7, 5)),
+        u(1, vec![Label::Number(12)], Value::GaugeSet(1.5e15, 5)),
+        u(1, vec![Label::Number(3)], Value::GaugeSet(0.0, 5)),
+        u(
+            2,
+            vec![Label::Device(1), Label::Text("a \"b\" \\c\nd".into())],
+            Value::Histogram { buckets: vec![1, 0, 2, 0, 3], sum: 12.000_000_001, count: 6 },
+        ),
+        u(
+            2,
+            vec![Label::Device(0), Label::Text("".into())],
+            Value::Histogram { buckets: vec![0, 0, 0, 0, 0], sum: 0.0, count: 0 },
+        ),
+        u(3, vec![], Value::CounterAdd(42.0)),
+        u(4, vec![], Value::Histogram { buckets: vec![1, 1, 1], sum: 7.5, count: 3 }),
+    ];
+    r.apply(&families, ups).unwrap();
+    let ours = text(&r);
+    assert_eq!(ours, crate_text(&r));
+    // Spot checks of what the shared reference says, so that both cannot drift together.
+    assert!(ours.contains("wasmtap_plain_total 42\n"), "{ours}");
+    assert!(ours.contains("wasmtap_bare_seconds_bucket{le=\"+Inf\"} 3\n"), "{ours}");
+    assert!(ours.contains(r#"why="a \"b\" \\c\nd",le="2500000"} 3"#), "{ours}");
+    assert!(ours.contains(r#"{device="we\"ird\\dev\nice",why="a \"b\" \\c\nd",le="+Inf"} 6"#));
+    assert!(!ours.contains("never_total"), "a family without series is not shown");
 }
 
 #[test]
@@ -144,7 +272,7 @@ fn unregister_removes_the_families() {
     let r = registry(10);
     let f = r.register("a", &[spec("x_total", Kind::Counter, &[], &[])]).unwrap();
     r.unregister(&f);
-    assert!(r.gather().is_empty());
+    assert!(r.render().is_empty());
     r.register("b", &[spec("x_total", Kind::Counter, &[], &[])]).unwrap();
 }
 
