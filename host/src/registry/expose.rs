@@ -11,7 +11,7 @@
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, PoisonError};
+use std::sync::PoisonError;
 
 use super::series::SeriesValue;
 use super::{Family, Kind, Label, Registry, lock};
@@ -20,7 +20,17 @@ impl Registry {
     /// Every family with series as `(name, text)`, sorted by name: the text format has no way
     /// to show a family without series, so one appears with its first series.
     pub fn render(&self) -> Vec<(String, String)> {
-        let devices = self.devices.names();
+        // Device names escaped once, not once per series.
+        let devices: Vec<String> = self
+            .devices
+            .names()
+            .iter()
+            .map(|name| {
+                let mut escaped = String::with_capacity(name.len());
+                escape(&mut escaped, name, true);
+                escaped
+            })
+            .collect();
         let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
         let mut out: Vec<(String, String)> = families
             .iter()
@@ -32,7 +42,7 @@ impl Registry {
 }
 
 /// One family's text, or `None` if it has no series.
-fn render_family(f: &Family, devices: &[Arc<str>]) -> Option<String> {
+fn render_family(f: &Family, devices: &[String]) -> Option<String> {
     let (names, mut entries) = {
         let series = lock(&f.series);
         let entries: Vec<(Box<[Label]>, SeriesValue)> =
@@ -112,7 +122,8 @@ fn sample(text: &mut String, name: &str, suffix: &str, labels: &str, le: Option<
 }
 
 /// A label value, escaped as the text format wants it.
-fn label_value(text: &mut String, label: &Label, devices: &[Arc<str>]) {
+fn label_value(text: &mut String, label: &Label, devices: &[String]) {
+    // `devices` are escaped already.
     match label {
         Label::Text(s) => escape(text, s, true),
         Label::Ipv4(a) => {
@@ -122,7 +133,7 @@ fn label_value(text: &mut String, label: &Label, devices: &[Arc<str>]) {
             let _ = write!(text, "{}", Ipv6Addr::from(*a));
         }
         Label::Device(d) => match devices.get(usize::from(*d)) {
-            Some(name) => escape(text, name, true),
+            Some(name) => text.push_str(name),
             None => {
                 let _ = write!(text, "{d}");
             }
@@ -135,6 +146,10 @@ fn label_value(text: &mut String, label: &Label, devices: &[Arc<str>]) {
 
 /// Appends `v` with backslash and newline escaped, and double quotes too in a label value.
 fn escape(text: &mut String, v: &str, quotes: bool) {
+    if !v.bytes().any(|b| b == b'\\' || b == b'\n' || (quotes && b == b'"')) {
+        text.push_str(v);
+        return;
+    }
     for c in v.chars() {
         match c {
             '\\' => text.push_str("\\\\"),
