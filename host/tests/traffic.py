@@ -212,13 +212,18 @@ def send_all(s, n):
         left -= k
 
 
+def upload(s, n, scenario):
+    """Sends an 8-byte length and that many bytes; checks the count the server answers."""
+    s.sendall(struct.pack("!Q", n))
+    send_all(s, n)
+    (echoed,) = struct.unpack("!Q", recv_exact(s, 8))
+    if echoed != n:
+        raise RuntimeError(f"{scenario}: server counted {echoed} bytes, sent {n}")
+
+
 def scenario_bulk(addr, port, bulk):
     with connect(addr, port) as s:
-        s.sendall(struct.pack("!Q", bulk))
-        send_all(s, bulk)
-        (echoed,) = struct.unpack("!Q", recv_exact(s, 8))
-        if echoed != bulk:
-            raise RuntimeError(f"bulk: server counted {echoed} bytes, sent {bulk}")
+        upload(s, bulk, "bulk")
         down = 0
         while True:
             chunk = s.recv(CHUNK)
@@ -234,11 +239,7 @@ def scenario_bulk(addr, port, bulk):
 def scenario_slow(addr, port, n):
     t = time.monotonic()
     with connect(addr, port) as s:
-        s.sendall(struct.pack("!Q", n))
-        send_all(s, n)
-        (echoed,) = struct.unpack("!Q", recv_exact(s, 8))
-        if echoed != n:
-            raise RuntimeError(f"slow: server counted {echoed} bytes, sent {n}")
+        upload(s, n, "slow")
         s.shutdown(socket.SHUT_WR)
         while s.recv(CHUNK):
             pass
