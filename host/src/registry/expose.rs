@@ -68,7 +68,9 @@ fn render_family(f: &Family, devices: &[String]) -> Option<String> {
         Kind::Histogram => "histogram",
     };
     let _ = writeln!(text, "# TYPE {name} {kind}");
-    // Each series' labels, formatted once for all of its lines.
+    // The buckets' bounds, formatted once for all series; each series' labels, once for all
+    // of its lines.
+    let bounds: Vec<String> = f.spec.buckets.iter().map(|b| b.to_string()).collect();
     let mut labels = String::new();
     for (key, value) in &entries {
         labels.clear();
@@ -85,12 +87,9 @@ fn render_family(f: &Family, devices: &[String]) -> Option<String> {
             }
             SeriesValue::Histogram { buckets, sum, count } => {
                 let mut cumulative = 0u64;
-                let mut bound = String::new();
-                for (b, n) in f.spec.buckets.iter().zip(buckets) {
+                for (bound, n) in bounds.iter().zip(buckets) {
                     cumulative += n;
-                    bound.clear();
-                    let _ = write!(bound, "{b}");
-                    sample(&mut text, name, "_bucket", &labels, Some(&bound), cumulative as f64);
+                    sample(&mut text, name, "_bucket", &labels, Some(bound), cumulative as f64);
                 }
                 sample(&mut text, name, "_bucket", &labels, Some("+Inf"), *count as f64);
                 sample(&mut text, name, "_sum", &labels, None, sum.to_f64());
