@@ -1,8 +1,11 @@
 //! Stage: control (wiring).
 //!
-//! Input: the parsed command line. Output: a running pipeline — sources → batchers → workers
-//! → registry → exporter (`host run`) or exposition text (`host replay`) — and the exit code.
+//! Input: the parsed command line and, for `wasmtap run`, the control [`Signal`]s that the
+//! caller (`main`: SIGHUP, SIGINT, SIGTERM) hands in. Output: a running pipeline — sources →
+//! batchers → workers → registry → exporter (`wasmtap run`, until a stop signal) or
+//! exposition text (`wasmtap replay`) — and the exit code.
 
+use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,25 +15,42 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::batch::{Batcher, DEFAULT_MAX_AGE, FullQueue};
-use crate::capture;
+use crate::capture::links::Links;
 use crate::capture::live::Context as CaptureContext;
+use crate::capture::{self, CaptureMetrics};
 use crate::cli::{Cli, Command};
 use crate::config::{self, Pipeline};
 use crate::exporter::Exporter;
 use crate::health::Health;
-use crate::interfaces::{self, Links, Options, Supervisor};
-use crate::registry::{Devices, Families, Policy, Registry};
+use crate::interfaces::{self, Options, Supervisor};
+use crate::registry::expiry::{Expiry, SeriesCounts};
+use crate::registry::{Devices, Policy, Registry};
 use crate::runtime::cache::Cache;
 use crate::runtime::catalog::Catalog;
-use crate::runtime::worker::{Flush, LIVE_FLUSH};
-use crate::runtime::{Analyzer, Runtime, defaults, native};
-use crate::telemetry::{Shared, Telemetry};
+use crate::runtime::metrics::AnalyzerMetrics;
+use crate::runtime::worker::{Flush, LIVE_FLUSH, Sinks};
+use crate::runtime::{Analyzer, Runtime, defaults};
+use crate::telemetry::SelfMetrics;
 use crate::watch;
 
 /// How long the first listing of the network interfaces may take (it takes milliseconds).
 const LINKS_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// What `wasmtap run` is told while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Reload what can change without a restart (SIGHUP).
+    Reload,
+    /// Shut down; the name says why, for the log.
+    Stop(&'static str),
+}
+
+/// Runs the command. `signals` gives the next control signal each time it is called; only
+/// `run` waits on it, on the HTTP runtime.
+pub fn run<F>(cli: Cli, signals: impl FnMut() -> F) -> anyhow::Result<ExitCode>
+where
+    F: Future<Output = Signal>,
+{
     match cli.command {
         Command::Run(args) if args.check_config => {
             let cfg = config::Run::from_args(args)?;
@@ -38,7 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             writeln!(out, "{}", cfg.summary()).context("writing to stdout")?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run(args) => live(config::Run::from_args(args)?),
+        Command::Run(args) => live(config::Run::from_args(args)?, signals),
         Command::Replay(args) => replay(config::Replay::from_args(args)?),
         Command::Check(args) => {
             let mut out = std::io::stdout().lock();
@@ -48,11 +68,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The runtime, the shared registry and the loaded analyzers.
+/// The runtime, the registry, the self-metrics and the loaded analyzers.
 struct Core {
     runtime: Arc<Runtime>,
-    shared: Shared,
-    analyzers: Vec<(Arc<Analyzer>, Families)>,
+    registry: Arc<Registry>,
+    metrics: Arc<SelfMetrics>,
+    sinks: Sinks,
+    analyzers: Vec<(String, Arc<Analyzer>)>,
 }
 
 /// `policy` and `ttl` apply to the registry before any family registers.
@@ -60,52 +82,39 @@ fn core(p: &Pipeline, policy: &Policy, ttl: Option<Duration>) -> anyhow::Result<
     let cache = p.cache_dir.as_deref().and_then(Cache::open);
     let runtime =
         Arc::new(Runtime::new(p.limits.clone(), cache).context("starting the Wasm runtime")?);
-    let registry = Arc::new(Registry::new(Arc::new(Devices::default()), p.series_cap));
-    registry.set_limits(p.series_cap, ttl);
+    let registry = Arc::new(Registry::with_limits(Arc::new(Devices::default()), p.series_cap, ttl));
     // Before any family registers; what it says of them is logged once they have.
     registry.set_policy(policy.clone());
-    let telemetry = Arc::new(Telemetry::new().context("registering self-metrics")?);
-    let shared = Shared { registry, telemetry, health: Arc::new(Health::default()) };
-    let mut loaded = Vec::new();
+    let metrics = Arc::new(SelfMetrics::default());
+    let analyzer_metrics = (|| {
+        metrics.collector(Box::new(SeriesCounts::new(registry.clone())?))?;
+        AnalyzerMetrics::new(&metrics)
+    })()
+    .context("registering self-metrics")?;
+    let health = Arc::new(Health::default());
+    let sinks = Sinks { registry: registry.clone(), metrics: Arc::new(analyzer_metrics), health };
+    let mut analyzers = Vec::new();
+    #[cfg(feature = "native-defaults")]
     if p.defaults && p.native_defaults {
-        for (name, factory) in native::DEFAULTS {
+        for (name, factory) in crate::runtime::native::DEFAULTS {
             let a =
                 runtime.load_native(*factory).with_context(|| format!("analyzer native:{name}"))?;
-            loaded.push((format!("native:{name}"), a));
+            analyzers.push((format!("native:{name}"), a));
         }
-    } else if p.defaults {
+    }
+    if p.defaults && !p.native_defaults {
         for (name, bytes) in defaults::DEFAULT_ANALYZERS {
             let source = format!("builtin:{name}");
             let a = runtime.load(bytes, &source).with_context(|| format!("analyzer {source}"))?;
-            loaded.push((source, a));
+            analyzers.push((source, a));
         }
     }
     for a in &p.analyzers {
         let analyzer =
             runtime.load(&a.bytes, &a.name).with_context(|| format!("analyzer {}", a.name))?;
-        loaded.push((a.name.clone(), analyzer));
+        analyzers.push((a.name.clone(), analyzer));
     }
-    let mut analyzers: Vec<(Arc<Analyzer>, Families)> = Vec::new();
-    for (source, analyzer) in loaded {
-        // One name, one analyzer: its metrics, logs and failures are charged by name.
-        if let Some((taken, _)) = analyzers.iter().find(|(a, _)| a.name == analyzer.name) {
-            bail!(
-                "analyzer {source}: its name {:?} is already taken by {}",
-                analyzer.name,
-                taken.source
-            );
-        }
-        let families = shared
-            .registry
-            .register(&analyzer.name, &analyzer.families)
-            .with_context(|| format!("analyzer {source} ({})", analyzer.name))?;
-        tracing::info!(
-            analyzer = %analyzer.name, version = %analyzer.version, source = %source,
-            families = analyzer.families.len(), "loaded"
-        );
-        analyzers.push((analyzer, families));
-    }
-    Ok(Core { runtime, shared, analyzers })
+    Ok(Core { runtime, registry, metrics, sinks, analyzers })
 }
 
 fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
@@ -113,8 +122,8 @@ fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
     // A replay's series never expire: its output depends on the capture alone.
     let core = core(p, &Policy::new(), None)?;
     let catalog =
-        Catalog::start(p.workers, core.runtime, core.shared.clone(), core.analyzers, Flush::Ticks)
-            .context("starting worker threads")?;
+        Catalog::start(p.workers, core.runtime, core.sinks, core.analyzers, Flush::Ticks)?;
+    let capture_metrics = CaptureMetrics::new(&core.metrics).context("registering self-metrics")?;
     let total: u64 =
         cfg.captures.iter().filter_map(|c| std::fs::metadata(c).ok()).map(|m| m.len()).sum();
     let bar = if std::io::stderr().is_terminal() {
@@ -128,16 +137,15 @@ fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
     } else {
         ProgressBar::hidden()
     };
-    let t = &core.shared.telemetry;
     let mut failed = 0;
     let mut batcher =
         Batcher::new(catalog.workers().queues(), p.batch_size, DEFAULT_MAX_AGE, FullQueue::Wait);
-    let devices = core.shared.registry.devices().clone();
+    let devices = core.registry.devices().clone();
     for path in &cfg.captures {
         let name = path
             .file_name()
             .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-        let received = t.packets_received.with_label_values(&[&name]);
+        let received = capture_metrics.received(&name);
         match capture::replay(path, &mut batcher, &devices, &received, &|n| bar.inc(n)) {
             Ok(n) => tracing::debug!(capture = %path.display(), packets = n, "replayed"),
             Err(e) => {
@@ -149,7 +157,7 @@ fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
     drop(batcher);
     catalog.finish();
     bar.finish_and_clear();
-    let text = core.shared.telemetry.exposition(&core.shared.registry, false);
+    let text = core.registry.exposition(Some(&core.metrics), false);
     match &cfg.output {
         Some(path) => {
             std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
@@ -171,23 +179,20 @@ fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn live(mut cfg: config::Run) -> anyhow::Result<ExitCode> {
+fn live<F>(mut cfg: config::Run, mut signals: impl FnMut() -> F) -> anyhow::Result<ExitCode>
+where
+    F: Future<Output = Signal>,
+{
     let p = &cfg.pipeline;
     let core = core(p, &cfg.policy, cfg.series_ttl)?;
-    for note in core.shared.registry.policy_notes() {
+    let (registry, metrics, health) =
+        (core.registry.clone(), core.metrics.clone(), core.sinks.health.clone());
+    let flush = Flush::Every(LIVE_FLUSH);
+    let catalog =
+        Arc::new(Catalog::start(p.workers, core.runtime, core.sinks, core.analyzers, flush)?);
+    for note in registry.policy_notes() {
         tracing::warn!("{note}");
     }
-    let shared = core.shared.clone();
-    let catalog = Arc::new(
-        Catalog::start(
-            p.workers,
-            core.runtime,
-            shared.clone(),
-            core.analyzers,
-            Flush::Every(LIVE_FLUSH),
-        )
-        .context("starting worker threads")?,
-    );
     let tokio = tokio::runtime::Builder::new_multi_thread()
         // HTTP, link events and signals only; the packet path never touches tokio.
         .worker_threads(1)
@@ -212,8 +217,8 @@ fn live(mut cfg: config::Run) -> anyhow::Result<ExitCode> {
     }
     let ctx = CaptureContext {
         links,
-        devices: shared.registry.devices().clone(),
-        telemetry: shared.telemetry.clone(),
+        devices: registry.devices().clone(),
+        metrics: Arc::new(CaptureMetrics::new(&metrics).context("registering self-metrics")?),
         selection: Arc::new(cfg.selection.clone()),
     };
     let options = Options {
@@ -228,7 +233,8 @@ fn live(mut cfg: config::Run) -> anyhow::Result<ExitCode> {
             Batcher::new(catalog.workers().queues(), batch_size, DEFAULT_MAX_AGE, FullQueue::Drop)
         })
     };
-    let supervisor = Supervisor::start(options, ctx, shared.health.clone(), batcher, changed_rx)?;
+    let supervisor =
+        Supervisor::start(options, ctx, health.clone(), &metrics, batcher, changed_rx)?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = {
@@ -236,7 +242,12 @@ fn live(mut cfg: config::Run) -> anyhow::Result<ExitCode> {
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let exporter = Exporter { shared: shared.clone(), catalog: catalog.clone() };
+        let exporter = Exporter {
+            registry: registry.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+            catalog: catalog.clone(),
+        };
         tokio.spawn(exporter.serve(listener, shutdown))
     };
     let _watch = match &cfg.analyzer_dir {
@@ -244,12 +255,12 @@ fn live(mut cfg: config::Run) -> anyhow::Result<ExitCode> {
         None => None,
     };
     tracing::info!(listen = %cfg.listen, "serving /metrics, /healthz, /readyz and /analyzers");
-    shared.health.started();
+    health.started();
 
-    let expiry = Expiry::start(shared.registry.clone()).context("starting the expiry thread")?;
+    let expiry = Expiry::start(registry.clone()).context("starting the expiry thread")?;
     let signal = loop {
-        match tokio.block_on(signal()) {
-            Signal::Reload => cfg = reload(cfg, &shared),
+        match tokio.block_on(signals()) {
+            Signal::Reload => cfg = reload(cfg, &registry),
             Signal::Stop(name) => break name,
         }
     };
@@ -265,47 +276,13 @@ fn live(mut cfg: config::Run) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// How often expired series are looked for: a series leaves within this after its TTL.
-const EXPIRE_EVERY: Duration = Duration::from_secs(1);
-
 /// How long an idle thread of the HTTP runtime's blocking pool stays: renders come in bursts.
 const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(1);
-
-/// Removes expired series on a thread of its own (it takes each family's lock in turn), so
-/// the work neither waits on nor holds the HTTP runtime.
-struct Expiry {
-    stop: crossbeam_channel::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Expiry {
-    fn start(registry: Arc<Registry>) -> std::io::Result<Self> {
-        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
-        let thread = std::thread::Builder::new().name("expiry".into()).spawn(move || {
-            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-                stopped.recv_timeout(EXPIRE_EVERY)
-            {
-                let n = registry.expire();
-                if n > 0 {
-                    tracing::debug!(series = n, "expired");
-                }
-            }
-        })?;
-        Ok(Self { stop, thread })
-    }
-
-    fn stop(self) {
-        let _ = self.stop.send(());
-        if self.thread.join().is_err() {
-            tracing::error!("the expiry thread panicked");
-        }
-    }
-}
 
 /// Applies what SIGHUP can change without a restart: the label policy, --series-cap and
 /// --series-ttl from the configuration file (flags still win). Returns the configuration in
 /// force; a file that fails to load changes nothing.
-fn reload(cfg: config::Run, shared: &Shared) -> config::Run {
+fn reload(cfg: config::Run, registry: &Registry) -> config::Run {
     let Some(path) = cfg.args.config.clone() else {
         tracing::info!("SIGHUP: no --config file to reload; nothing changed");
         return cfg;
@@ -317,8 +294,8 @@ fn reload(cfg: config::Run, shared: &Shared) -> config::Run {
             return cfg;
         }
     };
-    shared.registry.set_limits(new.pipeline.series_cap, new.series_ttl);
-    for note in shared.registry.set_policy(new.policy.clone()) {
+    registry.set_limits(new.pipeline.series_cap, new.series_ttl);
+    for note in registry.set_policy(new.policy.clone()) {
         tracing::warn!("{note}");
     }
     let ignored = cfg.restart_needed(&new);
@@ -331,26 +308,4 @@ fn reload(cfg: config::Run, shared: &Shared) -> config::Run {
     }
     // Only the reloaded settings are in force; keep the rest as started.
     config::Run { series_ttl: new.series_ttl, policy: new.policy, ..cfg }
-}
-
-enum Signal {
-    Reload,
-    Stop(&'static str),
-}
-
-async fn signal() -> Signal {
-    use tokio::signal::unix::{SignalKind, signal};
-    let wait = |kind| async move {
-        match signal(kind) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => Signal::Stop("interrupt"),
-        () = wait(SignalKind::terminate()) => Signal::Stop("terminate"),
-        () = wait(SignalKind::hangup()) => Signal::Reload,
-    }
 }

@@ -15,9 +15,8 @@ use anyhow::Context;
 use crate::batch::{Batch, Batcher, DEFAULT_MAX_AGE, FullQueue};
 use crate::capture;
 use crate::registry::{DEFAULT_SERIES_CAP, Devices, Registry};
-use crate::runtime::instance::CallError;
+use crate::runtime::instance::{CallError, LogCounters};
 use crate::runtime::{ABI_VERSION, Limits, Runtime, Session, defaults};
-use crate::telemetry::Telemetry;
 
 /// The sample capture checked against when no `--pcap` is given: real IPv4 and IPv6 TCP
 /// traffic with handshakes, bulk data and resets.
@@ -98,13 +97,13 @@ pub fn check(wasm: &Path, pcap: Option<&Path>, out: &mut dyn Write) -> anyhow::R
             (path, Some(dir))
         }
     };
-    let telemetry = Telemetry::new()?;
-    let mut session = match runtime.start(&analyzer, telemetry.log_counters(&analyzer.name)) {
+    let mut session = match runtime.start(&analyzer, LogCounters::unused()) {
         Ok(s) => s,
         Err(e) => return fail(out, "instantiating", &e),
     };
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(crate::batch::QUEUE_BATCHES);
-    let received = telemetry.packets_received.with_label_values(&["check"]);
+    // Counted by the report itself; no self-metrics are shown.
+    let received = prometheus::IntCounter::new("check_packets", "unused")?;
     let devices = registry.devices().clone();
     let report = std::thread::scope(|s| {
         let reader = s.spawn(move || {
@@ -152,7 +151,7 @@ pub fn check(wasm: &Path, pcap: Option<&Path>, out: &mut dyn Write) -> anyhow::R
     }
     writeln!(out, "metrics produced:")?;
     // Only this analyzer ran, so every series in the registry is its own.
-    let text = exposition(&registry);
+    let text = registry.exposition(None, false);
     let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
     if samples.is_empty() {
         writeln!(out, "       (none for this capture)")?;
@@ -190,8 +189,4 @@ fn run(
         Ok(()) => (packets, busy, None),
         Err(e) => (packets, busy, Some(e.to_string())),
     }
-}
-
-fn exposition(registry: &Registry) -> String {
-    registry.render().into_iter().map(|(_, text)| text).collect()
 }

@@ -130,13 +130,22 @@ pub struct ReplayArgs {
     pub output: Option<PathBuf>,
 
     /// Run the built-in analyzers as native code, outside the sandbox. For benchmarks that
-    /// compare the Wasm pipeline with native; user analyzers still run in Wasm.
+    /// compare the Wasm pipeline with native; user analyzers still run in Wasm. Only in a
+    /// build with the `native-defaults` feature.
+    #[cfg(feature = "native-defaults")]
     #[arg(long, hide = true)]
     pub native_defaults: bool,
 
     /// Read, decode and batch the packets but run no analyzer: the capture stage alone, for
     /// measuring it. The output then has the host's self-metrics only.
-    #[arg(long, conflicts_with_all = ["native_defaults", "analyzers", "no_default_analyzers"])]
+    #[cfg_attr(
+        feature = "native-defaults",
+        arg(long, conflicts_with_all = ["native_defaults", "analyzers", "no_default_analyzers"])
+    )]
+    #[cfg_attr(
+        not(feature = "native-defaults"),
+        arg(long, conflicts_with_all = ["analyzers", "no_default_analyzers"])
+    )]
     pub decode_only: bool,
 
     #[command(flatten)]

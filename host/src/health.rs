@@ -2,17 +2,17 @@
 //!
 //! Inputs: the interface supervisor (which explicitly named interfaces are not being
 //! captured, and capture threads that failed), the worker threads (one that ends other than
-//! at shutdown) and the analyzers' states in the self-metrics.
+//! at shutdown) and, when asked, how many analyzers are running.
 //! Output: what `/healthz` and `/readyz` answer, with the reasons in their bodies.
 //!
 //! `/healthz` fails only for what a restart can mend: a capture or worker thread that died for
 //! a reason other than its interface going away. `/readyz` fails while the host is not doing
 //! what it was asked: an interface named with `-i` (not a pattern) is not captured, or no
 //! analyzer is running.
+//!
+//! It imports nothing from the rest of the host: every stage may report to it.
 
-use std::sync::{Mutex, PoisonError};
-
-use crate::telemetry::Telemetry;
+use parking_lot::Mutex;
 
 /// The host's own view of its health.
 #[derive(Debug, Default)]
@@ -25,21 +25,17 @@ pub struct Health {
     missing: Mutex<Vec<String>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Failures kept for `/healthz`: the first few say what went wrong; more add nothing.
 const MAX_FAILURES: usize = 16;
 
 impl Health {
     pub fn started(&self) {
-        *lock(&self.started) = true;
+        *self.started.lock() = true;
     }
 
     /// A thread that should still run has ended.
     pub fn failed(&self, what: String) {
-        let mut f = lock(&self.failures);
+        let mut f = self.failures.lock();
         if f.len() < MAX_FAILURES {
             f.push(what);
         }
@@ -47,25 +43,25 @@ impl Health {
 
     /// The explicitly named interfaces not captured now.
     pub fn set_missing(&self, names: Vec<String>) {
-        *lock(&self.missing) = names;
+        *self.missing.lock() = names;
     }
 
     /// `Ok` if alive, else why not.
     pub fn live(&self) -> Result<(), String> {
-        let f = lock(&self.failures);
+        let f = self.failures.lock();
         if f.is_empty() { Ok(()) } else { Err(f.join("\n")) }
     }
 
-    /// `Ok` if ready, else why not.
-    pub fn ready(&self, telemetry: &Telemetry) -> Result<(), String> {
-        if !*lock(&self.started) {
+    /// `Ok` if ready with `running_analyzers` analyzers running, else why not.
+    pub fn ready(&self, running_analyzers: usize) -> Result<(), String> {
+        if !*self.started.lock() {
             return Err("starting".into());
         }
-        let missing = lock(&self.missing);
+        let missing = self.missing.lock();
         if !missing.is_empty() {
             return Err(format!("not capturing on {}", missing.join(", ")));
         }
-        if telemetry.running_analyzers() == 0 {
+        if running_analyzers == 0 {
             return Err("no analyzer is running".into());
         }
         Ok(())

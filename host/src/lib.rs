@@ -15,16 +15,19 @@
 //!             deadline, memory cap, no WASI; trap → restart/backoff/quarantine
 //!         │ metric updates
 //!         ▼
-//!  registry   declared families, aggregation across workers,          registry, telemetry
-//!             series cap; host self-metrics
+//!  registry   declared families, aggregation across workers,          registry
+//!             series cap and expiry; the one exposition
 //!         ▼
 //!  exporter   tokio/axum: /metrics, /healthz, /readyz, /analyzers     exporter
 //! ```
 //!
-//! `cli` declares the flags, `config` checks them and `app` wires the stages together;
-//! `interfaces` follows the kernel's links and attaches captures to the selected ones,
-//! `watch` follows the analyzer directory, and `health` says what `/healthz` and `/readyz`
-//! answer.
+//! Imports run one way, down this pipeline (capture → decode and batch; runtime → batch and
+//! registry; exporter → registry and runtime), with control above it: `cli` declares the
+//! flags, `config` checks them and `app` wires the stages together; `interfaces` follows the
+//! kernel's links and attaches captures to the selected ones; `watch` follows the analyzer
+//! directory; `check` is `wasmtap check`. Below every stage, `telemetry` is where each stage
+//! registers the self-metrics it decides (and the throttle for repeated warnings), and `health`
+//! collects what `/healthz` and `/readyz` answer.
 
 pub mod app;
 pub mod batch;

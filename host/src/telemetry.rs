@@ -1,279 +1,152 @@
-//! Stage: registry (the host's own metrics).
+//! The host's own observability, below every stage: where self-metrics register and how
+//! warnings are rate-limited.
 //!
-//! Inputs: counts and timings from capture, batch and the analyzer workers; the series counts
-//! of the analyzer registry at scrape time.
-//! Outputs: `wasmtap_host_*` and `wasmtap_analyzer_*` families, merged with the analyzers'
-//! families into the one exposition the exporter serves and `host replay` prints.
+//! Inputs: the `wasmtap_host_*` and `wasmtap_analyzer_*` families, each defined by the stage
+//! that decides its values (capture: packets and drops; interfaces: interface state; runtime:
+//! analyzer calls, failures and states; registry: series counts; exporter: refused requests),
+//! and collectors that compute gauges while rendering.
+//! Output: their text exposition, one `(name, text)` part per family, which the registry
+//! merges with the analyzers' families into the one exposition.
+//!
+//! This module imports nothing from the rest of the host, so that every stage can use it.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use prometheus::core::Collector;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry as PromRegistry,
-    TextEncoder,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::health::Health;
-use crate::registry::Registry;
-
-/// Call latency buckets in seconds: from 10 µs (a small batch) to the 200 ms default budget.
-const LATENCY_BUCKETS: [f64; 10] = [1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.2];
-
-/// Analyzer states, from best to worst. An analyzer shows the worst state of its instances,
-/// so the exposition does not depend on how many workers there are.
-pub const STATES: [&str; 3] = ["running", "backoff", "quarantined"];
-
-/// The host's self-metrics.
-pub struct Telemetry {
-    prom: PromRegistry,
-    pub packets_received: IntCounterVec,
-    pub packets_dropped: IntCounterVec,
-    pub analyzer_traps: IntCounterVec,
-    pub analyzer_failures: IntCounterVec,
-    pub analyzer_restarts: IntCounterVec,
-    pub analyzer_skipped: IntCounterVec,
-    analyzer_state: IntGaugeVec,
-    /// Instances per analyzer in each of [`STATES`], across all workers.
-    instances: Mutex<BTreeMap<String, [i64; 3]>>,
-    pub analyzer_log_dropped: IntCounterVec,
-    analyzer_log_cut: IntCounterVec,
-    pub analyzer_batch_seconds: HistogramVec,
-    series: IntGaugeVec,
-    series_refused: IntCounterVec,
-    pub interface_up: IntGaugeVec,
-    pub http_refused: IntCounterVec,
+/// The self-metric families of one pipeline.
+#[derive(Default)]
+pub struct SelfMetrics {
+    /// Families whose values depend on the input alone (and on the running host).
+    families: Registry,
+    /// Wall-clock timings: left out of a replay's output, which must depend on the capture
+    /// alone.
+    timings: Registry,
 }
 
-fn counter(
-    prom: &PromRegistry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<IntCounterVec> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    prom.register(Box::new(c.clone()))?;
-    Ok(c)
-}
-
-fn gauge(
-    prom: &PromRegistry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<IntGaugeVec> {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-    prom.register(Box::new(g.clone()))?;
-    Ok(g)
-}
-
-impl Telemetry {
-    pub fn new() -> prometheus::Result<Self> {
-        let prom = PromRegistry::new();
-        let p = &prom;
-        let batch_opts = HistogramOpts::new(
-            "wasmtap_analyzer_batch_duration_seconds",
-            "Time one analyzer call took, per analyzer (wall clock).",
-        )
-        .buckets(LATENCY_BUCKETS.to_vec());
-        let analyzer_batch_seconds = HistogramVec::new(batch_opts, &["analyzer"])?;
-        prom.register(Box::new(analyzer_batch_seconds.clone()))?;
-        Ok(Self {
-            packets_received: counter(
-                p,
-                "wasmtap_host_packets_received_total",
-                "Packets read from the source (interface or capture file) and handed to the \
-                 analyzers.",
-                &["device"],
-            )?,
-            packets_dropped: counter(
-                p,
-                "wasmtap_host_packets_dropped_total",
-                "Packets lost before analysis: by the kernel or the interface (libpcap's \
-                 statistics) or because a worker's queue was full (read, not received).",
-                &["device", "reason"],
-            )?,
-            analyzer_traps: counter(
-                p,
-                "wasmtap_analyzer_traps_total",
-                "Calls into an analyzer that trapped or ran out of CPU budget.",
-                &["analyzer"],
-            )?,
-            analyzer_failures: counter(
-                p,
-                "wasmtap_analyzer_failures_total",
-                "Failed calls into an analyzer, by reason.",
-                &["analyzer", "reason"],
-            )?,
-            analyzer_restarts: counter(
-                p,
-                "wasmtap_analyzer_restarts_total",
-                "Times an analyzer instance was re-instantiated after a failure.",
-                &["analyzer"],
-            )?,
-            analyzer_skipped: counter(
-                p,
-                "wasmtap_analyzer_skipped_packets_total",
-                "Packets an analyzer did not see because it was backing off or quarantined.",
-                &["analyzer"],
-            )?,
-            analyzer_state: gauge(
-                p,
-                "wasmtap_analyzer_state",
-                "1 for the analyzer's state, the worst among its instances (running, backoff, \
-                 quarantined), else 0.",
-                &["analyzer", "state"],
-            )?,
-            instances: Mutex::default(),
-            analyzer_log_dropped: counter(
-                p,
-                "wasmtap_analyzer_log_lines_dropped_total",
-                "Log lines dropped by the per-analyzer rate limit.",
-                &["analyzer"],
-            )?,
-            analyzer_log_cut: counter(
-                p,
-                "wasmtap_analyzer_log_lines_cut_total",
-                "Log lines cut to the length limit before they were logged.",
-                &["analyzer"],
-            )?,
-            analyzer_batch_seconds,
-            series: gauge(p, "wasmtap_host_series", "Live series per metric family.", &["family"])?,
-            series_refused: counter(
-                p,
-                "wasmtap_host_series_refused_total",
-                "Updates refused: new series over the family's cap or the analyzer's exposition \
-                 budget, or a total that would overflow.",
-                &["family"],
-            )?,
-            interface_up: gauge(
-                p,
-                "wasmtap_host_interface_up",
-                "1 while the interface is captured; 0 while an interface named with -i is not.",
-                &["device"],
-            )?,
-            http_refused: counter(
-                p,
-                "wasmtap_host_http_refused_total",
-                "HTTP requests and connections refused by the exporter's bounds: `busy` (503, \
-                 too many scrapes in flight) or `connections` (too many open).",
-                &["reason"],
-            )?,
-            prom,
-        })
+impl SelfMetrics {
+    /// A counter family with `labels`.
+    pub fn counter(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntCounterVec> {
+        let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+        self.families.register(Box::new(c.clone()))?;
+        Ok(c)
     }
 
-    /// The log counters of one analyzer's instances.
-    pub fn log_counters(&self, analyzer: &str) -> crate::runtime::instance::LogCounters {
-        crate::runtime::instance::LogCounters {
-            dropped: self.analyzer_log_dropped.with_label_values(&[analyzer]),
-            cut: self.analyzer_log_cut.with_label_values(&[analyzer]),
-        }
+    /// A gauge family with `labels`.
+    pub fn gauge(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntGaugeVec> {
+        let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+        self.families.register(Box::new(g.clone()))?;
+        Ok(g)
     }
 
-    /// Drops the per-device series of an interface that is gone (its counters restart from
-    /// 0 if it comes back).
-    pub fn forget_device(&self, device: &str) {
-        let _ = self.packets_received.remove_label_values(&[device]);
-        for reason in ["kernel", "interface", "queue_full"] {
-            let _ = self.packets_dropped.remove_label_values(&[device, reason]);
-        }
+    /// A histogram of wall-clock durations, with `buckets` in seconds.
+    pub fn timing(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        buckets: &[f64],
+    ) -> prometheus::Result<HistogramVec> {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        let h = HistogramVec::new(opts, labels)?;
+        self.timings.register(Box::new(h.clone()))?;
+        Ok(h)
     }
 
-    /// Analyzers with at least one instance running.
-    pub fn running_analyzers(&self) -> usize {
-        let all = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
-        all.values().filter(|c| c[0] > 0).count()
+    /// Families computed from a stage's state at every render (gauges of what is, not of
+    /// what happened).
+    pub fn collector(&self, c: Box<dyn Collector>) -> prometheus::Result<()> {
+        self.families.register(c)
     }
 
-    /// Moves one instance of `analyzer` from state index `from` to `to` (`None`: no state, for
-    /// an instance being created or retired).
-    pub fn instance_state(&self, analyzer: &str, from: Option<usize>, to: Option<usize>) {
-        let mut all = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
-        let counts = all.entry(analyzer.to_owned()).or_default();
-        if let Some(c) = from.and_then(|f| counts.get_mut(f)) {
-            *c -= 1;
+    /// Every family as `(name, text)`; with `timing`, the wall-clock histograms too.
+    pub fn encode(&self, timing: bool) -> Vec<(String, String)> {
+        let mut families = self.families.gather();
+        if timing {
+            families.extend(self.timings.gather());
         }
-        if let Some(c) = to.and_then(|t| counts.get_mut(t)) {
-            *c += 1;
-        }
-    }
-
-    /// The state of `analyzer`: the worst among its instances, if it has any.
-    pub fn state(&self, analyzer: &str) -> Option<&'static str> {
-        let all = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
-        let worst = all.get(analyzer)?.iter().rposition(|c| *c > 0)?;
-        STATES.get(worst).copied()
-    }
-
-    /// Drops an unloaded analyzer's state series.
-    pub fn forget(&self, analyzer: &str) {
-        let mut all = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
-        all.remove(analyzer);
-        for state in STATES {
-            let _ = self.analyzer_state.remove_label_values(&[analyzer, state]);
-        }
-        for reason in crate::runtime::instance::CallError::REASONS {
-            let _ = self.analyzer_failures.remove_label_values(&[analyzer, reason]);
-        }
-        let counters = [
-            &self.analyzer_traps,
-            &self.analyzer_restarts,
-            &self.analyzer_skipped,
-            &self.analyzer_log_dropped,
-            &self.analyzer_log_cut,
-        ];
-        for c in counters {
-            let _ = c.remove_label_values(&[analyzer]);
-        }
-        let _ = self.analyzer_batch_seconds.remove_label_values(&[analyzer]);
-    }
-
-    /// The whole exposition: analyzer families and self-metrics, sorted by name.
-    /// `timing` includes wall-clock histograms; a replay leaves them out so that its output
-    /// depends on the capture alone.
-    pub fn exposition(&self, registry: &Registry, timing: bool) -> String {
-        // Only the families registered now: an unloaded analyzer's go with it.
-        self.series.reset();
-        self.series_refused.reset();
-        for (family, live, refused) in registry.series_counts() {
-            self.series.with_label_values(&[&family]).set(i64::try_from(live).unwrap_or(i64::MAX));
-            // The registry keeps the running total; the reset above dropped the old one.
-            self.series_refused.with_label_values(&[&family]).inc_by(refused);
-        }
-        {
-            let all = self.instances.lock().unwrap_or_else(PoisonError::into_inner);
-            for (analyzer, counts) in all.iter() {
-                let worst = counts.iter().rposition(|c| *c > 0);
-                for (i, state) in STATES.iter().enumerate() {
-                    let v = i64::from(worst == Some(i));
-                    self.analyzer_state.with_label_values(&[analyzer.as_str(), state]).set(v);
-                }
-            }
-        }
-        let mut parts = registry.render();
-        let own = self.prom.gather();
-        let own =
-            own.iter().filter(|f| timing || f.name() != "wasmtap_analyzer_batch_duration_seconds");
-        for family in own {
+        let mut parts = Vec::with_capacity(families.len());
+        for family in &families {
             let mut text = String::new();
             match TextEncoder::new().encode_utf8(std::slice::from_ref(family), &mut text) {
                 Ok(()) => parts.push((family.name().to_owned(), text)),
                 Err(e) => tracing::error!("encoding metrics failed: {e}"),
             }
         }
-        parts.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out = String::with_capacity(parts.iter().map(|p| p.1.len()).sum());
-        for (_, text) in &parts {
-            out.push_str(text);
-        }
-        out
+        parts
     }
 }
 
-/// Shared handles for the whole pipeline.
-#[derive(Clone)]
-pub struct Shared {
-    pub registry: Arc<Registry>,
-    pub telemetry: Arc<Telemetry>,
-    pub health: Arc<Health>,
+/// Lets a repeated warning through at most once per period, from any number of threads, with
+/// no lock: a storm of the same event must not flood the log.
+#[derive(Debug)]
+pub struct Throttle {
+    every_ms: u64,
+    /// Milliseconds after `start` before which nothing more is let through.
+    next_ms: AtomicU64,
+    start: Instant,
+}
+
+impl Throttle {
+    pub fn new(every: Duration) -> Self {
+        let every_ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
+        Self { every_ms, next_ms: AtomicU64::new(0), start: Instant::now() }
+    }
+
+    /// True for the first call of each period: log then, stay quiet otherwise.
+    pub fn ready(&self) -> bool {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_ms.load(Ordering::Relaxed);
+        now >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now.saturating_add(self.every_ms),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttle_lets_one_through_per_period() {
+        let t = Throttle::new(Duration::from_secs(3600));
+        assert!(t.ready(), "the first warning is let through");
+        assert!(!t.ready(), "the next one within the period is not");
+        let t = Throttle::new(Duration::ZERO);
+        assert!(t.ready() && t.ready(), "a zero period lets every one through");
+    }
+
+    #[test]
+    fn timings_are_left_out_unless_asked_for() {
+        let m = SelfMetrics::default();
+        let c = m.counter("a_total", "A.", &["x"]).expect("a valid counter");
+        c.with_label_values(&["1"]).inc();
+        let h = m.timing("b_seconds", "B.", &[], &[0.1]).expect("a valid histogram");
+        h.with_label_values::<&str>(&[]).observe(0.05);
+        let names = |timing| m.encode(timing).into_iter().map(|p| p.0).collect::<Vec<_>>();
+        assert_eq!(names(false), ["a_total"]);
+        assert_eq!(names(true), ["a_total", "b_seconds"]);
+        assert!(m.counter("a_total", "again", &["x"]).is_err(), "a name registers once");
+    }
 }

@@ -1,10 +1,11 @@
 //! Stage: capture (live).
 //!
 //! Input: one interface, or libpcap's `any` pseudo-device, opened by [`Live::open`]; the
-//! interface table kept by `interfaces` (names by index).
+//! interface table ([`Links`]: names by index).
 //! Output: decoded, device-labelled [`PacketMeta`]s pushed into a [`Batcher`] on the capture's
 //! own thread; per-device received and `queue_full` counts, the capture's kernel and
-//! interface drops (libpcap statistics), and an [`Exit`] saying why the thread ended.
+//! interface drops (libpcap statistics), each exported at 0 from the start, and an [`Exit`]
+//! saying why the thread ended.
 //!
 //! The socket is non-blocking and the thread waits in `poll(2)` with a timeout, so partial
 //! batches are flushed by age, counters are published and statistics are read on a timer
@@ -27,12 +28,11 @@ use pcap::{Active, Capture, Linktype, Precision};
 use prometheus::IntCounter;
 use rustix::event::{PollFd, PollFlags, Timespec};
 
-use super::{Error, link_type, ts_ns, undecoded};
+use super::links::{Links, Selection};
+use super::{CaptureMetrics, DropReason, Error, link_type, ts_ns};
 use crate::batch::Batcher;
 use crate::decode::{self, LinkType, PacketMeta};
-use crate::interfaces::{Links, Selection};
 use crate::registry::Devices;
-use crate::telemetry::Telemetry;
 
 /// How long the kernel may hold a partly filled ring block before handing it over: bounds
 /// metric latency for a trickle (with the batch age, DESIGN's 100 ms) at no cost under load.
@@ -141,6 +141,12 @@ impl Live {
 
     fn run(mut self, mut batcher: Batcher, ctx: &Context, stop: &AtomicBool) -> Exit {
         let mut labels = Labels::new(ctx, self.source);
+        if let Source::Interface(_) = self.source
+            && let Some(device) = labels.device(0)
+        {
+            // Its series show from the start, at 0 until something happens.
+            labels.handles(device);
+        }
         let mut meta = PacketMeta::default();
         let mut stats = Stats::default();
         let (mut next_house, mut next_stats, mut since_clock) = (0u64, 0u64, 0u32);
@@ -155,7 +161,7 @@ impl Live {
                         Some(link) => {
                             decode::decode(link, ts, p.header.len, p.data, &mut meta);
                         }
-                        None => meta = undecoded(ts, p.header.len),
+                        None => meta = PacketMeta::non_ip(ts, p.header.len),
                     }
                     if let Some(device) = labels.device(meta.ifindex) {
                         meta.set_device(device);
@@ -180,7 +186,7 @@ impl Live {
             }
             if now >= next_stats {
                 next_stats = now + STATS_NS;
-                stats.read(&mut self.cap, &labels.stats_label(), &ctx.telemetry);
+                stats.read(&mut self.cap, &labels.stats_label(), &ctx.metrics);
             }
             if idle && let Some(exit) = wait(&self.cap) {
                 break exit;
@@ -188,7 +194,7 @@ impl Live {
         };
         batcher.flush();
         labels.publish(&mut batcher);
-        stats.read(&mut self.cap, &labels.stats_label(), &ctx.telemetry);
+        stats.read(&mut self.cap, &labels.stats_label(), &ctx.metrics);
         exit
     }
 }
@@ -264,7 +270,7 @@ impl Running {
 pub struct Context {
     pub links: Arc<Links>,
     pub devices: Arc<Devices>,
-    pub telemetry: Arc<Telemetry>,
+    pub metrics: Arc<CaptureMetrics>,
     /// Interfaces `any` must leave out (`--exclude`).
     pub selection: Arc<Selection>,
 }
@@ -350,19 +356,19 @@ impl<'a> Labels<'a> {
         }
     }
 
+    /// The received and queue-full counters of `device`.
+    fn handles(&mut self, device: u16) -> &(IntCounter, IntCounter) {
+        let (metrics, devices) = (&self.ctx.metrics, &self.ctx.devices);
+        self.counters.entry(device).or_insert_with(|| {
+            let name = devices.name(device);
+            (metrics.received(&name), metrics.dropped(&name, DropReason::QueueFull))
+        })
+    }
+
     /// Adds what the batcher queued and dropped since the last call to the counters.
     fn publish(&mut self, batcher: &mut Batcher) {
-        let t = &self.ctx.telemetry;
-        let devices = &self.ctx.devices;
-        let counters = &mut self.counters;
         batcher.take_tally(|device, queued, dropped| {
-            let (received, full) = counters.entry(device).or_insert_with(|| {
-                let name = devices.name(device);
-                (
-                    t.packets_received.with_label_values(&[&name]),
-                    t.packets_dropped.with_label_values(&[&name, "queue_full"]),
-                )
-            });
+            let (received, full) = self.handles(device);
             received.inc_by(queued);
             full.inc_by(dropped);
         });
@@ -377,12 +383,12 @@ struct Stats {
 }
 
 impl Stats {
-    fn read(&mut self, cap: &mut Capture<Active>, label: &str, t: &Telemetry) {
+    fn read(&mut self, cap: &mut Capture<Active>, label: &str, m: &CaptureMetrics) {
         if let Ok(s) = cap.stats() {
             let kernel = s.dropped.wrapping_sub(self.dropped);
             let interface = s.if_dropped.wrapping_sub(self.if_dropped);
-            t.packets_dropped.with_label_values(&[label, "kernel"]).inc_by(u64::from(kernel));
-            t.packets_dropped.with_label_values(&[label, "interface"]).inc_by(u64::from(interface));
+            m.dropped(label, DropReason::Kernel).inc_by(u64::from(kernel));
+            m.dropped(label, DropReason::Interface).inc_by(u64::from(interface));
             (self.dropped, self.if_dropped) = (s.dropped, s.if_dropped);
         }
     }

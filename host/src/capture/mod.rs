@@ -4,21 +4,26 @@
 //! file ([`replay`]).
 //! Outputs: raw frames with their link type and timestamps, decoded on the spot into
 //! [`PacketMeta`], labelled with their device and pushed into a [`Batcher`]; packet and drop
-//! counts in the self-metrics.
+//! counts in the self-metrics ([`CaptureMetrics`], drops by [`DropReason`]).
+//!
+//! [`links`] holds the interface table that live captures label packets from, and the
+//! selection of interfaces; `interfaces` keeps the table up to date and attaches captures.
 //!
 //! The loops here do not allocate, lock or log per packet. Live capture never blocks on the
 //! analyzers: the batcher drops and counts when a worker's queue is full.
 
+pub mod links;
 pub mod live;
 
 use std::path::{Path, PathBuf};
 
 use pcap::{Capture, Linktype, Precision};
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntCounterVec};
 
 use crate::batch::Batcher;
 use crate::decode::{self, LinkType, PacketMeta};
 use crate::registry::Devices;
+use crate::telemetry::SelfMetrics;
 
 /// Packets read between two progress reports of a replay.
 const PROGRESS_EVERY: u64 = 1024;
@@ -53,9 +58,75 @@ fn ts_ns(h: &pcap::PacketHeader) -> u64 {
     secs.saturating_mul(1_000_000_000).saturating_add(frac)
 }
 
-/// A frame of a link type we do not decode: counted, never analyzed as IP.
-fn undecoded(ts_ns: u64, wire_len: u32) -> PacketMeta {
-    PacketMeta { ts_ns, wire_len, ..PacketMeta::default() }
+/// Why a packet was lost before analysis, as the `reason` label of
+/// `wasmtap_host_packets_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Dropped by the kernel: the capture's ring buffer was full (libpcap's statistics).
+    Kernel,
+    /// Dropped by the interface or its driver (libpcap's statistics).
+    Interface,
+    /// Read, but a worker's queue was full: dropped rather than block the capture.
+    QueueFull,
+}
+
+impl DropReason {
+    /// Every reason, each exported for a captured interface from the moment it is attached.
+    pub const ALL: [DropReason; 3] =
+        [DropReason::Kernel, DropReason::Interface, DropReason::QueueFull];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Kernel => "kernel",
+            DropReason::Interface => "interface",
+            DropReason::QueueFull => "queue_full",
+        }
+    }
+}
+
+/// The capture stage's self-metrics: packets received and dropped, per device.
+pub struct CaptureMetrics {
+    received: IntCounterVec,
+    dropped: IntCounterVec,
+}
+
+impl CaptureMetrics {
+    pub fn new(m: &SelfMetrics) -> prometheus::Result<Self> {
+        Ok(Self {
+            received: m.counter(
+                "wasmtap_host_packets_received_total",
+                "Packets read from the source (interface or capture file) and handed to the \
+                 analyzers.",
+                &["device"],
+            )?,
+            dropped: m.counter(
+                "wasmtap_host_packets_dropped_total",
+                "Packets lost before analysis: by the kernel or the interface (libpcap's \
+                 statistics) or because a worker's queue was full (read, not received).",
+                &["device", "reason"],
+            )?,
+        })
+    }
+
+    /// Packets of `device` handed to the analyzers.
+    pub fn received(&self, device: &str) -> IntCounter {
+        self.received.with_label_values(&[device])
+    }
+
+    /// Packets of `device` lost for `reason`.
+    pub fn dropped(&self, device: &str, reason: DropReason) -> IntCounter {
+        self.dropped.with_label_values(&[device, reason.as_str()])
+    }
+
+    /// Drops the series of a device that is gone (its counters restart from 0 if it comes
+    /// back).
+    pub fn forget(&self, device: &str) {
+        let _ = self.received.remove_label_values(&[device]);
+        for reason in DropReason::ALL {
+            let _ = self.dropped.remove_label_values(&[device, reason.as_str()]);
+        }
+    }
 }
 
 fn link_type(l: Linktype) -> Option<LinkType> {
@@ -90,7 +161,7 @@ pub fn replay(
                     Some(link) => {
                         decode::decode(link, ts, p.header.len, p.data, &mut meta);
                     }
-                    None => meta = undecoded(ts, p.header.len),
+                    None => meta = PacketMeta::non_ip(ts, p.header.len),
                 }
                 meta.set_device(device);
                 batcher.push(&meta);

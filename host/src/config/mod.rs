@@ -11,8 +11,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::capture::links::{Selection, is_pattern};
 use crate::cli::{AnalyzerArgs, PipelineArgs, ReplayArgs, RunArgs};
-use crate::interfaces::{Selection, is_pattern};
 use crate::registry::{DEFAULT_SERIES_CAP, DEFAULT_SERIES_TTL, PREFIX, Policy};
 use crate::runtime::Limits;
 
@@ -353,10 +353,9 @@ impl Run {
 
 impl Replay {
     pub fn from_args(a: ReplayArgs) -> Result<Self, ConfigError> {
-        let pipeline = Pipeline {
-            native_defaults: a.native_defaults,
-            ..pipeline(a.analyzers, a.pipeline, false)?
-        };
+        let pipeline = pipeline(a.analyzers, a.pipeline, false)?;
+        #[cfg(feature = "native-defaults")]
+        let pipeline = Pipeline { native_defaults: a.native_defaults, ..pipeline };
         // Checked with the defaults on, so that only this flag runs no analyzer at all.
         let pipeline = Pipeline { defaults: pipeline.defaults && !a.decode_only, ..pipeline };
         Ok(Self { captures: a.captures, output: a.output, pipeline })

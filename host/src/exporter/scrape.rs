@@ -29,6 +29,8 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use tokio::sync::{Mutex, OnceCell, Semaphore};
 
+use crate::telemetry::Throttle;
+
 /// The content type of the Prometheus text exposition format.
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -65,7 +67,7 @@ const GZIP_LEVEL: u32 = 1;
 
 /// At most one "scrapes refused" warning per this many seconds: a storm of scrapers must not
 /// turn into a storm of log lines.
-const WARN_EVERY_SECS: u64 = 10;
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Why a scrape could not be answered with metrics.
 #[derive(Debug, thiserror::Error)]
@@ -213,9 +215,8 @@ pub struct Scrapes {
     refused: AtomicU64,
     /// The same, in the self-metrics (`wasmtap_host_http_refused_total{reason="busy"}`).
     refused_metric: Option<prometheus::IntCounter>,
-    /// Seconds after `started` before which no further warning is logged.
-    next_warning: AtomicU64,
-    started: Instant,
+    /// Lets one "scrapes refused" warning through per [`WARN_EVERY`].
+    warnings: Throttle,
 }
 
 impl Scrapes {
@@ -225,8 +226,7 @@ impl Scrapes {
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
             refused: AtomicU64::new(0),
             refused_metric,
-            next_warning: AtomicU64::new(0),
-            started: Instant::now(),
+            warnings: Throttle::new(WARN_EVERY),
         }
     }
 
@@ -264,14 +264,7 @@ impl Scrapes {
         if let Some(m) = &self.refused_metric {
             m.inc();
         }
-        let now = self.started.elapsed().as_secs();
-        let next = self.next_warning.load(Ordering::Relaxed);
-        if now >= next
-            && self
-                .next_warning
-                .compare_exchange(next, now + WARN_EVERY_SECS, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.warnings.ready() {
             tracing::warn!(
                 limit = MAX_IN_FLIGHT,
                 refused_so_far = refused,

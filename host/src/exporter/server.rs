@@ -27,6 +27,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 
+use crate::telemetry::Throttle;
+
 /// The server's limits (see the module docs); [`LIMITS`] in production.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -68,6 +70,10 @@ const MAX_BUF: usize = 16 * 1024;
 /// once would spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// At most one warning of each kind (accept errors, connections refused) per this period: a
+/// flood of either must not flood the log; the counts so far go with each warning.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// Serves `router` on `listener` within `limits` until `shutdown` completes, then drains the
 /// connections for at most `limits.grace`.
 pub async fn run(
@@ -82,6 +88,8 @@ pub async fn run(
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     let (mut refused, mut accept_errors) = (0u64, 0u64);
+    let (accept_warnings, refused_warnings) =
+        (Throttle::new(WARN_EVERY), Throttle::new(WARN_EVERY));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -94,9 +102,9 @@ pub async fn run(
                     Ok((stream, _peer)) => stream,
                     Err(e) => {
                         // Per-connection failures (ECONNABORTED) or a lack of resources
-                        // (EMFILE): nothing to stop serving for. Logged 1, 2, 4, 8... times.
+                        // (EMFILE): nothing to stop serving for.
                         accept_errors += 1;
-                        if accept_errors.is_power_of_two() {
+                        if accept_warnings.ready() {
                             tracing::warn!(
                                 errors_so_far = accept_errors,
                                 "accepting an HTTP connection: {e}"
@@ -112,7 +120,7 @@ pub async fn run(
                     if let Some(m) = &refused_metric {
                         m.inc();
                     }
-                    if refused.is_power_of_two() {
+                    if refused_warnings.ready() {
                         tracing::warn!(
                             limit = limits.max_connections,
                             refused_so_far = refused,

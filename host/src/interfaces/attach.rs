@@ -14,11 +14,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::Selection;
+use prometheus::IntGaugeVec;
+
 use crate::batch::Batcher;
 use crate::capture::Error;
+use crate::capture::links::Selection;
 use crate::capture::live::{Context, Exit, Live, Running, Source};
 use crate::health::Health;
+use crate::telemetry::SelfMetrics;
 
 /// How often the supervisor looks at its captures without an event: a capture that ended on
 /// its own is noticed, and a failed attach tried again, within this.
@@ -55,6 +58,8 @@ struct State {
     options: Options,
     ctx: Context,
     health: Arc<Health>,
+    /// `wasmtap_host_interface_up{device}`.
+    up: IntGaugeVec,
     batcher: Box<dyn Fn() -> Batcher + Send>,
     captures: HashMap<u32, Attached>,
     /// Links whose capture could not be opened: when to try again, and the wait after that.
@@ -71,15 +76,24 @@ impl Supervisor {
         options: Options,
         ctx: Context,
         health: Arc<Health>,
+        metrics: &SelfMetrics,
         batcher: Box<dyn Fn() -> Batcher + Send>,
         changed: Receiver<()>,
     ) -> Result<Self, Error> {
         let selection = ctx.selection.clone();
+        let up = metrics
+            .gauge(
+                "wasmtap_host_interface_up",
+                "1 while the interface is captured; 0 while an interface named with -i is not.",
+                &["device"],
+            )
+            .map_err(|e| Error::Open { iface: "(supervisor)".into(), reason: e.to_string() })?;
         let mut state = State {
             selection,
             options,
             ctx,
             health,
+            up,
             batcher,
             captures: HashMap::new(),
             retry: HashMap::new(),
@@ -157,7 +171,7 @@ impl State {
     }
 
     fn reconcile(&mut self, at_start: bool) -> Result<(), Error> {
-        let up = &self.ctx.telemetry.interface_up;
+        let up = self.up.clone();
         // Captures that ended on their own.
         let finished: Vec<u32> = self
             .captures
@@ -228,7 +242,7 @@ impl State {
         for name in &present {
             self.seen.insert(name.clone(), None);
         }
-        let telemetry = &self.ctx.telemetry;
+        let metrics = &self.ctx.metrics;
         self.seen.retain(|name, gone| {
             if present.contains(name) {
                 return true;
@@ -236,7 +250,7 @@ impl State {
             let since = *gone.get_or_insert(now);
             let keep = now.duration_since(since) < ttl;
             if !keep {
-                telemetry.forget_device(name);
+                metrics.forget(name);
             }
             keep
         });
@@ -253,7 +267,7 @@ impl State {
     /// An interface is no longer captured under `label`: a named one shows 0, a pattern's
     /// match leaves the exposition.
     fn unlabel(&self, label: &str) {
-        let up = &self.ctx.telemetry.interface_up;
+        let up = &self.up;
         if self.selection.is_explicit(label) || label == "any" {
             up.with_label_values(&[label]).set(0);
         } else {
@@ -266,13 +280,13 @@ impl State {
         let captured: BTreeSet<&str> = self.captures.values().map(|a| a.label.as_str()).collect();
         let missing: Vec<String> = self
             .selection
-            .explicit
+            .explicit()
             .iter()
             .filter(|n| !self.selection.any && !captured.contains(n.as_str()))
             .cloned()
             .collect();
         for n in &missing {
-            self.ctx.telemetry.interface_up.with_label_values(&[n]).set(0);
+            self.up.with_label_values(&[n]).set(0);
         }
         let any_down = self.selection.any && self.captures.is_empty();
         let mut not_captured = missing;

@@ -1,9 +1,11 @@
-//! Registry stage, exposition: families in the Prometheus text format for the exporter.
+//! Registry stage, exposition: the one place the text that `/metrics`, `wasmtap replay` and
+//! `wasmtap check` print is assembled.
 //!
-//! Input: the registered families and their series.
+//! Input: the registered families and their series; the host's self-metrics.
 //! Output: each family with series as its text (HELP, TYPE, then one line per sample, series
 //! sorted by labels), by name; byte for byte what the `prometheus` crate's `TextEncoder`
-//! writes for the same family (the tests hold it to that). Each family's series are copied
+//! writes for the same family (the tests hold it to that). [`Registry::exposition`] merges
+//! them with the self-metrics into one text sorted by family name. Each family's series are copied
 //! under its lock, which is held only for the copy; sorting and formatting happen after, so a
 //! scrape delays the analyzers' updates by a copy, not by a render. The text is written
 //! directly, without building `prometheus::proto` messages first: a node with many address
@@ -11,12 +13,28 @@
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::PoisonError;
 
 use super::series::SeriesValue;
-use super::{Family, Kind, Label, Registry, lock};
+use super::{Family, Label, Registry};
+use crate::telemetry::SelfMetrics;
 
 impl Registry {
+    /// The whole exposition: the analyzers' families and, if given, the host's self-metrics,
+    /// sorted by name. `timing` includes wall-clock histograms; a replay leaves them out so
+    /// that its output depends on the capture alone.
+    pub fn exposition(&self, own: Option<&SelfMetrics>, timing: bool) -> String {
+        let mut parts = self.render();
+        if let Some(own) = own {
+            parts.extend(own.encode(timing));
+        }
+        parts.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = String::with_capacity(parts.iter().map(|p| p.1.len()).sum());
+        for (_, text) in &parts {
+            out.push_str(text);
+        }
+        out
+    }
+
     /// Every family with series as `(name, text)`, sorted by name: the text format has no way
     /// to show a family without series, so one appears with its first series.
     pub fn render(&self) -> Vec<(String, String)> {
@@ -31,7 +49,7 @@ impl Registry {
                 escaped
             })
             .collect();
-        let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
+        let families = self.families.read();
         let mut out: Vec<(String, String)> = families
             .iter()
             .filter_map(|f| Some((f.full_name.clone(), render_family(f, &devices)?)))
@@ -44,7 +62,7 @@ impl Registry {
 /// One family's text, or `None` if it has no series.
 fn render_family(f: &Family, devices: &[String]) -> Option<String> {
     let (names, mut entries) = {
-        let series = lock(&f.series);
+        let series = f.series.lock();
         let entries: Vec<(Box<[Label]>, SeriesValue)> =
             series.map.iter().map(|(k, s)| (k.clone(), s.value.clone())).collect();
         (series.label_names.clone(), entries)
@@ -62,12 +80,7 @@ fn render_family(f: &Family, devices: &[String]) -> Option<String> {
         escape(&mut text, &f.spec.help, false);
         text.push('\n');
     }
-    let kind = match f.spec.kind {
-        Kind::Counter => "counter",
-        Kind::Gauge => "gauge",
-        Kind::Histogram => "histogram",
-    };
-    let _ = writeln!(text, "# TYPE {name} {kind}");
+    let _ = writeln!(text, "# TYPE {name} {}", f.spec.kind.as_str());
     // The buckets' bounds, formatted once for all series; each series' labels, once for all
     // of its lines.
     let bounds: Vec<String> = f.spec.buckets.iter().map(|b| b.to_string()).collect();

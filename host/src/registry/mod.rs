@@ -2,31 +2,39 @@
 //!
 //! Inputs: metric families declared by analyzers at load ([`FamilySpec`]), and the metric
 //! updates their calls return ([`Update`]), from any number of worker threads.
-//! Outputs: Prometheus metric families (`prometheus::proto`) for the exporter, aggregated
-//! across workers, with interned label values formatted only at scrape time.
+//! Outputs: the exposition text for the exporter, replay and check ([`Registry::exposition`]),
+//! aggregated across workers, with interned label values formatted only at scrape time; and
+//! the series counts as self-metrics ([`SeriesCounts`]), computed at every render.
 //!
 //! Each family has its own lock, taken once per update (never per packet: analyzers aggregate
 //! within a batch). A per-family cardinality cap refuses new series beyond it and counts them;
-//! a series not updated for the TTL leaves ([`Registry::expire`]) and frees its place. A label
-//! policy can drop labels from a family: series that differ only in them are added up, and
-//! the cap and TTL apply after that.
+//! a series not updated for the TTL leaves (the [`Expiry`] thread) and frees its place. A
+//! label-less counter's one series is known in advance: it is exported at 0 from the start
+//! and never expires. A label policy can drop labels from a family: series that differ only
+//! in them are added up, and the cap and TTL apply after that.
 
+mod devices;
+pub mod expiry;
 mod expose;
 mod series;
+mod spec;
 mod validate;
+
+pub use devices::Devices;
+pub use spec::{FamilyError, FamilySpec, Kind, Label, PREFIX, Update, UpdateError, Value};
 
 use validate::check;
 pub use validate::{valid_name, validate};
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use parking_lot::{Mutex, RwLock};
 use series::{SeriesValue, fresh, merge};
 
-/// The prefix the host puts before every analyzer's metric names.
-pub const PREFIX: &str = "wasmtap_";
+use crate::telemetry::Throttle;
 
 /// Series per family unless configured otherwise: enough for every (src, dst, device) of a busy
 /// node's pod traffic, small enough that one family can't take the exporter's memory.
@@ -50,149 +58,6 @@ pub const MAX_ANALYZER_EXPOSITION: usize = 32 << 20;
 /// Label policy: family name (with the prefix) → label names dropped from it.
 pub type Policy = BTreeMap<String, Vec<String>>;
 
-/// The Prometheus type of a family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-/// A family as declared by an analyzer, names without the prefix.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FamilySpec {
-    pub name: String,
-    pub help: String,
-    pub kind: Kind,
-    pub label_names: Vec<String>,
-    pub buckets: Vec<f64>,
-}
-
-/// Why a declared family was refused.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum FamilyError {
-    #[error("metric name {0:?} is not a valid Prometheus name (use [a-z_][a-z0-9_]*)")]
-    BadName(String),
-    #[error("metric name {0:?} must not start with {PREFIX:?}: the host adds that prefix")]
-    Prefixed(String),
-    #[error("counter {0:?} must end in \"_total\"")]
-    CounterSuffix(String),
-    #[error("metric {name:?}: label name {label:?} is not valid (use [a-z_][a-z0-9_]*, not __*)")]
-    BadLabel { name: String, label: String },
-    #[error("metric {name:?}: label {label:?} is declared twice")]
-    DuplicateLabel { name: String, label: String },
-    #[error("histogram {0:?}: buckets must be finite and strictly increasing")]
-    BadBuckets(String),
-    #[error("metric {0:?}: only histograms declare buckets")]
-    UnexpectedBuckets(String),
-    #[error("metric {name:?} is already exported by analyzer {owner:?}")]
-    Collision { name: String, owner: String },
-    #[error("metric {0:?} is declared twice")]
-    Duplicate(String),
-    #[error("{what} is {got}, over the limit of {limit}")]
-    TooLarge { what: String, got: usize, limit: usize },
-}
-
-/// Why an update was refused. Any of these is a fault of the analyzer that sent it.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum UpdateError {
-    #[error("update names family index {0}, which was not declared")]
-    NoSuchFamily(u32),
-    #[error("update to {family} has {got} label values for {want} label names")]
-    LabelCount { family: String, got: usize, want: usize },
-    #[error("update to {family} has the wrong kind of value for a {kind:?}")]
-    WrongKind { family: String, kind: Kind },
-    #[error("update to {family} adds {value}, which is negative, not finite or over 2^53")]
-    BadCounterAdd { family: String, value: f64 },
-    #[error("update to {family} has {got} bucket counts; the family has {want} (with +Inf)")]
-    BucketCount { family: String, got: usize, want: usize },
-    #[error("update to {family}: histogram count {count} is not the sum of its buckets ({sum})")]
-    HistogramCount { family: String, count: u64, sum: u64 },
-    #[error("update to {family}: {what} {value} is not finite or beyond ±1e20")]
-    NotFinite { family: String, what: &'static str, value: f64 },
-    #[error("update to {family} would overflow its series")]
-    Overflow { family: String },
-}
-
-/// An interned label value; formatted only when scraped.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Label {
-    Text(Arc<str>),
-    Ipv4(u32),
-    Ipv6(u128),
-    Device(u16),
-    Number(i64),
-}
-
-/// The value part of an update.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    CounterAdd(f64),
-    /// Value and the packet time it was observed at; the latest time wins.
-    GaugeSet(f64, u64),
-    Histogram {
-        buckets: Vec<u64>,
-        sum: f64,
-        count: u64,
-    },
-}
-
-/// One update, from the analyzer's point of view (family index into its declaration).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Update {
-    pub family: u32,
-    pub labels: Vec<Label>,
-    pub value: Value,
-}
-
-/// Interface and capture-file names behind `Label::Device` indices.
-#[derive(Debug, Default)]
-pub struct Devices {
-    names: RwLock<DeviceNames>,
-}
-
-#[derive(Debug, Default)]
-struct DeviceNames {
-    by_index: Vec<Arc<str>>,
-    by_name: HashMap<Arc<str>, u16>,
-}
-
-/// The last device index: once every index is taken, further names share it.
-const LAST_DEVICE: u16 = u16::MAX;
-
-impl Devices {
-    /// The index of `name`, adding it if new. Called when a source opens or a capture thread
-    /// first sees an interface, not per packet.
-    pub fn intern(&self, name: &str) -> u16 {
-        if let Some(i) = self.names.read().unwrap_or_else(PoisonError::into_inner).by_name.get(name)
-        {
-            return *i;
-        }
-        let mut names = self.names.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(i) = names.by_name.get(name) {
-            return *i;
-        }
-        let Ok(i) = u16::try_from(names.by_index.len()) else {
-            return LAST_DEVICE;
-        };
-        let name: Arc<str> = Arc::from(name);
-        names.by_index.push(name.clone());
-        names.by_name.insert(name, i);
-        i
-    }
-
-    /// Every name, by index: one lock for a whole render.
-    pub fn names(&self) -> Vec<Arc<str>> {
-        self.names.read().unwrap_or_else(PoisonError::into_inner).by_index.clone()
-    }
-
-    /// The name behind an index, or the number itself for an unknown index.
-    pub fn name(&self, index: u16) -> String {
-        let names = self.names.read().unwrap_or_else(PoisonError::into_inner);
-        names.by_index.get(usize::from(index)).map_or_else(|| index.to_string(), |n| n.to_string())
-    }
-}
-
 #[derive(Debug)]
 struct Family {
     spec: FamilySpec,
@@ -204,6 +69,21 @@ struct Family {
 }
 
 impl Family {
+    /// Exports a label-less counter's one series at 0 if it has none: its labels are known in
+    /// advance, so it shows from the start.
+    fn seed(&self, series: &mut FamilySeries, now_ms: u64) {
+        if self.spec.kind != Kind::Counter
+            || !series.label_names.is_empty()
+            || !series.map.is_empty()
+        {
+            return;
+        }
+        let cost = self.cost(&[], &[]);
+        self.budget.fetch_add(cost, Ordering::Relaxed);
+        let s = Series { value: fresh(Value::CounterAdd(0.0)), touched_ms: now_ms, cost };
+        series.map.insert(Box::default(), s);
+    }
+
     /// The estimated exposition bytes of one series: its lines times their length.
     fn cost(&self, names: &[String], key: &[Label]) -> usize {
         let value_len = |l: &Label| match l {
@@ -233,8 +113,8 @@ struct FamilySeries {
     keep: Option<Box<[usize]>>,
     /// The label names exposed: the declared ones the policy keeps.
     label_names: Vec<String>,
-    /// When the cap was last reported in the log.
-    warned: Option<Instant>,
+    /// Lets the cap be reported in the log once per [`CAP_WARN_EVERY`].
+    warnings: Throttle,
 }
 
 /// One series: its value and when it was last updated, in ms since the registry started.
@@ -252,7 +132,8 @@ impl FamilySeries {
             (0..spec.label_names.len()).filter(|i| !drop.contains(&spec.label_names[*i])).collect();
         let label_names = keep.iter().map(|i| spec.label_names[*i].clone()).collect();
         let keep = (keep.len() < spec.label_names.len()).then(|| keep.into_boxed_slice());
-        Self { map: HashMap::default(), refused: 0, keep, label_names, warned: None }
+        let warnings = Throttle::new(CAP_WARN_EVERY);
+        Self { map: HashMap::default(), refused: 0, keep, label_names, warnings }
     }
 
     /// The series key of an update's label values, after the policy.
@@ -306,18 +187,24 @@ pub struct Registry {
     epoch: Instant,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+/// A TTL in ms as the registry keeps it: 0 for none, else at least 1.
+fn ttl_ms(ttl: Option<Duration>) -> u64 {
+    ttl.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1))
 }
 
 impl Registry {
     /// A registry whose series never expire.
     pub fn new(devices: Arc<Devices>, series_cap: usize) -> Self {
+        Self::with_limits(devices, series_cap, None)
+    }
+
+    /// A registry with a series cap and TTL (`None`: series never expire).
+    pub fn with_limits(devices: Arc<Devices>, series_cap: usize, ttl: Option<Duration>) -> Self {
         Self {
             families: RwLock::default(),
             devices,
             series_cap: AtomicUsize::new(series_cap),
-            ttl_ms: AtomicU64::new(0),
+            ttl_ms: AtomicU64::new(ttl_ms(ttl)),
             policy: RwLock::default(),
             epoch: Instant::now(),
         }
@@ -331,36 +218,36 @@ impl Registry {
     /// series until enough old ones expire; none is removed for it.
     pub fn set_limits(&self, series_cap: usize, ttl: Option<Duration>) {
         self.series_cap.store(series_cap, Ordering::Relaxed);
-        let ms = ttl.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1));
-        self.ttl_ms.store(ms, Ordering::Relaxed);
+        self.ttl_ms.store(ttl_ms(ttl), Ordering::Relaxed);
     }
 
     /// Sets the label policy. A family whose dropped labels change starts afresh (its series
     /// go; counters restart from 0). Returns a note for each policy entry that names no
     /// registered family or a label the family does not have.
     pub fn set_policy(&self, policy: Policy) -> Vec<String> {
-        let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
+        let families = self.families.read();
         let notes = policy_notes(&families, &policy);
         for f in families.iter() {
             let drop = policy.get(&f.full_name).map_or(&[][..], Vec::as_slice);
             let fresh = FamilySeries::new(&f.spec, drop);
-            let mut series = lock(&f.series);
+            let mut series = f.series.lock();
             if fresh.keep != series.keep {
                 let freed: usize = series.map.values().map(|s| s.cost).sum();
                 f.budget.fetch_sub(freed, Ordering::Relaxed);
                 tracing::info!(family = %f.full_name, labels = ?fresh.label_names, "label policy applied; the family starts afresh");
                 *series = fresh;
+                f.seed(&mut series, self.now_ms());
             }
         }
-        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = policy;
+        *self.policy.write() = policy;
         notes
     }
 
     /// A note for each entry of the policy in force that names no registered family or a
     /// label the family does not have (for the log, once every analyzer is loaded).
     pub fn policy_notes(&self) -> Vec<String> {
-        let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
-        policy_notes(&families, &self.policy.read().unwrap_or_else(PoisonError::into_inner))
+        let families = self.families.read();
+        policy_notes(&families, &self.policy.read())
     }
 
     fn now_ms(&self) -> u64 {
@@ -374,14 +261,16 @@ impl Registry {
             return 0;
         }
         let now = self.now_ms();
-        let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
+        let families = self.families.read();
         let mut gone = 0;
         for f in families.iter() {
-            let mut series = lock(&f.series);
+            // A label-less counter's series is known in advance: it stays.
+            let known = f.spec.kind == Kind::Counter;
+            let mut series = f.series.lock();
             let before = series.map.len();
             let mut freed = 0;
-            series.map.retain(|_, s| {
-                let keep = now.saturating_sub(s.touched_ms) <= ttl;
+            series.map.retain(|key, s| {
+                let keep = (known && key.is_empty()) || now.saturating_sub(s.touched_ms) <= ttl;
                 if !keep {
                     freed += s.cost;
                 }
@@ -409,7 +298,7 @@ impl Registry {
         validate(specs)?;
         let is_old =
             |f: &Arc<Family>| old.is_some_and(|o| o.list.iter().any(|g| Arc::ptr_eq(f, g)));
-        let mut families = self.families.write().unwrap_or_else(PoisonError::into_inner);
+        let mut families = self.families.write();
         for spec in specs {
             let full_name = format!("{PREFIX}{}", spec.name);
             if let Some(f) = families.iter().find(|f| f.full_name == full_name && !is_old(f)) {
@@ -418,7 +307,7 @@ impl Registry {
             }
         }
         families.retain(|f| !is_old(f));
-        let policy = self.policy.read().unwrap_or_else(PoisonError::into_inner);
+        let policy = self.policy.read();
         let budget = Arc::new(AtomicUsize::new(0));
         let list: Vec<Arc<Family>> = specs
             .iter()
@@ -434,25 +323,30 @@ impl Registry {
                 })
             })
             .collect();
+        let now = self.now_ms();
+        for f in &list {
+            f.seed(&mut f.series.lock(), now);
+        }
         families.extend(list.iter().cloned());
         Ok(Families { owner: owner.to_owned(), list: list.into() })
     }
 
     /// Removes an analyzer's families and all their series.
     pub fn unregister(&self, families: &Families) {
-        let mut all = self.families.write().unwrap_or_else(PoisonError::into_inner);
+        let mut all = self.families.write();
         all.retain(|f| !families.list.iter().any(|g| Arc::ptr_eq(f, g)));
     }
 
     /// Applies one call's updates. They are all checked first, so a bad update applies nothing.
     pub fn apply(&self, families: &Families, updates: Vec<Update>) -> Result<(), UpdateError> {
         for u in &updates {
-            check(families, u)?;
+            let f = families.list.get(u.family as usize);
+            check(&f.ok_or(UpdateError::NoSuchFamily(u.family))?.spec, u)?;
         }
         let (now, cap) = (self.now_ms(), self.series_cap.load(Ordering::Relaxed));
         for u in updates {
             let Some(family) = families.list.get(u.family as usize) else { continue };
-            let mut series = lock(&family.series);
+            let mut series = family.series.lock();
             let key = series.key(u.labels);
             let at_cap = series.map.len() >= cap;
             match series.map.get_mut(&key) {
@@ -478,8 +372,7 @@ impl Registry {
                         continue;
                     };
                     series.refused += 1;
-                    if series.warned.is_none_or(|t| t.elapsed() >= CAP_WARN_EVERY) {
-                        series.warned = Some(Instant::now());
+                    if series.warnings.ready() {
                         tracing::warn!(
                             family = %family.full_name, analyzer = %family.owner, cap, used,
                             refused = series.refused,
@@ -494,11 +387,11 @@ impl Registry {
 
     /// (family, live series, refused series) for the host's self-metrics.
     pub fn series_counts(&self) -> Vec<(String, usize, u64)> {
-        let families = self.families.read().unwrap_or_else(PoisonError::into_inner);
+        let families = self.families.read();
         families
             .iter()
             .map(|f| {
-                let s = lock(&f.series);
+                let s = f.series.lock();
                 (f.full_name.clone(), s.map.len(), s.refused)
             })
             .collect()

@@ -4,7 +4,7 @@
 //! Output: the [`SeriesValue`] kept per series (counters, gauges by packet time, histograms
 //! with exact sums), merged the same way whatever the order of workers and batches.
 
-use super::Value;
+use super::spec::Value;
 
 #[derive(Debug, Clone)]
 pub(super) enum SeriesValue {

@@ -29,10 +29,10 @@ fn text(r: &Registry) -> String {
 /// encoded by its `TextEncoder`. The reference that `render` must equal byte for byte.
 fn crate_text(r: &Registry) -> String {
     use prometheus::proto;
-    let families = r.families.read().unwrap();
+    let families = r.families.read();
     let mut out: Vec<proto::MetricFamily> = Vec::new();
     for f in families.iter() {
-        let series = lock(&f.series);
+        let series = f.series.lock();
         let mut entries: Vec<_> = series.map.iter().collect();
         if entries.is_empty() {
             continue;
@@ -315,7 +315,7 @@ fn replace_swaps_families_all_or_none() {
     assert!(text(&r).contains("wasmtap_x_total 5\n"));
     // The same names again are no collision with itself; series start afresh.
     let v2 = r.replace(Some(&v1), "a", &[spec("x_total", Kind::Counter, &[], &[])]).unwrap();
-    assert!(!text(&r).contains("wasmtap_x_total"));
+    assert!(text(&r).contains("wasmtap_x_total 0\n"), "a label-less counter starts at 0");
     r.apply(&v2, vec![Update { family: 0, labels: vec![], value: Value::CounterAdd(1.0) }])
         .unwrap();
     assert!(text(&r).contains("wasmtap_x_total 1\n"));
@@ -467,8 +467,8 @@ fn a_total_that_would_overflow_is_refused_not_wrapped() {
     // 2^24 updates of 2^40 reach 2^64: far too many to run here, so start the series high.
     r.apply(&f, vec![hist()]).unwrap();
     {
-        let families = r.families.read().unwrap();
-        let mut series = families[0].series.lock().unwrap();
+        let families = r.families.read();
+        let mut series = families[0].series.lock();
         let s = series.map.values_mut().next().unwrap();
         if let SeriesValue::Histogram { buckets, count, .. } = &mut s.value {
             (buckets[0], *count) = (u64::MAX - 1, u64::MAX - 1);
@@ -478,4 +478,29 @@ fn a_total_that_would_overflow_is_refused_not_wrapped() {
     assert_eq!(r.series_counts(), vec![("wasmtap_h".to_string(), 1, 1)], "refused once");
     // Still the value it had (the exposition prints counts as floats), not wrapped to 2^40-2.
     assert!(text(&r).contains("wasmtap_h_count 18446744073709552000\n"), "{}", text(&r));
+}
+
+#[test]
+fn a_label_less_counter_is_exported_at_zero_from_the_start_and_stays() {
+    let r = Registry::with_limits(Arc::new(Devices::default()), 10, Some(Duration::from_millis(1)));
+    let specs = [
+        spec("quiet_total", Kind::Counter, &[], &[]),
+        spec("labelled_total", Kind::Counter, &["k"], &[]),
+        spec("level", Kind::Gauge, &[], &[]),
+        spec("t_seconds", Kind::Histogram, &[], &[1.0]),
+    ];
+    r.register("a", &specs).unwrap();
+    let t = text(&r);
+    assert!(t.contains("# TYPE wasmtap_quiet_total counter\nwasmtap_quiet_total 0\n"), "{t}");
+    for absent in ["wasmtap_labelled_total", "wasmtap_level", "wasmtap_t_seconds"] {
+        assert!(!t.contains(absent), "{absent}: its series are not known in advance:\n{t}");
+    }
+    assert_eq!(r.series_counts()[0], ("wasmtap_quiet_total".to_owned(), 1, 0));
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(r.expire(), 0, "a series known in advance does not expire");
+    assert!(text(&r).contains("wasmtap_quiet_total 0\n"));
+    // A policy that drops every label of a counter makes its one series known in advance.
+    let policy = Policy::from([("wasmtap_labelled_total".to_owned(), vec!["k".to_owned()])]);
+    r.set_policy(policy);
+    assert!(text(&r).contains("wasmtap_labelled_total 0\n"), "{}", text(&r));
 }

@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use super::{Families, FamilyError, FamilySpec, Kind, PREFIX, Update, UpdateError, Value};
+use super::spec::{FamilyError, FamilySpec, Kind, PREFIX, Update, UpdateError, Value};
 
 /// Families one analyzer may declare: the built-in ones declare 3 to 9.
 pub const MAX_FAMILIES: usize = 256;
@@ -100,23 +100,22 @@ pub fn validate(specs: &[FamilySpec]) -> Result<(), FamilyError> {
 }
 
 /// Checks one update against its family's declaration.
-pub(super) fn check(families: &Families, u: &Update) -> Result<(), UpdateError> {
-    let f = families.list.get(u.family as usize).ok_or(UpdateError::NoSuchFamily(u.family))?;
-    let family = || f.full_name.clone();
-    let (got, want) = (u.labels.len(), f.spec.label_names.len());
+pub(super) fn check(spec: &FamilySpec, u: &Update) -> Result<(), UpdateError> {
+    let family = || format!("{PREFIX}{}", spec.name);
+    let (got, want) = (u.labels.len(), spec.label_names.len());
     if got != want {
         return Err(UpdateError::LabelCount { family: family(), got, want });
     }
-    match (&u.value, f.spec.kind) {
+    match (&u.value, spec.kind) {
         (Value::CounterAdd(v), Kind::Counter)
             if !v.is_finite() || *v < 0.0 || *v > MAX_COUNTER_ADD =>
         {
             Err(UpdateError::BadCounterAdd { family: family(), value: *v })
         }
         (Value::Histogram { buckets, .. }, Kind::Histogram)
-            if buckets.len() != f.spec.buckets.len() + 1 =>
+            if buckets.len() != spec.buckets.len() + 1 =>
         {
-            let (got, want) = (buckets.len(), f.spec.buckets.len() + 1);
+            let (got, want) = (buckets.len(), spec.buckets.len() + 1);
             Err(UpdateError::BucketCount { family: family(), got, want })
         }
         (Value::GaugeSet(v, _), Kind::Gauge) if !v.is_finite() || v.abs() > MAX_VALUE => {

@@ -1,15 +1,61 @@
-//! Stage: analyzers (bounds on what crosses from guest to host).
+//! Stage: analyzers (the bounds every analyzer is held to).
 //!
-//! Inputs: what an analyzer hands the host: its `init` declaration (name, version, families),
-//! the updates of each call, its log lines and error strings.
-//! Outputs: a verdict before anything is kept ([`check_info`], [`check_updates`]), and guest
-//! text made safe to print ([`guest_text`]): cut to a length and with control characters
-//! escaped, so that it can neither flood nor forge the host's log lines or reports.
+//! Inputs: what an analyzer hands the host: its component bytes, its `init` declaration (name,
+//! version, families), the updates of each call, its log lines and error strings.
+//! Outputs: the sandbox [`Limits`] (CPU per call, memory, updates per call, log rate) and the
+//! size and time bounds of loading; a verdict before anything is kept ([`check_info`],
+//! [`check_updates`]); and guest text made safe to print ([`guest_text`]): cut to a length and
+//! with control characters escaped, so that it can neither flood nor forge the host's log
+//! lines or reports.
 //!
-//! Counts (updates per call, series per family) are bounded elsewhere; these bound sizes.
-//! Each limit is generous for real analyzers: the built-in ones stay far below every one.
+//! Series per family are bounded by the registry. Each limit is generous for real analyzers:
+//! the built-in ones stay far below every one.
+
+use std::time::Duration;
 
 use super::bindings::wasmtap::analyzer::types;
+
+/// The largest component loaded: the built-in analyzers are about 100 KiB each, and
+/// compiling takes time in proportion to size, so this bounds load time too.
+pub const MAX_COMPONENT_BYTES: usize = 16 << 20;
+
+/// The longest a component may take to compile: the built-in ones take about 50 ms each (a
+/// few hundred on a loaded machine), so this is room for large analyzers, and keeps `host
+/// check` and a reload from hanging on a component built to be slow to compile.
+pub const COMPILE_BUDGET: Duration = Duration::from_secs(5);
+
+/// How often the epoch advances. Deadlines are counted in these ticks, so this is the
+/// resolution of the CPU budget; 10 ms costs nothing measurable and keeps overruns short.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Sandbox limits for every analyzer instance.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// CPU time one call (`init`, `process` or `tick`) may use, on its worker thread.
+    pub call_budget: Duration,
+    /// Cap on an instance's linear memory, in bytes.
+    pub memory_bytes: usize,
+    /// Cap on the number of updates one call may return.
+    pub max_updates: usize,
+    /// Log lines an instance may write per second; the rest are counted and dropped.
+    pub log_lines_per_second: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            // A batch of 1024 packets takes ~0.1 ms; 200 ms is far beyond any honest analyzer
+            // yet short enough that a runaway one stalls its worker only briefly.
+            call_budget: Duration::from_millis(200),
+            // Flow tables for 100k flows fit in well under 64 MiB.
+            memory_bytes: 64 << 20,
+            // One update per series per batch: far more than any batch of 1024 packets needs.
+            max_updates: 65_536,
+            // Enough to explain a failure, too few to flood the host's log.
+            log_lines_per_second: 10,
+        }
+    }
+}
 
 /// Bytes of an analyzer name. Names follow `[a-z][a-z0-9_-]*`: they label metrics and logs.
 pub const MAX_NAME: usize = 64;

@@ -5,23 +5,28 @@
 //! changes reach the workers between two batches, so no packet is lost to the other
 //! analyzers — their families in the registry, and a description for `GET /analyzers`.
 //!
-//! A changed file is swapped in only once its new version has loaded and passed `init`;
-//! until then the old version keeps running. A removed file's series go with it.
+//! Every analyzer, at start or from the directory, is admitted the same way: its name must be
+//! free, and its families register all or none. A changed file is swapped in only once its
+//! new version has loaded and passed `init`; until then the old version keeps running. A
+//! removed file's series go with it.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
+use parking_lot::{Mutex, MutexGuard};
 use serde::Serialize;
 
-use super::worker::{Control, Flush, Workers};
-use super::{Analyzer, LoadError, Runtime};
-use crate::registry::{Families, FamilyError, Kind};
-use crate::telemetry::Shared;
+use super::analyzer::{Analyzer, LoadError, sha256_hex};
+use super::bounds::MAX_COMPONENT_BYTES;
+use super::engine::Runtime;
+use super::metrics::State;
+use super::worker::{Control, Flush, Sinks, Workers};
+use crate::registry::{Families, FamilyError, PREFIX, Registry};
 
 /// Reads a watched file, refusing one larger than a component may be before reading it all.
 fn read_bounded(path: &Path) -> Result<Vec<u8>, InstallError> {
     use std::io::Read;
-    let limit = super::MAX_COMPONENT_BYTES;
+    let limit = MAX_COMPONENT_BYTES;
     let mut bytes = Vec::new();
     std::fs::File::open(path)?.take(limit as u64 + 1).read_to_end(&mut bytes)?;
     if bytes.len() > limit {
@@ -39,10 +44,19 @@ pub enum InstallError {
     Load(#[from] LoadError),
     #[error(transparent)]
     Family(#[from] FamilyError),
-    #[error("its analyzer name {name:?} is already taken by {owner}")]
+    #[error("its name {name:?} is already taken by {owner}")]
     NameTaken { name: String, owner: String },
     #[error("not every worker took the change in time")]
     Workers,
+}
+
+/// Why the catalog could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("analyzer {origin}: {error}")]
+    Analyzer { origin: String, error: InstallError },
+    #[error("starting worker threads: {0}")]
+    Threads(#[from] std::io::Error),
 }
 
 struct Entry {
@@ -75,26 +89,55 @@ pub struct FamilyView {
 /// The analyzers the workers run.
 pub struct Catalog {
     runtime: Arc<Runtime>,
-    shared: Shared,
+    sinks: Sinks,
     workers: Workers,
     entries: Mutex<Vec<Entry>>,
 }
 
+/// Admits `analyzer` beside `entries`, in place of entry `old` if given (a reloaded file):
+/// its name must be free, and its families register all or none.
+fn admit(
+    entries: &[Entry],
+    old: Option<usize>,
+    registry: &Registry,
+    analyzer: &Analyzer,
+) -> Result<Families, InstallError> {
+    let taken = entries
+        .iter()
+        .enumerate()
+        .find(|(i, e)| Some(*i) != old && e.analyzer.name == analyzer.name);
+    if let Some((_, e)) = taken {
+        let (name, owner) = (analyzer.name.clone(), e.analyzer.source.clone());
+        return Err(InstallError::NameTaken { name, owner });
+    }
+    let old_families = old.map(|i| &entries[i].families);
+    Ok(registry.replace(old_families, &analyzer.name, &analyzer.families)?)
+}
+
 impl Catalog {
-    /// Starts `n` workers running `initial`.
+    /// Admits `initial`, each with the source it is named by in errors, and starts `n`
+    /// workers running them.
     pub fn start(
         n: usize,
         runtime: Arc<Runtime>,
-        shared: Shared,
-        initial: Vec<(Arc<Analyzer>, Families)>,
+        sinks: Sinks,
+        initial: Vec<(String, Arc<Analyzer>)>,
         flush: Flush,
-    ) -> std::io::Result<Self> {
-        let workers = Workers::start(n, &runtime, &initial, &shared, flush)?;
-        let entries = initial
-            .into_iter()
-            .map(|(analyzer, families)| Entry { analyzer, families, file: None })
-            .collect();
-        Ok(Self { runtime, shared, workers, entries: Mutex::new(entries) })
+    ) -> Result<Self, StartError> {
+        let mut entries: Vec<Entry> = Vec::new();
+        for (origin, analyzer) in initial {
+            let families = admit(&entries, None, &sinks.registry, &analyzer)
+                .map_err(|error| StartError::Analyzer { origin: origin.clone(), error })?;
+            tracing::info!(
+                analyzer = %analyzer.name, version = %analyzer.version, source = %origin,
+                families = analyzer.families.len(), "loaded"
+            );
+            entries.push(Entry { analyzer, families, file: None });
+        }
+        let running: Vec<_> =
+            entries.iter().map(|e| (e.analyzer.clone(), e.families.clone())).collect();
+        let workers = Workers::start(n, &runtime, &running, &sinks, flush)?;
+        Ok(Self { runtime, sinks, workers, entries: Mutex::new(entries) })
     }
 
     pub fn workers(&self) -> &Workers {
@@ -102,7 +145,12 @@ impl Catalog {
     }
 
     fn entries(&self) -> MutexGuard<'_, Vec<Entry>> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+        self.entries.lock()
+    }
+
+    /// Analyzers with at least one instance running.
+    pub fn running(&self) -> usize {
+        self.sinks.metrics.running()
     }
 
     /// Loads `path`, or reloads it if it changed. Returns false if it was already loaded
@@ -110,7 +158,7 @@ impl Catalog {
     pub fn install(&self, path: &Path) -> Result<bool, InstallError> {
         let bytes = read_bounded(path)?;
         let source = path.display().to_string();
-        let sha256 = super::sha256_hex(&bytes);
+        let sha256 = sha256_hex(&bytes);
         let unchanged = |entries: &[Entry]| {
             entries.iter().any(|e| e.file.as_deref() == Some(path) && e.analyzer.sha256 == sha256)
         };
@@ -122,19 +170,12 @@ impl Catalog {
         let analyzer = self.runtime.load(&bytes, &source)?;
         let mut entries = self.entries();
         let old = entries.iter().position(|e| e.file.as_deref() == Some(path));
-        let taken = entries.iter().find(|e| e.analyzer.name == analyzer.name);
-        if let Some(e) = taken.filter(|e| e.file.as_deref() != Some(path)) {
-            let (name, owner) = (analyzer.name.clone(), e.analyzer.source.clone());
-            return Err(InstallError::NameTaken { name, owner });
-        }
-        let old_families = old.map(|i| &entries[i].families);
-        let registry = &self.shared.registry;
-        let families = registry.replace(old_families, &analyzer.name, &analyzer.families)?;
+        let families = admit(&entries, old, &self.sinks.registry, &analyzer)?;
         // A reload under a new analyzer name retires the old name on the workers first.
         if let Some(i) = old.filter(|i| entries[*i].analyzer.name != analyzer.name) {
             let name = entries[i].analyzer.name.clone();
             self.workers.control(|| Control::Remove(name.clone()));
-            self.shared.telemetry.forget(&name);
+            self.sinks.metrics.forget(&name);
         }
         let applied = self.workers.control(|| Control::Install(analyzer.clone(), families.clone()));
         let entry = Entry { analyzer, families, file: Some(path.to_owned()) };
@@ -152,8 +193,8 @@ impl Catalog {
         let entry = entries.remove(i);
         let name = entry.analyzer.name.clone();
         self.workers.control(|| Control::Remove(name.clone()));
-        self.shared.registry.unregister(&entry.families);
-        self.shared.telemetry.forget(&name);
+        self.sinks.registry.unregister(&entry.families);
+        self.sinks.metrics.forget(&name);
         Some(name)
     }
 
@@ -164,7 +205,7 @@ impl Catalog {
 
     /// Every loaded analyzer, for `GET /analyzers`.
     pub fn views(&self) -> Vec<View> {
-        let t = &self.shared.telemetry;
+        let metrics = &self.sinks.metrics;
         self.entries()
             .iter()
             .map(|e| {
@@ -174,18 +215,14 @@ impl Catalog {
                     version: a.version.clone(),
                     source: a.source.clone(),
                     sha256: a.sha256.clone(),
-                    state: t.state(&a.name).unwrap_or("starting").to_owned(),
+                    state: metrics.state(&a.name).map_or("starting", State::as_str).to_owned(),
                     last_error: a.last_error(),
                     families: a
                         .families
                         .iter()
                         .map(|f| FamilyView {
-                            name: format!("{}{}", crate::registry::PREFIX, f.name),
-                            kind: match f.kind {
-                                Kind::Counter => "counter",
-                                Kind::Gauge => "gauge",
-                                Kind::Histogram => "histogram",
-                            },
+                            name: format!("{PREFIX}{}", f.name),
+                            kind: f.kind.as_str(),
                             labels: f.label_names.clone(),
                         })
                         .collect(),

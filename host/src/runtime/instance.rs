@@ -15,8 +15,20 @@ use wasmtime::{
 
 use super::bindings::wasmtap::analyzer::{host, types};
 use super::bindings::{AnalyzerComponent, AnalyzerComponentPre};
-use super::{EPOCH_TICK, Limits, bounds};
+use super::bounds::{self, EPOCH_TICK, Limits};
 use crate::registry::{FamilySpec, Update};
+
+/// One running instance of an analyzer, Wasm or native.
+pub trait Session {
+    /// Runs one packed batch.
+    fn process(&mut self, batch: &[u8]) -> Result<Vec<Update>, CallError>;
+    /// Advances packet time; `end` marks the end of a replay.
+    fn tick(&mut self, now_ns: u64, end: bool) -> Result<Vec<Update>, CallError>;
+    /// The largest linear memory the instance has had, in bytes, where that is known.
+    fn peak_memory(&self) -> Option<usize> {
+        None
+    }
+}
 
 /// Why a call into an analyzer failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,26 +46,59 @@ pub enum CallError {
     #[error("sent an invalid update: {0}")]
     BadUpdate(crate::registry::UpdateError),
     #[error("returned {0}")]
-    TooLarge(super::bounds::Exceeded),
+    TooLarge(bounds::Exceeded),
+}
+
+/// Why a call failed, as the `reason` label of `wasmtap_analyzer_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Trap,
+    Timeout,
+    Error,
+    TooManyUpdates,
+    BadUpdate,
+    Memory,
+    TooLarge,
+}
+
+impl Reason {
+    /// Every reason, each exported from the moment an analyzer loads.
+    pub const ALL: [Reason; 7] = [
+        Reason::Trap,
+        Reason::Timeout,
+        Reason::Error,
+        Reason::TooManyUpdates,
+        Reason::BadUpdate,
+        Reason::Memory,
+        Reason::TooLarge,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Trap => "trap",
+            Reason::Timeout => "timeout",
+            Reason::Error => "error",
+            Reason::TooManyUpdates => "too_many_updates",
+            Reason::BadUpdate => "bad_update",
+            Reason::Memory => "memory",
+            Reason::TooLarge => "too_large",
+        }
+    }
 }
 
 impl CallError {
-    /// Every value [`CallError::reason`] can return.
-    pub const REASONS: [&str; 7] =
-        ["trap", "timeout", "error", "too_many_updates", "bad_update", "memory", "too_large"];
-
-    /// A short label value for the metrics.
-    pub fn reason(&self) -> &'static str {
-        let i = match self {
-            CallError::Trap(_) => 0,
-            CallError::Timeout(_) => 1,
-            CallError::Guest(_) => 2,
-            CallError::TooManyUpdates { .. } => 3,
-            CallError::BadUpdate(_) => 4,
-            CallError::Memory(_) => 5,
-            CallError::TooLarge(_) => 6,
-        };
-        Self::REASONS[i]
+    /// Why the call failed, for the metrics.
+    pub fn reason(&self) -> Reason {
+        match self {
+            CallError::Trap(_) => Reason::Trap,
+            CallError::Timeout(_) => Reason::Timeout,
+            CallError::Guest(_) => Reason::Error,
+            CallError::TooManyUpdates { .. } => Reason::TooManyUpdates,
+            CallError::BadUpdate(_) => Reason::BadUpdate,
+            CallError::Memory(_) => Reason::Memory,
+            CallError::TooLarge(_) => Reason::TooLarge,
+        }
     }
 }
 
@@ -227,7 +272,7 @@ impl Instance {
     }
 }
 
-impl super::Session for Instance {
+impl Session for Instance {
     fn peak_memory(&self) -> Option<usize> {
         Some(self.store.data().limiter.peak_memory)
     }
@@ -316,4 +361,4 @@ fn classify(e: wasmtime::Error, limits: &Limits, grow_failed: bool) -> CallError
     }
 }
 
-super::wit_conversions!(types);
+super::convert::wit_conversions!(types);

@@ -10,8 +10,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use wasmtap_sdk::{Analyzer, Config, Runner, wit};
 
-use super::Session;
-use super::instance::CallError;
+use super::instance::{CallError, Session};
 use crate::registry::{FamilySpec, Update};
 
 /// Makes a fresh, un-initialized instance of one built-in analyzer.
@@ -25,7 +24,7 @@ pub trait Native {
     fn tick(&mut self, now_ns: u64, end: bool) -> Result<Vec<Update>, CallError>;
 }
 
-super::wit_conversions!(wit);
+super::convert::wit_conversions!(wit);
 
 /// A native panic is reported as a trap, as the same panic in Wasm would be.
 fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, CallError> {

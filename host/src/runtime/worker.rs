@@ -16,19 +16,20 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select_biased};
-use prometheus::{Histogram, IntCounter};
+use parking_lot::Mutex;
 
-use super::instance::CallError;
-use super::instance::LogCounters;
-use super::{Analyzer, Runtime, Session};
-use crate::batch::{Batch, QUEUE_BATCHES};
-use crate::registry::{Families, Update};
-use crate::telemetry::Shared;
+use super::analyzer::Analyzer;
+use super::engine::Runtime;
+use super::instance::{CallError, Session};
+use super::metrics::{AnalyzerMetrics, SlotMetrics, State};
+use crate::batch::{Batch, QUEUE_BATCHES, record};
+use crate::health::{Health, Watched};
+use crate::registry::{Families, Registry, Update};
 
 /// First wait before re-instantiating a failed analyzer; doubles on every failure.
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -56,22 +57,13 @@ pub enum Flush {
 /// within about a tenth of a second.
 pub const LIVE_FLUSH: Duration = Duration::from_millis(50);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Running,
-    Backoff,
-    Quarantined,
-}
-
-impl State {
-    /// Index into [`crate::telemetry::STATES`].
-    fn index(self) -> usize {
-        match self {
-            State::Running => 0,
-            State::Backoff => 1,
-            State::Quarantined => 2,
-        }
-    }
+/// What the workers write to: the registry their updates go to, the analyzers' self-metrics
+/// and states, and the health that a worker thread dying shows in.
+#[derive(Clone)]
+pub struct Sinks {
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<AnalyzerMetrics>,
+    pub health: Arc<Health>,
 }
 
 /// One analyzer on one worker: its instance and its failure history.
@@ -83,19 +75,13 @@ struct Slot {
     failures: VecDeque<Instant>,
     backoff: Duration,
     retry_at: Instant,
-    batch_seconds: Histogram,
-    skipped: IntCounter,
-    log: LogCounters,
+    metrics: SlotMetrics,
 }
 
 impl Slot {
-    fn new(analyzer: Arc<Analyzer>, families: Families, shared: &Shared) -> Self {
-        let t = &shared.telemetry;
-        let name = analyzer.name.as_str();
-        let batch_seconds = t.analyzer_batch_seconds.with_label_values(&[name]);
-        let skipped = t.analyzer_skipped.with_label_values(&[name]);
-        let log = t.log_counters(name);
-        t.instance_state(name, None, Some(State::Backoff.index()));
+    fn new(analyzer: Arc<Analyzer>, families: Families, sinks: &Sinks) -> Self {
+        let metrics = sinks.metrics.slot(&analyzer.name);
+        sinks.metrics.transition(&analyzer.name, None, Some(State::Backoff));
         Slot {
             analyzer,
             families,
@@ -104,31 +90,28 @@ impl Slot {
             failures: VecDeque::new(),
             backoff: BACKOFF_START,
             retry_at: Instant::now(),
-            batch_seconds,
-            skipped,
-            log,
+            metrics,
         }
     }
 
-    fn set_state(&mut self, shared: &Shared, state: State) {
-        let t = &shared.telemetry;
-        t.instance_state(&self.analyzer.name, Some(self.state.index()), Some(state.index()));
+    fn set_state(&mut self, sinks: &Sinks, state: State) {
+        sinks.metrics.transition(&self.analyzer.name, Some(self.state), Some(state));
         self.state = state;
     }
 
     /// Takes this instance out of the state counts, before the slot is dropped.
-    fn retire(&self, shared: &Shared) {
-        shared.telemetry.instance_state(&self.analyzer.name, Some(self.state.index()), None);
+    fn retire(&self, sinks: &Sinks) {
+        sinks.metrics.transition(&self.analyzer.name, Some(self.state), None);
     }
 
-    fn start(&mut self, runtime: &Runtime, shared: &Shared) {
-        let started = runtime.start(&self.analyzer, self.log.clone());
+    fn start(&mut self, runtime: &Runtime, sinks: &Sinks) {
+        let started = runtime.start(&self.analyzer, self.metrics.log.clone());
         match started {
             Ok(instance) => {
                 self.instance = Some(instance);
-                self.set_state(shared, State::Running);
+                self.set_state(sinks, State::Running);
             }
-            Err(e) => self.fail(shared, &e),
+            Err(e) => self.fail(sinks, &e),
         }
     }
 
@@ -136,7 +119,7 @@ impl Slot {
     fn call(
         &mut self,
         runtime: &Runtime,
-        shared: &Shared,
+        sinks: &Sinks,
         packets: usize,
         f: impl FnOnce(&mut dyn Session) -> Result<Vec<Update>, CallError>,
     ) {
@@ -144,33 +127,30 @@ impl Slot {
             && self.state == State::Backoff
             && Instant::now() >= self.retry_at
         {
-            let name = self.analyzer.name.as_str();
-            shared.telemetry.analyzer_restarts.with_label_values(&[name]).inc();
-            self.start(runtime, shared);
+            self.metrics.restarts.inc();
+            self.start(runtime, sinks);
         }
         let Some(instance) = self.instance.as_mut() else {
-            self.skipped.inc_by(packets as u64);
+            self.metrics.skipped.inc_by(packets as u64);
             return;
         };
         let t0 = Instant::now();
         let result = f(instance.as_mut());
-        self.batch_seconds.observe(t0.elapsed().as_secs_f64());
+        self.metrics.batch_seconds.observe(t0.elapsed().as_secs_f64());
         let applied = result
-            .and_then(|u| shared.registry.apply(&self.families, u).map_err(CallError::BadUpdate));
+            .and_then(|u| sinks.registry.apply(&self.families, u).map_err(CallError::BadUpdate));
         if let Err(e) = applied {
-            self.skipped.inc_by(packets as u64);
-            self.fail(shared, &e);
+            self.metrics.skipped.inc_by(packets as u64);
+            self.fail(sinks, &e);
         }
     }
 
-    fn fail(&mut self, shared: &Shared, e: &CallError) {
+    fn fail(&mut self, sinks: &Sinks, e: &CallError) {
         let a = &self.analyzer;
-        let t = &shared.telemetry;
-        let reason = e.reason();
         if matches!(e, CallError::Timeout(_) | CallError::Trap(_)) {
-            t.analyzer_traps.with_label_values(&[&a.name]).inc();
+            self.metrics.traps.inc();
         }
-        t.analyzer_failures.with_label_values(&[&a.name, reason]).inc();
+        self.metrics.failed(&a.name, e.reason());
         a.set_last_error(e.to_string());
         self.instance = None;
         let now = Instant::now();
@@ -184,7 +164,7 @@ impl Slot {
                 "quarantined after {} failures within {:?}; last: {e}",
                 self.failures.len(), QUARANTINE_WINDOW
             );
-            self.set_state(shared, State::Quarantined);
+            self.set_state(sinks, State::Quarantined);
             return;
         }
         tracing::warn!(
@@ -193,7 +173,7 @@ impl Slot {
         );
         self.retry_at = now + self.backoff;
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-        self.set_state(shared, State::Backoff);
+        self.set_state(sinks, State::Backoff);
     }
 }
 
@@ -227,17 +207,13 @@ pub struct Workers {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Workers {
     /// Starts `n` workers, each with its own instance of every analyzer.
     pub fn start(
         n: usize,
         runtime: &Arc<Runtime>,
         analyzers: &[(Arc<Analyzer>, Families)],
-        shared: &Shared,
+        sinks: &Sinks,
         flush: Flush,
     ) -> std::io::Result<Self> {
         let (mut queues, mut controls, mut threads) = (Vec::new(), Vec::new(), Vec::new());
@@ -246,14 +222,14 @@ impl Workers {
         for i in 0..n {
             let (tx, rx) = crossbeam_channel::bounded(QUEUE_BATCHES);
             let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
-            let (runtime, shared, end) = (runtime.clone(), shared.clone(), end.clone());
+            let (runtime, sinks, end) = (runtime.clone(), sinks.clone(), end.clone());
             let analyzers = analyzers.to_vec();
             let name = format!("worker-{i}");
             let thread = std::thread::Builder::new().name(name.clone()).spawn(move || {
                 // A worker only ends when its queue closes at shutdown; anything else is
                 // reported by /healthz.
-                let watched = crate::health::Watched::new(&shared.health, &name);
-                work(&runtime, &shared, analyzers, &rx, &ctl_rx, &end, flush);
+                let watched = Watched::new(&sinks.health, &name);
+                work(&runtime, &sinks, analyzers, &rx, &ctl_rx, &end, flush);
                 watched.done();
             })?;
             queues.push(tx);
@@ -269,14 +245,16 @@ impl Workers {
 
     /// One sender per worker, for a source's batcher.
     pub fn queues(&self) -> Vec<Sender<Batch>> {
-        lock(&self.queues).clone()
+        self.queues.lock().clone()
     }
 
     /// Applies a change on every worker and waits until all have applied it.
     /// Returns false if some worker did not answer in time.
     pub fn control(&self, make: impl Fn() -> Control) -> bool {
         let (ack_tx, ack_rx) = crossbeam_channel::unbounded();
-        let sent = lock(&self.controls)
+        let sent = self
+            .controls
+            .lock()
             .iter()
             .filter(|c| c.send((make(), ack_tx.clone())).is_ok())
             .count();
@@ -288,9 +266,9 @@ impl Workers {
     /// Closes the queues, waits for the workers to drain them and run their final tick.
     /// Every batcher must have been dropped first.
     pub fn finish(&self) {
-        lock(&self.queues).clear();
-        lock(&self.controls).clear();
-        let threads = std::mem::take(&mut *lock(&self.threads));
+        self.queues.lock().clear();
+        self.controls.lock().clear();
+        let threads = std::mem::take(&mut *self.threads.lock());
         for t in threads {
             if t.join().is_err() {
                 tracing::error!("a worker thread panicked");
@@ -299,20 +277,20 @@ impl Workers {
     }
 }
 
-fn apply(control: Control, slots: &mut Vec<Slot>, runtime: &Runtime, shared: &Shared) {
+fn apply(control: Control, slots: &mut Vec<Slot>, runtime: &Runtime, sinks: &Sinks) {
     match control {
         Control::Install(analyzer, families) => {
-            let mut slot = Slot::new(analyzer, families, shared);
-            slot.start(runtime, shared);
+            let mut slot = Slot::new(analyzer, families, sinks);
+            slot.start(runtime, sinks);
             match slots.iter_mut().find(|s| s.analyzer.name == slot.analyzer.name) {
-                Some(old) => std::mem::replace(old, slot).retire(shared),
+                Some(old) => std::mem::replace(old, slot).retire(sinks),
                 None => slots.push(slot),
             }
         }
         Control::Remove(name) => slots.retain(|s| {
             let keep = s.analyzer.name != name;
             if !keep {
-                s.retire(shared);
+                s.retire(sinks);
             }
             keep
         }),
@@ -321,7 +299,7 @@ fn apply(control: Control, slots: &mut Vec<Slot>, runtime: &Runtime, shared: &Sh
 
 fn work(
     runtime: &Runtime,
-    shared: &Shared,
+    sinks: &Sinks,
     analyzers: Vec<(Arc<Analyzer>, Families)>,
     rx: &Receiver<Batch>,
     controls: &Receiver<Acked>,
@@ -329,16 +307,16 @@ fn work(
     flush: Flush,
 ) {
     let mut slots: Vec<Slot> =
-        analyzers.into_iter().map(|(a, families)| Slot::new(a, families, shared)).collect();
+        analyzers.into_iter().map(|(a, families)| Slot::new(a, families, sinks)).collect();
     for slot in &mut slots {
-        slot.start(runtime, shared);
+        slot.start(runtime, sinks);
     }
     let mut last_ts = 0u64;
     let mut next_tick = 0u64;
     // Whether analyzers may hold updates from a call since the last flush, and when that was.
     let mut held = false;
     let mut flushed = Instant::now();
-    let empty = crate::batch::record::empty_batch();
+    let empty = record::empty_batch();
     // Once the control side hangs up, wait on batches alone: a closed channel is always ready.
     let mut controls = controls.clone();
     loop {
@@ -352,7 +330,7 @@ fn work(
             recv(controls) -> msg => {
                 match msg {
                     Ok((control, ack)) => {
-                        apply(control, &mut slots, runtime, shared);
+                        apply(control, &mut slots, runtime, sinks);
                         let _ = ack.send(());
                     }
                     Err(_) => controls = crossbeam_channel::never(),
@@ -366,7 +344,7 @@ fn work(
             default(due) => {
                 if held {
                     for slot in &mut slots {
-                        slot.call(runtime, shared, 0, |i| i.process(&empty));
+                        slot.call(runtime, sinks, 0, |i| i.process(&empty));
                     }
                     (held, flushed) = (false, Instant::now());
                 }
@@ -379,7 +357,7 @@ fn work(
         };
         batch.set_hold(hold);
         for slot in &mut slots {
-            slot.call(runtime, shared, batch.len(), |i| i.process(batch.bytes()));
+            slot.call(runtime, sinks, batch.len(), |i| i.process(batch.bytes()));
         }
         (held, flushed) = if hold { (true, flushed) } else { (false, Instant::now()) };
         last_ts = last_ts.max(batch.max_ts());
@@ -388,7 +366,7 @@ fn work(
         if last_ts >= next_tick {
             if next_tick != 0 {
                 for slot in &mut slots {
-                    slot.call(runtime, shared, 0, |i| i.tick(last_ts, false));
+                    slot.call(runtime, sinks, 0, |i| i.tick(last_ts, false));
                 }
                 (held, flushed) = (false, Instant::now());
             }
@@ -398,6 +376,6 @@ fn work(
     end.drained.wait();
     let last_ts = end.latest.load(Ordering::Relaxed);
     for slot in &mut slots {
-        slot.call(runtime, shared, 0, |i| i.tick(last_ts, true));
+        slot.call(runtime, sinks, 0, |i| i.tick(last_ts, true));
     }
 }

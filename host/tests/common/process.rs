@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The host binary under test.
-pub const HOST: &str = env!("CARGO_BIN_EXE_host");
+pub const HOST: &str = env!("CARGO_BIN_EXE_wasmtap");
 
 /// How often [`wait_for`] asks: fine enough to time a reload against its 2 s promise.
 const POLL_EVERY: Duration = Duration::from_millis(50);

@@ -1,6 +1,6 @@
 //! Stage: exporter.
 //!
-//! Inputs: the registry, self-metrics and health ([`Shared`]) and the analyzer catalog.
+//! Inputs: the registry, the self-metrics, health and the analyzer catalog ([`Exporter`]).
 //! Output: HTTP/1.1 on tokio: `GET /metrics` (Prometheus text format 0.0.4, gzip-compressed
 //! when the client accepts it), `/healthz` (no capture or worker thread has died), `/readyz`
 //! (every named interface captured and an analyzer running) and `/analyzers` (JSON: each
@@ -29,13 +29,17 @@ use axum::routing::get;
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
+use crate::health::Health;
+use crate::registry::Registry;
 use crate::runtime::catalog::Catalog;
-use crate::telemetry::Shared;
+use crate::telemetry::SelfMetrics;
 
 /// What the HTTP handlers read.
 #[derive(Clone)]
 pub struct Exporter {
-    pub shared: Shared,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<SelfMetrics>,
+    pub health: Arc<Health>,
     pub catalog: Arc<Catalog>,
 }
 
@@ -61,7 +65,7 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
-async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
+async fn scrape_metrics(State(app): State<App>, headers: HeaderMap) -> Response {
     app.scrapes.respond(&headers).await
 }
 
@@ -74,14 +78,14 @@ async fn analyzers(State(e): State<Exporter>) -> Response {
 }
 
 async fn healthz(State(e): State<Exporter>) -> impl IntoResponse {
-    match e.shared.health.live() {
+    match e.health.live() {
         Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
         Err(why) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{why}\n")),
     }
 }
 
 async fn readyz(State(e): State<Exporter>) -> impl IntoResponse {
-    match e.shared.health.ready(&e.shared.telemetry) {
+    match e.health.ready(e.catalog.running()) {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
@@ -95,15 +99,23 @@ impl Exporter {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let shared = self.shared.clone();
-        let render: scrape::RenderFn =
-            Arc::new(move || shared.telemetry.exposition(&shared.registry, true));
-        let refused = |reason| self.shared.telemetry.http_refused.with_label_values(&[reason]);
-        let (busy, connections) = (refused("busy"), refused("connections"));
+        let (registry, metrics) = (self.registry.clone(), self.metrics.clone());
+        let render: scrape::RenderFn = Arc::new(move || registry.exposition(Some(&metrics), true));
+        let refused = self
+            .metrics
+            .counter(
+                "wasmtap_host_http_refused_total",
+                "HTTP requests and connections refused by the exporter's bounds: `busy` (503, \
+                 too many scrapes in flight) or `connections` (too many open).",
+                &["reason"],
+            )
+            .map_err(std::io::Error::other)?;
+        let busy = refused.with_label_values(&["busy"]);
+        let connections = refused.with_label_values(&["connections"]);
         let scrapes = Arc::new(scrape::Scrapes::new(render, Some(busy)));
         let app = App { exporter: self, scrapes };
         let router = Router::new()
-            .route("/metrics", get(metrics))
+            .route("/metrics", get(scrape_metrics))
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/analyzers", get(analyzers))
