@@ -36,9 +36,7 @@ impl SelfMetrics {
         help: &str,
         labels: &[&str],
     ) -> prometheus::Result<IntCounterVec> {
-        let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-        self.families.register(Box::new(c.clone()))?;
-        Ok(c)
+        register(&self.families, IntCounterVec::new(Opts::new(name, help), labels)?)
     }
 
     /// A gauge family with `labels`.
@@ -48,9 +46,7 @@ impl SelfMetrics {
         help: &str,
         labels: &[&str],
     ) -> prometheus::Result<IntGaugeVec> {
-        let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-        self.families.register(Box::new(g.clone()))?;
-        Ok(g)
+        register(&self.families, IntGaugeVec::new(Opts::new(name, help), labels)?)
     }
 
     /// A histogram of wall-clock durations, with `buckets` in seconds.
@@ -62,9 +58,7 @@ impl SelfMetrics {
         buckets: &[f64],
     ) -> prometheus::Result<HistogramVec> {
         let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
-        let h = HistogramVec::new(opts, labels)?;
-        self.timings.register(Box::new(h.clone()))?;
-        Ok(h)
+        register(&self.timings, HistogramVec::new(opts, labels)?)
     }
 
     /// Families computed from a stage's state at every render (gauges of what is, not of
@@ -89,6 +83,15 @@ impl SelfMetrics {
         }
         parts
     }
+}
+
+/// Registers `family` in `registry` and hands it back to its stage.
+fn register<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    family: C,
+) -> prometheus::Result<C> {
+    registry.register(Box::new(family.clone()))?;
+    Ok(family)
 }
 
 /// Lets a repeated warning through at most once per period, from any number of threads, with
