@@ -61,8 +61,9 @@ where
         Command::Run(args) => live(config::Run::from_args(args)?, signals),
         Command::Replay(args) => replay(config::Replay::from_args(args)?),
         Command::Check(args) => {
+            let cfg = config::Check::from_args(args)?;
             let mut out = std::io::stdout().lock();
-            let outcome = crate::check::check(&args.analyzer, args.pcap.as_deref(), &mut out)?;
+            let outcome = crate::check::check(&cfg, &mut out)?;
             Ok(if outcome.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }

@@ -1,12 +1,12 @@
 //! Stage: control (`host check`, the conformance check for analyzer authors).
 //!
-//! Input: one `.wasm` analyzer and a capture (the built-in sample unless `--pcap`).
+//! Input: one `.wasm` analyzer, a capture (the built-in sample unless `--pcap`) and the limits
+//! it will run under (`--call-budget-ms`, `--memory-mib`, `--series-cap`, as for `run`).
 //! Output: a report on stdout — the component's world, version and imports, its declared
 //! families, then a replay: the metrics it produced, ns per packet, peak memory and any
 //! failure — and a verdict. Every problem is reported with what to do about it.
 
 use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,9 +14,10 @@ use anyhow::Context;
 
 use crate::batch::{Batch, Batcher, DEFAULT_MAX_AGE, FullQueue};
 use crate::capture;
-use crate::registry::{DEFAULT_SERIES_CAP, Devices, Registry};
+use crate::config;
+use crate::registry::{Devices, Registry};
 use crate::runtime::instance::{CallError, LogCounters};
-use crate::runtime::{ABI_VERSION, Limits, Runtime, Session, defaults};
+use crate::runtime::{ABI_VERSION, Runtime, Session, defaults};
 
 /// The sample capture checked against when no `--pcap` is given: real IPv4 and IPv6 TCP
 /// traffic with handshakes, bulk data and resets.
@@ -32,7 +33,8 @@ pub struct Outcome {
 }
 
 /// Checks `wasm` and writes the report to `out`.
-pub fn check(wasm: &Path, pcap: Option<&Path>, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+pub fn check(cfg: &config::Check, out: &mut dyn Write) -> anyhow::Result<Outcome> {
+    let (wasm, pcap) = (cfg.analyzer.as_path(), cfg.pcap.as_deref());
     let fail = |out: &mut dyn Write, what: &str, e: &dyn std::fmt::Display| {
         let _ = writeln!(out, "FAIL {what}: {e}");
         Ok(Outcome { passed: false })
@@ -42,7 +44,7 @@ pub fn check(wasm: &Path, pcap: Option<&Path>, out: &mut dyn Write) -> anyhow::R
         Err(e) => return fail(out, &format!("reading {}", wasm.display()), &e),
     };
     writeln!(out, "checking {} ({} bytes)", wasm.display(), bytes.len())?;
-    let runtime = Runtime::new(Limits::default(), None)?;
+    let runtime = Runtime::new(cfg.limits.clone(), None)?;
     let analyzer = match runtime.load(&bytes, &wasm.display().to_string()) {
         Ok(a) => a,
         Err(e) => return fail(out, "loading", &e),
@@ -58,7 +60,7 @@ pub fn check(wasm: &Path, pcap: Option<&Path>, out: &mut dyn Write) -> anyhow::R
     )?;
 
     // Its families must be valid and clear of the built-in analyzers' names.
-    let registry = Arc::new(Registry::new(Arc::new(Devices::default()), DEFAULT_SERIES_CAP));
+    let registry = Arc::new(Registry::new(Arc::new(Devices::default()), cfg.series_cap));
     // Every built-in family counts, whatever the analyzer calls itself; so does the name. Only
     // a built-in's own component (the same bytes) is checked on its own.
     for (name, builtin) in defaults::DEFAULT_ANALYZERS {
@@ -126,17 +128,18 @@ pub fn check(wasm: &Path, pcap: Option<&Path>, out: &mut dyn Write) -> anyhow::R
     let ns = if packets == 0 { 0.0 } else { busy.as_nanos() as f64 / packets as f64 };
     writeln!(out, "ok   replayed {packets} packets: {ns:.0} ns/packet in the analyzer")?;
     if let Some(peak) = session.peak_memory() {
-        let cap = Limits::default().memory_bytes >> 20;
+        let cap = cfg.limits.memory_bytes >> 20;
         writeln!(out, "ok   peak linear memory: {} KiB (cap {cap} MiB)", peak >> 10)?;
     }
     for (family, live, refused) in registry.series_counts() {
         if refused > 0 {
             // The registry refuses at the series cap, at the analyzer's exposition budget and
             // where a total would overflow; the series count tells the cap apart.
-            let why = if live >= DEFAULT_SERIES_CAP {
+            let why = if live >= cfg.series_cap {
                 format!(
-                    "{family}: {refused} updates refused over the cap of {DEFAULT_SERIES_CAP} \
-                     series; keep label values to a bounded set (addresses, devices, small enums)"
+                    "{family}: {refused} updates refused over the cap of {} \
+                     series; keep label values to a bounded set (addresses, devices, small enums)",
+                    cfg.series_cap
                 )
             } else {
                 format!(

@@ -53,6 +53,9 @@ pub struct CheckArgs {
     /// Replay this capture instead of the built-in sample.
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// `host run`'s flags. Those that a configuration file can also set are `Option`s here, so
@@ -166,13 +169,8 @@ pub struct AnalyzerArgs {
     #[arg(long)]
     pub no_default_analyzers: bool,
 
-    /// CPU budget of one analyzer call, in milliseconds (epoch deadline). Default: 200.
-    #[arg(long, value_name = "MS")]
-    pub call_budget_ms: Option<u64>,
-
-    /// Linear-memory cap of one analyzer instance, in MiB. Default: 64.
-    #[arg(long, value_name = "MIB")]
-    pub memory_mib: Option<usize>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 
     /// Directory for compiled analyzers, so later starts skip compilation.
     /// Default: $XDG_CACHE_HOME/wasmtap, else ~/.cache/wasmtap.
@@ -182,6 +180,19 @@ pub struct AnalyzerArgs {
     /// Compile analyzers afresh on every start; read and write no cache.
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_cache: bool,
+}
+
+/// The bounds analyzers run under: `run` and `replay` apply them, and `check` checks an
+/// analyzer against them.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// CPU budget of one analyzer call, in milliseconds (epoch deadline). Default: 200.
+    #[arg(long, value_name = "MS")]
+    pub call_budget_ms: Option<u64>,
+
+    /// Linear-memory cap of one analyzer instance, in MiB. Default: 64.
+    #[arg(long, value_name = "MIB")]
+    pub memory_mib: Option<usize>,
 
     /// Series one metric family may hold; updates for new series beyond it are refused (and
     /// counted) until old series expire. Default: 10000.

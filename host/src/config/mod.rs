@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::capture::links::{Selection, is_pattern};
-use crate::cli::{AnalyzerArgs, PipelineArgs, ReplayArgs, RunArgs};
+use crate::cli::{AnalyzerArgs, CheckArgs, LimitArgs, PipelineArgs, ReplayArgs, RunArgs};
 use crate::registry::{DEFAULT_SERIES_CAP, DEFAULT_SERIES_TTL, PREFIX, Policy};
 use crate::runtime::Limits;
 
@@ -125,16 +125,8 @@ fn default_workers() -> usize {
     cores.saturating_sub(1).max(1)
 }
 
-/// `dir`: analyzers may also come from a watched directory.
-fn pipeline(a: AnalyzerArgs, p: PipelineArgs, dir: bool) -> Result<Pipeline, ConfigError> {
-    let workers = p.workers.unwrap_or_else(default_workers);
-    if !(1..=MAX_WORKERS).contains(&workers) {
-        return Err(ConfigError::Workers(workers));
-    }
-    let batch_size = p.batch_size.unwrap_or(crate::batch::DEFAULT_BATCH_SIZE);
-    if !(1..=MAX_BATCH_SIZE).contains(&batch_size) {
-        return Err(ConfigError::BatchSize(batch_size));
-    }
+/// The sandbox limits and the series cap, checked.
+fn limits(a: &LimitArgs) -> Result<(Limits, usize), ConfigError> {
     let call_budget_ms = a.call_budget_ms.unwrap_or(DEFAULT_CALL_BUDGET_MS);
     if !(1..=60_000).contains(&call_budget_ms) {
         return Err(ConfigError::CallBudget(call_budget_ms));
@@ -147,6 +139,41 @@ fn pipeline(a: AnalyzerArgs, p: PipelineArgs, dir: bool) -> Result<Pipeline, Con
     if series_cap == 0 {
         return Err(ConfigError::SeriesCap(series_cap));
     }
+    let limits = Limits {
+        call_budget: Duration::from_millis(call_budget_ms),
+        memory_bytes: memory_mib << 20,
+        ..Limits::default()
+    };
+    Ok((limits, series_cap))
+}
+
+/// `wasmtap check`, checked.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub analyzer: PathBuf,
+    pub pcap: Option<PathBuf>,
+    pub limits: Limits,
+    pub series_cap: usize,
+}
+
+impl Check {
+    pub fn from_args(a: CheckArgs) -> Result<Self, ConfigError> {
+        let (limits, series_cap) = limits(&a.limits)?;
+        Ok(Self { analyzer: a.analyzer, pcap: a.pcap, limits, series_cap })
+    }
+}
+
+/// `dir`: analyzers may also come from a watched directory.
+fn pipeline(a: AnalyzerArgs, p: PipelineArgs, dir: bool) -> Result<Pipeline, ConfigError> {
+    let workers = p.workers.unwrap_or_else(default_workers);
+    if !(1..=MAX_WORKERS).contains(&workers) {
+        return Err(ConfigError::Workers(workers));
+    }
+    let batch_size = p.batch_size.unwrap_or(crate::batch::DEFAULT_BATCH_SIZE);
+    if !(1..=MAX_BATCH_SIZE).contains(&batch_size) {
+        return Err(ConfigError::BatchSize(batch_size));
+    }
+    let (limits, series_cap) = limits(&a.limits)?;
     if a.no_default_analyzers && a.analyzers.is_empty() && !dir {
         return Err(ConfigError::NoAnalyzers);
     }
@@ -158,11 +185,6 @@ fn pipeline(a: AnalyzerArgs, p: PipelineArgs, dir: bool) -> Result<Pipeline, Con
             Err(reason) => Err(ConfigError::AnalyzerFile { path, reason }),
         })
         .collect::<Result<_, _>>()?;
-    let limits = Limits {
-        call_budget: Duration::from_millis(call_budget_ms),
-        memory_bytes: memory_mib << 20,
-        ..Limits::default()
-    };
     Ok(Pipeline {
         defaults: !a.no_default_analyzers,
         native_defaults: false,
@@ -202,14 +224,14 @@ fn merged(mut a: RunArgs, f: file::File) -> RunArgs {
     let (an, pl) = (&mut a.analyzers, &mut a.pipeline);
     or_list(&mut an.analyzers, f.analyzer);
     an.no_default_analyzers |= f.no_default_analyzers.unwrap_or(false);
-    or(&mut an.call_budget_ms, f.call_budget_ms);
-    or(&mut an.memory_mib, f.memory_mib);
+    or(&mut an.limits.call_budget_ms, f.call_budget_ms);
+    or(&mut an.limits.memory_mib, f.memory_mib);
     // `--no-cache` and `--cache-dir` exclude each other: a flag for either overrides the file.
     if an.cache_dir.is_none() && !an.no_cache {
         an.cache_dir = f.cache_dir;
         an.no_cache = f.no_cache.unwrap_or(false);
     }
-    or(&mut an.series_cap, f.series_cap);
+    or(&mut an.limits.series_cap, f.series_cap);
     or(&mut pl.workers, f.workers);
     or(&mut pl.batch_size, f.batch_size);
     a
