@@ -4,16 +4,17 @@
 //! Input: the `list<u8>` of one `process` call, laid out as documented on `process` in
 //! `wit/analyzer.wit` (layout version 1). Output: a [`Batch`] that yields one [`Packet`] per
 //! record; every field accessor reads the little-endian bytes in place, without copying or
-//! allocating. The offsets (in `layout`) follow the WIT comment byte for byte.
+//! allocating. The offsets come from `wasmtap-record`, the crate the host writes batches with.
 
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::family::Label;
-use crate::layout::{
-    HEADER_FLAGS, HEADER_LEN, LAYOUT_VERSION, RECORD_LEN, header_flags, offset, packet_bits,
-    tcp_flags, tcp_options,
+use wasmtap_record::{
+    HEADER_COUNT, HEADER_FLAGS, HEADER_LEN, HEADER_STRIDE, HEADER_VERSION, LAYOUT_VERSION,
+    RECORD_LEN, header_flags, offset, packet_bits, tcp_flags, tcp_options,
 };
+
+use crate::family::Label;
 
 /// Why a batch buffer was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +38,7 @@ impl fmt::Display for BatchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::ShortHeader(n) => {
-                write!(f, "batch of {n} bytes is shorter than its 16-byte header")
+                write!(f, "batch of {n} bytes is shorter than its {HEADER_LEN}-byte header")
             }
             Self::Version(v) => write!(
                 f,
@@ -89,15 +90,15 @@ impl<'a> Batch<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self, BatchError> {
         let (header, records) =
             bytes.split_first_chunk::<HEADER_LEN>().ok_or(BatchError::ShortHeader(bytes.len()))?;
-        let version = u16_at(header, 0);
+        let version = u16_at(header, HEADER_VERSION);
         if version != LAYOUT_VERSION {
             return Err(BatchError::Version(version));
         }
-        let stride = u16_at(header, 2);
+        let stride = u16_at(header, HEADER_STRIDE);
         if usize::from(stride) < RECORD_LEN {
             return Err(BatchError::Stride(stride));
         }
-        let count = u32_at(header, 4);
+        let count = u32_at(header, HEADER_COUNT);
         let expected = HEADER_LEN as u64 + u64::from(count) * u64::from(stride);
         if expected != bytes.len() as u64 {
             return Err(BatchError::Length { expected, actual: bytes.len() });

@@ -94,19 +94,19 @@ extern crate self as wasmtap_sdk;
 mod batch;
 mod builder;
 mod family;
-mod layout;
 mod runner;
 mod updates;
 
 pub use batch::{Batch, BatchError, Direction, Packet, Packets};
-pub use builder::{BatchBuilder, PacketFields};
+pub use builder::BatchBuilder;
 pub use family::{AnalyzerInfo, Counter, Gauge, Histogram, Label, MAX_LABELS};
-pub use layout::{
-    HEADER_FLAGS, HEADER_LEN, LAYOUT_VERSION, RECORD_LEN, header_flags, offset, packet_bits,
-    tcp_flags, tcp_options,
-};
 pub use runner::{HOLD_MAX_SERIES, Runner};
 pub use updates::{LabelMap, Updates};
+// The batch layout and the record's fields, from the crate the host writes batches with.
+pub use wasmtap_record::{
+    HEADER_FLAGS, HEADER_LEN, LAYOUT_VERSION, PacketFields, RECORD_LEN, header_flags, offset,
+    packet_bits, tcp_flags, tcp_options,
+};
 
 /// Bindings generated from the WIT contract (`wit/analyzer.wit`, world `analyzer-component`).
 #[allow(missing_docs, unsafe_code, clippy::all)]

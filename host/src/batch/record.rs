@@ -3,39 +3,40 @@
 //!
 //! Input: a [`PacketMeta`] per packet, and the record count of a batch.
 //! Output: the 16-byte batch header and one 96-byte record per packet, byte-for-byte as the
-//! comment on `process` in `wit/analyzer.wit` specifies (layout version 1).
+//! comment on `process` in `wit/analyzer.wit` specifies (layout version 1). This module only
+//! maps the decoder's fields onto the record's; the bytes are written by `wasmtap-record`, the
+//! crate whose layout the guest SDK reads.
 //!
 //! Passing packed bytes rather than a `list<record>` costs ≈18 ns instead of ≈120 ns per packet
 //! per analyzer (DESIGN.md, "pass the batch as bytes"). Nothing here allocates.
 
+use wasmtap_record::{BatchHeader, PacketFields};
+
 use crate::decode::{IpFamily, PacketMeta};
 
-// The layout's numbers come from the guest SDK, which reads what this writes: one definition
-// for both sides of the contract (the `process` comment in `wit/analyzer.wit`).
-pub use wasmtap_sdk::RECORD_LEN as RECORD_STRIDE;
-pub use wasmtap_sdk::header_flags::HOLD;
-pub use wasmtap_sdk::tcp_options as tcp_option_bits;
-pub use wasmtap_sdk::{HEADER_FLAGS, HEADER_LEN, LAYOUT_VERSION, offset, packet_bits};
+// The layout comes from `wasmtap-record`, the crate the guest SDK reads and builds batches
+// with: one definition for both sides of the contract (the `process` comment in
+// `wit/analyzer.wit`).
+pub use wasmtap_record::RECORD_LEN as RECORD_STRIDE;
+pub use wasmtap_record::header_flags::HOLD;
+pub use wasmtap_record::tcp_options as tcp_option_bits;
+pub use wasmtap_record::{HEADER_FLAGS, HEADER_LEN, LAYOUT_VERSION, offset, packet_bits};
 
-/// Writes the batch header for `count` records into the first [`HEADER_LEN`] bytes of `buf`.
+/// Writes the batch header for `count` records into the first [`HEADER_LEN`] bytes of `buf`
+/// (no flags: [`write_flags`] sets them once the batch is complete).
 ///
 /// # Panics
 /// If `buf` is shorter than [`HEADER_LEN`] (a caller bug: the batch buffer is sized up front).
 pub fn write_header(buf: &mut [u8], count: u32) {
-    let h = &mut buf[..HEADER_LEN];
-    h[0..2].copy_from_slice(&LAYOUT_VERSION.to_le_bytes());
-    // RECORD_STRIDE is 96, far below u16::MAX.
-    h[2..4].copy_from_slice(&(RECORD_STRIDE as u16).to_le_bytes());
-    h[4..8].copy_from_slice(&count.to_le_bytes());
-    h[8..16].fill(0);
+    BatchHeader::new(count).encode_into(buf);
 }
 
-/// Writes the header's flags word (bits of `wasmtap_sdk::header_flags`).
+/// Writes the header's flags word (bits of `wasmtap_record::header_flags`).
 ///
 /// # Panics
 /// If `buf` is shorter than [`HEADER_LEN`] (a caller bug: the batch buffer is sized up front).
 pub fn write_flags(buf: &mut [u8], flags: u32) {
-    buf[HEADER_FLAGS..HEADER_FLAGS + 4].copy_from_slice(&flags.to_le_bytes());
+    wasmtap_record::write_flags(buf, flags);
 }
 
 /// A batch of no records and no flags: a call that only asks analyzers for the updates they
@@ -53,43 +54,39 @@ pub fn empty_batch() -> [u8; HEADER_LEN] {
 /// If `out` is shorter than [`RECORD_STRIDE`] (a caller bug: records are one stride each).
 #[inline]
 pub fn write_record(meta: &PacketMeta, out: &mut [u8]) {
-    use offset as o;
-    let r = &mut out[..RECORD_STRIDE];
-    r[o::TIME_NS..o::TIME_NS + 8].copy_from_slice(&meta.ts_ns.to_le_bytes());
-    r[o::FLOW_ID..o::FLOW_ID + 8].copy_from_slice(&meta.flow_id.to_le_bytes());
-    r[o::SRC_ADDR..o::SRC_ADDR + 16].copy_from_slice(&meta.src_addr);
-    r[o::DST_ADDR..o::DST_ADDR + 16].copy_from_slice(&meta.dst_addr);
-    let words = [
-        (o::SEQ, meta.seq),
-        (o::ACK, meta.ack),
-        (o::TSVAL, meta.tsval),
-        (o::TSECR, meta.tsecr),
-        (o::WIRE_LEN, meta.wire_len),
-        (o::IP_LEN, meta.ip_len),
-        (o::PAYLOAD_LEN, meta.payload_len),
-    ];
-    for (at, v) in words {
-        r[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    fields_of(meta).encode_into(out);
+}
+
+/// The record's fields for one packet: the decoder's names and booleans turned into the
+/// record's (a copy the optimiser folds into the stores of the encoder).
+#[inline]
+fn fields_of(m: &PacketMeta) -> PacketFields {
+    PacketFields {
+        time_ns: m.ts_ns,
+        flow_id: m.flow_id,
+        src: m.src_addr,
+        dst: m.dst_addr,
+        seq: m.seq,
+        ack: m.ack,
+        tsval: m.tsval,
+        tsecr: m.tsecr,
+        wire_len: m.wire_len,
+        ip_len: m.ip_len,
+        payload_len: m.payload_len,
+        src_port: m.src_port,
+        dst_port: m.dst_port,
+        window: m.window,
+        mss: m.mss,
+        device: m.device,
+        ip_proto: m.ip_proto,
+        tcp_flags: m.tcp_flags,
+        ttl: m.ttl,
+        wscale: m.wscale,
+        packet_bits: packet_bits_of(m),
+        tcp_options: tcp_option_bits_of(m),
+        sack_blocks: m.sack_blocks,
+        tcp_header_len: m.tcp_hdr_len,
     }
-    let halves = [
-        (o::SRC_PORT, meta.src_port),
-        (o::DST_PORT, meta.dst_port),
-        (o::WINDOW, meta.window),
-        (o::MSS, meta.mss),
-        (o::DEVICE, meta.device),
-        (o::RESERVED, 0),
-    ];
-    for (at, v) in halves {
-        r[at..at + 2].copy_from_slice(&v.to_le_bytes());
-    }
-    r[o::IP_PROTO] = meta.ip_proto;
-    r[o::TCP_FLAGS] = meta.tcp_flags;
-    r[o::TTL] = meta.ttl;
-    r[o::WSCALE] = meta.wscale;
-    r[o::PACKET_BITS] = packet_bits_of(meta);
-    r[o::TCP_OPTIONS] = tcp_option_bits_of(meta);
-    r[o::SACK_BLOCKS] = meta.sack_blocks;
-    r[o::TCP_HEADER_LEN] = meta.tcp_hdr_len;
 }
 
 /// The packet-bits byte of a record.
@@ -130,17 +127,7 @@ fn flag(on: bool, bit: u8) -> u8 {
 mod tests {
     use super::*;
 
-    fn u16_at(r: &[u8], at: usize) -> u16 {
-        u16::from_le_bytes([r[at], r[at + 1]])
-    }
-    fn u32_at(r: &[u8], at: usize) -> u32 {
-        u32::from_le_bytes([r[at], r[at + 1], r[at + 2], r[at + 3]])
-    }
-    fn u64_at(r: &[u8], at: usize) -> u64 {
-        u64::from(u32_at(r, at)) | u64::from(u32_at(r, at + 4)) << 32
-    }
-
-    /// A record with a distinct value in every field, so a swapped offset shows.
+    /// A packet with a distinct value in every field, so a swapped field shows.
     fn sample() -> PacketMeta {
         PacketMeta {
             ts_ns: 0x0102_0304_0506_0708,
@@ -179,51 +166,30 @@ mod tests {
         }
     }
 
+    /// Every decoded field lands in its record field, and that is what is written; the byte
+    /// offsets of the record fields are `wasmtap-record`'s to test.
     #[test]
-    fn header_layout() {
-        let mut buf = [0xffu8; HEADER_LEN + 3];
-        write_header(&mut buf, 0x0a0b_0c0d);
-        assert_eq!(u16_at(&buf, 0), 1);
-        assert_eq!(u16_at(&buf, 2), 96);
-        assert_eq!(u32_at(&buf, 4), 0x0a0b_0c0d);
-        assert_eq!(u64_at(&buf, 8), 0);
-        assert_eq!(&buf[HEADER_LEN..], &[0xff; 3], "nothing past the header is touched");
-    }
-
-    #[test]
-    fn every_field_at_its_documented_offset() {
+    fn every_packet_field_in_its_record_field() {
         let m = sample();
+        let f = fields_of(&m);
+        assert_eq!((f.time_ns, f.flow_id), (0x0102_0304_0506_0708, 0x1112_1314_1516_1718));
+        assert_eq!((f.src, f.dst), (m.src_addr, m.dst_addr));
+        assert_eq!(
+            (f.seq, f.ack, f.tsval, f.tsecr),
+            (0x2122_2324, 0x3132_3334, 0x4142_4344, 0x5152_5354)
+        );
+        assert_eq!((f.wire_len, f.ip_len, f.payload_len), (1514, 1500, 1448));
+        assert_eq!((f.src_port, f.dst_port, f.window, f.mss), (0x6162, 443, 0x7172, 1460));
+        assert_eq!((f.device, f.ip_proto, f.tcp_flags, f.ttl, f.wscale), (0x0203, 6, 0x18, 64, 7));
+        // IPv4 | DF | TCP | truncated | direction
+        assert_eq!(f.packet_bits, 0x01 | 0x04 | 0x10 | 0x20 | 0x40);
+        // timestamps | MSS | SACK blocks
+        assert_eq!(f.tcp_options, 0x02 | 0x04 | 0x10);
+        assert_eq!((f.sack_blocks, f.tcp_header_len), (2, 52));
+
         let mut r = [0xeeu8; RECORD_STRIDE];
         write_record(&m, &mut r);
-        assert_eq!(u64_at(&r, 0), m.ts_ns);
-        assert_eq!(u64_at(&r, 8), m.flow_id);
-        assert_eq!(&r[16..32], &m.src_addr);
-        assert_eq!(&r[32..48], &m.dst_addr);
-        assert_eq!(u32_at(&r, 48), m.seq);
-        assert_eq!(u32_at(&r, 52), m.ack);
-        assert_eq!(u32_at(&r, 56), m.tsval);
-        assert_eq!(u32_at(&r, 60), m.tsecr);
-        assert_eq!(u32_at(&r, 64), 1514);
-        assert_eq!(u32_at(&r, 68), 1500);
-        assert_eq!(u32_at(&r, 72), 1448);
-        assert_eq!(u16_at(&r, 76), 0x6162);
-        assert_eq!(u16_at(&r, 78), 443);
-        assert_eq!(u16_at(&r, 80), 0x7172);
-        assert_eq!(u16_at(&r, 82), 1460);
-        assert_eq!(u16_at(&r, 84), 0x0203);
-        assert_eq!(r[86], 6);
-        assert_eq!(r[87], 0x18);
-        assert_eq!(r[88], 64);
-        assert_eq!(r[89], 7);
-        // IPv4 | DF | TCP | truncated | direction
-        assert_eq!(r[90], 0x01 | 0x04 | 0x10 | 0x20 | 0x40);
-        // timestamps | MSS | SACK blocks
-        assert_eq!(r[91], 0x02 | 0x04 | 0x10);
-        assert_eq!(r[92], 2);
-        assert_eq!(r[93], 52);
-        assert_eq!(u16_at(&r, 94), 0, "reserved bytes are zeroed");
-        // Little-endian, byte for byte.
-        assert_eq!(&r[0..8], &[8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(r, f.encode());
     }
 
     #[test]
@@ -235,10 +201,9 @@ mod tests {
             has_wscale: true,
             ..PacketMeta::default()
         };
-        let mut r = [0u8; RECORD_STRIDE];
-        write_record(&m, &mut r);
-        assert_eq!(r[90], 0x02 | 0x08);
-        assert_eq!(r[91], 0x01 | 0x08);
+        let f = fields_of(&m);
+        assert_eq!(f.packet_bits, 0x02 | 0x08);
+        assert_eq!(f.tcp_options, 0x01 | 0x08);
 
         let mut r = [0xaau8; RECORD_STRIDE];
         write_record(&PacketMeta::default(), &mut r);
@@ -246,18 +211,11 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_of_records_at_stride() {
-        let mut buf = vec![0u8; HEADER_LEN + 2 * RECORD_STRIDE];
-        write_header(&mut buf, 2);
-        let (mut a, mut b) = (sample(), sample());
-        a.seq = 1;
-        b.seq = 2;
-        let records = &mut buf[HEADER_LEN..];
-        let (first, second) = records.split_at_mut(RECORD_STRIDE);
-        write_record(&a, first);
-        write_record(&b, second);
-        assert_eq!(u32_at(&buf, 4), 2);
-        assert_eq!(u32_at(&buf, HEADER_LEN + offset::SEQ), 1);
-        assert_eq!(u32_at(&buf, HEADER_LEN + RECORD_STRIDE + offset::SEQ), 2);
+    fn header_count_and_flags() {
+        let mut buf = empty_batch();
+        assert_eq!(buf, [1, 0, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        write_header(&mut buf, 3);
+        write_flags(&mut buf, HOLD);
+        assert_eq!(buf, [1, 0, 96, 0, 3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
     }
 }

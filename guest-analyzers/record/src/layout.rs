@@ -1,15 +1,25 @@
-//! The byte layout of a batch, version 1: header size, record size, field offsets and the
-//! bits of the flag bytes.
+//! The byte layout of a batch, version 1: header size and field offsets, record size and field
+//! offsets, and the bits of the flag bytes.
 //!
 //! Input: nothing; these are the numbers of the `process` comment in `wit/analyzer.wit`, byte
-//! for byte. Output: constants used by the batch view (reading) and the builder (writing).
+//! for byte. Output: constants used by the encoder and header writer ([`crate::PacketFields`],
+//! [`crate::BatchHeader`]) and by the guest SDK's batch view, which reads what they write.
 
-/// The record layout version this SDK reads; the host writes it in the batch header.
+/// The record layout version of this crate: the host writes it in the batch header, and the
+/// SDK reads batches of this version only.
 pub const LAYOUT_VERSION: u16 = 1;
 /// Size of the batch header (version, stride, count, flags, reserved), fixed by the WIT contract.
 pub const HEADER_LEN: usize = 16;
+/// Byte offset of the header's `u16` layout version ([`LAYOUT_VERSION`]).
+pub const HEADER_VERSION: usize = 0;
+/// Byte offset of the header's `u16` record stride (at least [`RECORD_LEN`]).
+pub const HEADER_STRIDE: usize = 2;
+/// Byte offset of the header's `u32` record count.
+pub const HEADER_COUNT: usize = 4;
 /// Byte offset of the header's `u32` flags ([`header_flags`]); zero from a host that sets none.
 pub const HEADER_FLAGS: usize = 8;
+/// Byte offset of the header's `u32` reserved word, zero.
+pub const HEADER_RESERVED: usize = 12;
 
 /// Bits of the batch header's flags word.
 pub mod header_flags {
@@ -17,8 +27,8 @@ pub mod header_flags {
     /// them with a later call's. A call without it (and every `tick`) returns all held updates.
     pub const HOLD: u32 = 0x01;
 }
-/// Bytes of a layout-1 record that this SDK reads; the stride may be larger (extra bytes are
-/// skipped), never smaller.
+/// Bytes of a layout-1 record: what the encoder writes and the SDK reads. The stride may be
+/// larger (readers skip the extra bytes), never smaller.
 pub const RECORD_LEN: usize = 96;
 
 /// Byte offsets of the fields inside one record, exactly as in the WIT comment.
