@@ -28,8 +28,8 @@
 //! | `wasi-filesystem` | uses `std::fs`, built for `wasm32-wasip2` | rejected at load | `imports`, `wasi:filesystem` |
 //! | `huge-label-value` | one update per call with a new 4 MiB text label value | every call refused whole (reason `too_large`), no series; quarantined after 5 | `returned a label value of 4194304 bytes, over the limit of 1024` |
 //! | `long-label-value` | a label value of 1025 bytes | the same | `returned a label value of 1025 bytes, over the limit of 1024` |
-//! | `huge-call-bytes` | 30,000 updates of four 128-byte labels: about 18 MB counted | the same | `returned 16777760 bytes of updates in one call, over the limit of 16777216` |
-//! | `huge-error` | `process` returns `Err` of 32 MiB, a newline near its start | every call fails (reason `error`), the text cut to 1024 bytes and escaped in logs, reports and `/analyzers`; quarantined after 5 | `returned an error: huge-error: the first line\nERROR host: a forged line eee…` |
+//! | `huge-call-bytes` | 30,000 updates of four 128-byte labels: about 18 MB counted | the same, or the CPU budget first † | `returned 16777760 bytes of updates in one call, over the limit of 16777216` |
+//! | `huge-error` | `process` returns `Err` of 32 MiB, a newline near its start | every call fails (reason `error`, or the CPU budget first †), the text cut to 1024 bytes and escaped in logs, reports and `/analyzers`; quarantined after 5 | `returned an error: huge-error: the first line\nERROR host: a forged line eee…` |
 //! | `histogram-count-mismatch` | histogram updates whose count (3) is not the sum of their buckets (2) | every call refused (reason `bad_update`); quarantined after 5 | `histogram count 3 is not the sum of its buckets (2)` |
 //! | `counter-infinity` | adds 1e308 twice per call: +Inf together | every call refused (reason `bad_update`), never a series, let alone `+Inf`; quarantined after 5 | `adds 1000…, which is negative, not finite or over 2^53` |
 //! | `histogram-sum-infinity` | a histogram update whose sum is +Inf | every call refused (reason `bad_update`); quarantined after 5 | `histogram sum inf is not finite or beyond ±1e20` |
@@ -41,14 +41,27 @@
 //! | `name-traffic` | calls itself `traffic` | rejected at load | `name "traffic" is already taken by builtin:traffic`; check: `analyzer name: "traffic" is the name of a built-in analyzer` |
 //! | `name-newline` | an analyzer name with a newline | rejected at load, the name escaped on one line | `analyzer name "name-newline\nERROR host: forged" does not match [a-z][a-z0-9_-]* of at most 64 bytes` |
 //! | `version-newline` | a version with a newline | rejected at load, likewise | `version "0.1.0\nERROR host: forged" is over 64 bytes or has characters other than printable ASCII` |
-//! | `family-name-16mib` | a family name of 16 MiB | rejected at load, the name shown by its first 40 characters | `the name of family "test_family_name_xxxxxxxxxxxxxxxxxxxxxxx"… is 16777216, over the limit of 128` |
-//! | `many-families` | `init` declares 200,000 families | rejected at load, at once | `the number of families is 200000, over the limit of 256` |
+//! | `family-name-16mib` | a family name of 16 MiB | rejected at load, the name shown by its first 40 characters (or at the CPU budget †) | `the name of family "test_family_name_xxxxxxxxxxxxxxxxxxxxxxx"… is 16777216, over the limit of 128` |
+//! | `many-families` | `init` declares 200,000 families | rejected at load, at once (or at the CPU budget †) | `the number of families is 200000, over the limit of 256` |
 //! | `too-many-labels` | a family with 17 labels | rejected at load | `the labels of "test_too_many_labels_total" is 17, over the limit of 16` |
 //! | `too-many-buckets` | a histogram with 65 buckets | rejected at load | `the buckets of "test_too_many_buckets" is 65, over the limit of 64` |
 //! | `long-help` | a help text of 1025 bytes | rejected at load | `the help of "test_long_help_total" is 1025, over the limit of 1024` |
 //! | `long-label-name` | a label name of 65 bytes | rejected at load | `a label name of "test_long_label_name_total" is 65, over the limit of 64` |
 //! | `oversized-component` | a good component padded to 16 MiB + 1 byte | rejected at load | `is larger than 16777216 bytes, the limit for a component` |
 //! | `slow-compile` | one function of 1,800 nested loops: 32 KB that take Cranelift about 12 s | rejected at load after 5 s | `took over 5s to compile` |
+//!
+//! † Heavy work (`or_budget` in [`cases::Expect`]): these build megabytes, or 10^5 items, that
+//! the host then lifts out of their memory, all charged to the call's 200 ms CPU budget (30 to
+//! 60 ms of it on the 2-core test machine, up to 140 ms with compilers running beside it). On
+//! a loaded machine the thread's CPU time can reach the budget first, and that is containment
+//! too: each failure may be the analyzer's own limit or the budget's (reason `timeout`, a trap,
+//! `exceeded its CPU budget of 200ms per call`; at load `init failed: exceeded its CPU budget
+//! of 200ms per call`). Every other part of the outcome — refused or quarantined as
+//! documented, no series, the counts, the host's memory, the other analyzers' metrics — is
+//! checked whichever limit stopped it. The other analyzers built to hit a size limit take 15 ms
+//! or less of the budget per call (`huge-update-list`, `histogram-overflow`, `log-flood`,
+//! `cardinality-bomb`, `huge-label-value`, `memory-bomb`): they are held to their own limit
+//! alone.
 //!
 //! Where each outcome is checked:
 //! - rejected at load: `host replay --analyzer X` exits non-zero at start with the message,
@@ -57,11 +70,11 @@
 //! - at run time: one `host replay` with all of them beside the default analyzers, reading a
 //!   synthetic capture through a FIFO paced over [`PACE`] (so that the backoffs run their course)
 //!   with `--workers 2 --batch-size 8`: it exits 0; each quarantined analyzer's failures are
-//!   exactly 5 per worker with its reason and it ends `quarantined`; the cardinality bomb's
-//!   family holds exactly the cap and refused `2 × 1,000,000 − 10,000` series; the other
-//!   outcomes as in the table, with exact counts; and the default analyzers' metrics are those of
-//!   a run without the hostile ones — the same series with the same values, exactly (the registry
-//!   keeps histogram sums in exact billionths) — and their totals
+//!   exactly 5 per worker with its reason (or the budget's, †) and it ends `quarantined`; the
+//!   cardinality bomb's family holds exactly the cap and refused `2 × 1,000,000 − 10,000`
+//!   series; the other outcomes as in the table, with exact counts; and the default analyzers'
+//!   metrics are those of a run without the hostile ones — the same series with the same
+//!   values, exactly (the registry keeps histogram sums in exact billionths) — and their totals
 //!   (packets, resets, DF, window-scale options) are exactly tshark's. `host check X` fails with
 //!   the message (passes, for the log analyzers);
 //! - a million packets (issue 9): one `host replay` of a 1,000,000-packet capture with every
@@ -76,8 +89,10 @@
 //! - live (root): `host run -i lo --analyzer-dir DIR` under loopback traffic; every file is
 //!   dropped into `DIR` in turn and must end up rejected (logged, not in `GET /analyzers`),
 //!   quarantined (in `/analyzers` and `wasmtap_analyzer_state`), capped, budgeted, overflowed or
-//!   logging as documented, while `/metrics` and `/healthz` answer 200 within a second throughout
-//!   and the process stays up. A rejected file is removed once its rejection is seen;
+//!   logging as documented, while `/metrics` answers 200 within [`live::METRICS_WITHIN`] (a
+//!   render of the whole exposition on a busy machine, not a wait for an analyzer) and
+//!   `/healthz` within [`live::HEALTHZ_WITHIN`] throughout, and the process stays up. A
+//!   rejected file is removed once its rejection is seen;
 //! - `host check` passes (exit 0, `PASS`) on every default analyzer.
 
 #[path = "hostile/capture.rs"]
@@ -107,7 +122,7 @@ use common::live::LiveHost;
 use common::*;
 use live::{Watchdog, start_watching};
 use support::*;
-use verdicts::{Span, check_problems, log_problems, replay_problems};
+use verdicts::{Span, budget_note, check_problems, log_problems, replay_problems};
 
 /// Workers in the paced and the million replays: two, so that the policy is seen to work per
 /// worker.
@@ -124,8 +139,12 @@ const CAPTURE_SEED: u64 = 0x7a9_5eed;
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Issue 9: the host's peak RSS, whatever the analyzers hand it.
 const RSS_LIMIT_KIB: u64 = 256 * 1024;
-/// Issue 9: how long `host check` may take on any analyzer (the slowest legitimately takes the
-/// 5 s compile budget).
+/// Issue 9: how long `host check` may take on any analyzer. What it guards: no analyzer holds
+/// a check past the host's budgets. `slow-compile` is refused at the 5 s compile budget, which
+/// runs by the clock whatever the load (its check takes 5.1 s), where Cranelift would take
+/// about 12 s: the limit must stay below that. The slowest other check, `histogram-overflow`'s
+/// 38 calls of 65,536 updates, took 3 s on the 2-core test machine and 5.4 s with four
+/// `sha256sum /dev/zero` beside the suite.
 const CHECK_LIMIT: Duration = Duration::from_secs(10);
 
 fn os(s: &str) -> &OsStr {
@@ -213,7 +232,8 @@ fn load_time_rejections_fail_fast_with_a_clear_message() {
                 return Err(format!("replay with {} did not fail fast: {}", h.name, r.describe()));
             }
             let error = r.stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
-            let missing = missing_words(error, words);
+            let budget = h.expect.budget_message();
+            let missing = missing_words_or(error, words, budget);
             if !missing.is_empty() {
                 return Err(format!("replay with {}: {missing:?} missing from {error:?}", h.name));
             }
@@ -224,8 +244,10 @@ fn load_time_rejections_fail_fast_with_a_clear_message() {
             if !problems.is_empty() {
                 return Err(problems.join("\n"));
             }
+            let at_budget =
+                if budget.is_some_and(|m| error.contains(m)) { " at the CPU budget" } else { "" };
             eprintln!(
-                "replay --analyzer {}: refused in {:.2?}, peak RSS {rss:?} KiB",
+                "replay --analyzer {}: refused{at_budget} in {:.2?}, peak RSS {rss:?} KiB",
                 h.name, r.elapsed
             );
             match rss {
@@ -385,6 +407,9 @@ fn run_time_hostiles_are_contained_and_the_defaults_stay_exact() {
 
     for h in run_time {
         problems.extend(replay_problems(h, &text, &samples, &r.stderr, WORKERS, Span::Paced));
+        if let Some(note) = budget_note(h, &samples) {
+            eprintln!("paced replay: {note}");
+        }
     }
     // What the failing analyzers managed before each failure, exactly.
     let count = |name: &str| value_of(&samples, name, &[]);
@@ -491,6 +516,9 @@ fn a_million_packets_with_every_issue_9_analyzer_stay_under_256_mib() {
     }
     for h in loaded {
         problems.extend(replay_problems(h, &text, &samples, &r.stderr, WORKERS, Span::Quick));
+        if let Some(note) = budget_note(h, &samples) {
+            eprintln!("million: {note}");
+        }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
@@ -522,7 +550,7 @@ fn live_outcome(host: &LiveHost, dir: &Path, h: &Hostile) -> Result<(), String> 
             let Some(line) = logged else {
                 return Err(format!("no `not loaded` log line:\n{}", host.log_tail()));
             };
-            let missing = missing_words(&line, words);
+            let missing = missing_words_or(&line, words, h.expect.budget_message());
             if !missing.is_empty() {
                 return Err(format!("{missing:?} missing from {line:?}"));
             }
@@ -541,7 +569,7 @@ fn live_outcome(host: &LiveHost, dir: &Path, h: &Hostile) -> Result<(), String> 
                 return Err(format!("not quarantined in 30 s: {now:?}\n{}", host.log_tail()));
             };
             let error = entry["last_error"].as_str().unwrap_or_default();
-            let missing = missing_words(error, words);
+            let missing = missing_words_or(error, words, h.expect.budget_message());
             if !missing.is_empty() {
                 return Err(format!("{missing:?} missing from the last error {error:?}"));
             }
@@ -666,12 +694,16 @@ fn live_analyzer_directory_survives_every_hostile() {
         problems.push(format!("finally: {} analyzers listed, expected {expected}", listed.len()));
     }
 
-    let (failures, checks, requests) = watchdog.finish();
+    let report = watchdog.finish();
+    let (checks, requests) = (report.checks, report.requests);
     assert!(host.alive(), "the host died:\n{}", host.log_tail());
-    if !failures.is_empty() {
-        let n = failures.len();
+    for (path, answers, median, worst) in &report.latencies {
+        eprintln!("live: {path}: {answers} answers, median {median:.2?}, worst {worst:.2?}");
+    }
+    if !report.failures.is_empty() {
+        let n = report.failures.len();
         problems.push(format!("/metrics or /healthz failed {n} of {checks} times:"));
-        problems.extend(failures);
+        problems.extend(report.failures);
     }
     if requests <= 100 {
         problems.push(format!("only {requests} traffic requests succeeded"));

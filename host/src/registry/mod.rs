@@ -24,7 +24,7 @@ pub use devices::Devices;
 pub use spec::{FamilyError, FamilySpec, Kind, Label, PREFIX, Update, UpdateError, Value};
 
 use validate::check;
-pub use validate::{valid_name, validate};
+pub use validate::{valid_name, validate, validate_count};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

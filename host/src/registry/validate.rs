@@ -43,9 +43,15 @@ fn too_large(what: String, got: usize, limit: usize) -> Result<(), FamilyError> 
     if got > limit { Err(FamilyError::TooLarge { what, got, limit }) } else { Ok(()) }
 }
 
+/// Checks how many families an analyzer declares: cheap, so it can come before anything is
+/// done with them.
+pub fn validate_count(count: usize) -> Result<(), FamilyError> {
+    too_large("the number of families".into(), count, MAX_FAMILIES)
+}
+
 /// Checks one analyzer's declared families on their own (not against other analyzers).
 pub fn validate(specs: &[FamilySpec]) -> Result<(), FamilyError> {
-    too_large("the number of families".into(), specs.len(), MAX_FAMILIES)?;
+    validate_count(specs.len())?;
     let mut names = HashSet::with_capacity(specs.len());
     for f in specs {
         // Sizes first, so that nothing below works on a huge string.

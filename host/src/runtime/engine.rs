@@ -23,6 +23,7 @@ use super::bindings::{
 use super::bounds::{self, COMPILE_BUDGET, EPOCH_TICK, Limits, MAX_COMPONENT_BYTES};
 use super::cache;
 use super::instance::{CallError, HostState, Instance, LogCounters, Session};
+use crate::registry;
 
 /// The wasmtime engine, the linker with our one import, and the epoch ticker.
 pub struct Runtime {
@@ -80,9 +81,12 @@ impl Runtime {
         let probe =
             Instance::start(&self.engine, &pre, &self.limits, source, LogCounters::unused())
                 .map_err(|e| LoadError::Init(e.to_string()))?;
-        let (name, version, families) = probe.info();
+        let (name, version) = probe.name_and_version();
         bounds::check_info(&name, &version).map_err(LoadError::Bounds)?;
-        crate::registry::validate(&families).map_err(LoadError::Family)?;
+        // The count first: a declaration of 200 000 families is refused without copying it.
+        registry::validate_count(probe.declared_families()).map_err(LoadError::Family)?;
+        let families = probe.families();
+        registry::validate(&families).map_err(LoadError::Family)?;
         let backend = Backend::Wasm(pre);
         Ok(Arc::new(Analyzer {
             name,
@@ -100,7 +104,7 @@ impl Runtime {
     pub fn load_native(&self, factory: super::native::Factory) -> Result<Arc<Analyzer>, LoadError> {
         let (name, version, families) =
             factory().init().map_err(|e| LoadError::Init(e.to_string()))?;
-        crate::registry::validate(&families).map_err(LoadError::Family)?;
+        registry::validate(&families).map_err(LoadError::Family)?;
         let source = format!("native:{name}");
         let sha256 = String::new();
         let backend = Backend::Native(factory);

@@ -265,10 +265,19 @@ impl Instance {
         Ok(Self { store, bindings, info, deadline_ticks, limits: limits.clone() })
     }
 
-    /// The name, version and families the analyzer declared in `init`.
-    pub fn info(&self) -> (String, String, Vec<FamilySpec>) {
-        let families = self.info.families.iter().map(family_spec).collect();
-        (self.info.name.clone(), self.info.version.clone(), families)
+    /// The name and version the analyzer declared in `init`.
+    pub fn name_and_version(&self) -> (String, String) {
+        (self.info.name.clone(), self.info.version.clone())
+    }
+
+    /// How many families the analyzer declared in `init`: counted before they are copied.
+    pub fn declared_families(&self) -> usize {
+        self.info.families.len()
+    }
+
+    /// The families the analyzer declared in `init`, in the registry's terms.
+    pub fn families(&self) -> Vec<FamilySpec> {
+        self.info.families.iter().map(family_spec).collect()
     }
 }
 

@@ -13,11 +13,29 @@ use crate::common::test_analyzer;
 #[derive(Debug, Clone, Copy)]
 pub enum Expect {
     /// Refused at load. Its `--analyzer` start-up error and its `--analyzer-dir` log line
-    /// contain `words`; `host check`'s `FAIL` line contains `check`.
-    Rejected { words: &'static [&'static str], check: &'static [&'static str] },
+    /// contain `words`; `host check`'s `FAIL` line contains `check`. `or_budget`: as for
+    /// [`Expect::Quarantined`], `init` may spend its CPU budget first; then every one of those
+    /// messages says [`INIT_OVER_BUDGET`] instead.
+    Rejected { words: &'static [&'static str], check: &'static [&'static str], or_budget: bool },
     /// Loads, then every instance fails with `reason` (the error's text containing `words`);
     /// quarantined after [`QUARANTINE_FAILURES`] failures.
-    Quarantined { reason: &'static str, trap: bool, words: &'static [&'static str] },
+    ///
+    /// `or_budget`: the analyzer reaches its limit by heavy work — it builds megabytes, or
+    /// 10^5 items, and the host lifts them out of its memory and the guest frees them, all
+    /// charged to the call's CPU budget: 30 to 60 ms of the 200 ms on the 2-core test machine
+    /// (the smallest `--call-budget-ms` at which it still meets its own limit), and up to
+    /// 140 ms with compilers running beside it. On a loaded machine the thread's CPU time can
+    /// reach the budget first (on a virtual machine, time the hypervisor takes from a busy
+    /// vCPU may be charged to the thread that was running). That is containment too, so each
+    /// failure may be either: `reason` with `words`, or `timeout` (also a trap) with
+    /// [`OVER_BUDGET`]. Everything else about the outcome holds whichever it is. An analyzer
+    /// whose work takes 15 ms or less is not marked: only its own limit may stop it.
+    Quarantined {
+        reason: &'static str,
+        trap: bool,
+        or_budget: bool,
+        words: &'static [&'static str],
+    },
     /// Loads and runs; `family` stops at the series cap. `host check` fails with `words`.
     Capped { family: &'static str, words: &'static [&'static str] },
     /// Loads and runs; `family` stops at the exposition budget of one analyzer
@@ -46,8 +64,32 @@ pub struct Hostile {
     pub expect: Expect,
 }
 
+impl Expect {
+    /// The message an analyzer marked `or_budget` shows instead of its own words when the CPU
+    /// budget stops it first: [`OVER_BUDGET`] for a call, [`INIT_OVER_BUDGET`] at load.
+    pub fn budget_message(&self) -> Option<&'static str> {
+        match *self {
+            Expect::Quarantined { or_budget: true, .. } => Some(OVER_BUDGET),
+            Expect::Rejected { or_budget: true, .. } => Some(INIT_OVER_BUDGET),
+            _ => None,
+        }
+    }
+}
+
+/// The failure reason of a call stopped at the CPU budget.
+pub const TIMEOUT: &str = "timeout";
+/// What the host says of a call stopped at the CPU budget (its default, 200 ms).
+pub const OVER_BUDGET: &str = "exceeded its CPU budget of 200ms per call";
+/// What it says of an `init` stopped there, refusing the analyzer at load.
+pub const INIT_OVER_BUDGET: &str = "init failed: exceeded its CPU budget of 200ms per call";
+
 const fn rejected(words: &'static [&'static str]) -> Expect {
-    Expect::Rejected { words, check: words }
+    Expect::Rejected { words, check: words, or_budget: false }
+}
+
+/// Refused at load with `words`, or, its `init` being heavy work, at the CPU budget.
+const fn rejected_or_budget(words: &'static [&'static str]) -> Expect {
+    Expect::Rejected { words, check: words, or_budget: true }
 }
 
 /// Every hostile test analyzer, as in the table of `hostile.rs`. The live test drops them
@@ -58,9 +100,10 @@ pub const HOSTILE: &[Hostile] = &[
         name: "infinite-loop",
         issue: 4,
         expect: Expect::Quarantined {
-            reason: "timeout",
+            reason: TIMEOUT,
             trap: true,
-            words: &["exceeded its CPU budget of 200ms per call"],
+            or_budget: false,
+            words: &[OVER_BUDGET],
         },
     },
     Hostile {
@@ -69,6 +112,7 @@ pub const HOSTILE: &[Hostile] = &[
         expect: Expect::Quarantined {
             reason: "memory",
             trap: false,
+            or_budget: false,
             words: &["tried to grow its memory past the cap of 64 MiB"],
         },
     },
@@ -78,6 +122,7 @@ pub const HOSTILE: &[Hostile] = &[
         expect: Expect::Quarantined {
             reason: "trap",
             trap: true,
+            or_budget: false,
             words: &["trapped", "call stack exhausted"],
         },
     },
@@ -87,6 +132,7 @@ pub const HOSTILE: &[Hostile] = &[
         expect: Expect::Quarantined {
             reason: "trap",
             trap: true,
+            or_budget: false,
             words: &["trapped", "unreachable"],
         },
     },
@@ -96,6 +142,7 @@ pub const HOSTILE: &[Hostile] = &[
         expect: Expect::Quarantined {
             reason: "too_many_updates",
             trap: false,
+            or_budget: false,
             words: &["returned 70000 updates, over the limit of 65536"],
         },
     },
@@ -136,6 +183,7 @@ pub const HOSTILE: &[Hostile] = &[
         expect: Expect::Quarantined {
             reason: "too_large",
             trap: false,
+            or_budget: false,
             words: &["returned a label value of 4194304 bytes, over the limit of 1024"],
         },
     },
@@ -145,6 +193,7 @@ pub const HOSTILE: &[Hostile] = &[
         expect: Expect::Quarantined {
             reason: "too_large",
             trap: false,
+            or_budget: false,
             words: &["returned a label value of 1025 bytes, over the limit of 1024"],
         },
     },
@@ -154,6 +203,9 @@ pub const HOSTILE: &[Hostile] = &[
         expect: Expect::Quarantined {
             reason: "too_large",
             trap: false,
+            // 120,000 label values built a character at a time, lifted and freed: 50–60 ms of
+            // the budget (120 ms with compilers beside it).
+            or_budget: true,
             // 30,000 updates of 608 counted bytes (32 + 4 × (16 + 128)): the running total
             // first passes 16 MiB at update 27,595, that is 16,777,760 bytes.
             words: &["returned 16777760 bytes of updates in one call, over the limit of 16777216"],
@@ -165,6 +217,9 @@ pub const HOSTILE: &[Hostile] = &[
         expect: Expect::Quarantined {
             reason: "error",
             trap: false,
+            // 32 MiB of fresh guest memory filled, then lifted into 32 MiB of fresh host
+            // memory: 35–40 ms of the budget, and page faults grow costly under load.
+            or_budget: true,
             // Cut to 1024 bytes (and marked), the newline escaped.
             words: &[
                 r"returned an error: huge-error: the first line\nERROR host: a forged line eeee",
@@ -178,6 +233,7 @@ pub const HOSTILE: &[Hostile] = &[
         expect: Expect::Quarantined {
             reason: "bad_update",
             trap: false,
+            or_budget: false,
             words: &[
                 "sent an invalid update: update to wasmtap_test_histogram_count_mismatch_bytes: \
                  histogram count 3 is not the sum of its buckets (2)",
@@ -190,6 +246,7 @@ pub const HOSTILE: &[Hostile] = &[
         expect: Expect::Quarantined {
             reason: "bad_update",
             trap: false,
+            or_budget: false,
             words: &[
                 "sent an invalid update: update to wasmtap_test_counter_infinity_total adds 1000",
                 "which is negative, not finite or over 2^53",
@@ -202,6 +259,7 @@ pub const HOSTILE: &[Hostile] = &[
         expect: Expect::Quarantined {
             reason: "bad_update",
             trap: false,
+            or_budget: false,
             words: &[
                 "update to wasmtap_test_histogram_sum_infinity: histogram sum inf is not finite \
                  or beyond ±1e20",
@@ -214,6 +272,7 @@ pub const HOSTILE: &[Hostile] = &[
         expect: Expect::Quarantined {
             reason: "bad_update",
             trap: false,
+            or_budget: false,
             words: &["update to wasmtap_test_histogram_huge_count would overflow its series"],
         },
     },
@@ -260,6 +319,7 @@ pub const HOSTILE: &[Hostile] = &[
             // `--analyzer`: `its name "traffic" …`; `--analyzer-dir`: `its analyzer name …`.
             words: &[r#"name "traffic" is already taken by builtin:traffic"#],
             check: &[r#"analyzer name: "traffic" is the name of a built-in analyzer"#],
+            or_budget: false,
         },
     },
     Hostile {
@@ -279,7 +339,8 @@ pub const HOSTILE: &[Hostile] = &[
     Hostile {
         name: "family-name-16mib",
         issue: 9,
-        expect: rejected(&[
+        // A 16 MiB name built a character at a time, then lifted: 30–40 ms of the budget.
+        expect: rejected_or_budget(&[
             // The first 40 characters of the name, then its length.
             r#"declares an invalid metric family: the name of family "test_family_name_xxxxxxxxxxxxxxxxxxxxxxx"… is 16777216, over the limit of 128"#,
         ]),
@@ -287,7 +348,9 @@ pub const HOSTILE: &[Hostile] = &[
     Hostile {
         name: "many-families",
         issue: 9,
-        expect: rejected(&["the number of families is 200000, over the limit of 256"]),
+        // 200,000 families formatted, lifted (the host can count them only once wasmtime has
+        // lifted them all) and freed: 50–60 ms of the budget (140 ms with compilers beside it).
+        expect: rejected_or_budget(&["the number of families is 200000, over the limit of 256"]),
     },
     Hostile {
         name: "too-many-labels",
