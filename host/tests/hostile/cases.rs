@@ -437,7 +437,8 @@ pub const LOG_FLOOD_CALLS: &str = "wasmtap_test_log_flood_calls_total";
 pub const LOG_FLOOD_LINES_PER_CALL: u64 = 2;
 
 /// Families the quarantined analyzers never manage to update: every call of theirs fails
-/// before any update applies.
+/// before any update applies, so a label-less counter among them stays at the 0 it is exported
+/// with from the start, and no other series appears.
 pub const NEVER_UPDATED: &[&str] = &[
     "wasmtap_test_huge_updates_total",
     "wasmtap_test_infinite_loop_packets_total",
