@@ -15,7 +15,7 @@
 //! - `default_analyzers.rs`: `pub static DEFAULT_ANALYZERS: &[(&str, &[u8])]`, the default
 //!   analyzers as (name, component bytes) via `include_bytes!`;
 //! - `<name>.component.wasm`: each default analyzer's component, with
-//!   `cargo:rustc-env=WASMTAP_DEFAULT_ANALYZERS_DIR` pointing at `$OUT_DIR` (for `host check`
+//!   `cargo:rustc-env=WASMTAP_DEFAULT_ANALYZERS_DIR` pointing at `$OUT_DIR` (for `wasmtap check`
 //!   tests);
 //! - `guest-crates.txt`: the target and the guest crates the nested cargo was asked to build,
 //!   one per line, for the build-hygiene test (`host/tests/build_hygiene.rs`); written before

@@ -17,7 +17,7 @@
 //!   enums, patterns, required fields) with unknown fields refused. A negative control proves
 //!   that each of these validators refuses a broken object, and an unknown kind is a failure,
 //!   never a silent pass;
-//! - the container's arguments parse with the built binary: `host <args> --check-config`, with
+//! - the container's arguments parse with the built binary: `wasmtap <args> --check-config`, with
 //!   the rendered config file written to a temporary path and `--config` pointed at it.
 //!
 //! Besides: `values.schema.json` refuses each of a list of bad values (one assertion each, the
@@ -529,7 +529,7 @@ fn volumes_are_mounted_where_the_arguments_point() {
     }
 }
 
-/// `host run <the rendered arguments> --check-config`, the config file from the ConfigMap.
+/// `wasmtap run <the rendered arguments> --check-config`, the config file from the ConfigMap.
 fn check_args(objects: &[Value], dir: &TempDir) -> (Vec<String>, RunResult) {
     let c = container(objects);
     let mut args = strings(&c["args"]);

@@ -1,4 +1,4 @@
-//! Every capture of a corpus directory goes through `host replay`: no panic, no hang, no
+//! Every capture of a corpus directory goes through `wasmtap replay`: no panic, no hang, no
 //! signal; every file that Wireshark's reader takes replays with exit 0; every file the host
 //! refuses is named in its message. Also: missing and non-capture files, and a check that the
 //! corpus test fails a host that fails at start-up.
@@ -88,7 +88,7 @@ struct Report {
     problems: Vec<String>,
 }
 
-/// Replays every capture in `dir` with the `host` binary and checks every outcome.
+/// Replays every capture in `dir` with the `wasmtap` binary and checks every outcome.
 fn run_corpus(host: &OsStr, dir: &Path) -> Report {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("read corpus dir")

@@ -1,6 +1,6 @@
 //! The example analyzer (`examples/syn-no-answer`, issue 4: "SDK docs and a worked example" and
-//! acceptance point 3): written and built the way a user would, it passes `host check`, counts
-//! what its README's rules give through `host replay --analyzer`, and loads and unloads live
+//! acceptance point 3): written and built the way a user would, it passes `wasmtap check`, counts
+//! what its README's rules give through `wasmtap replay --analyzer`, and loads and unloads live
 //! through `--analyzer-dir`.
 //!
 //! Inputs: `syn-no-answer.wasm`, which `host/test-analyzers/build.rs` builds from the example's
@@ -167,7 +167,7 @@ fn expected_from_tshark(file: &Path, device: &str) -> Counts {
 // ------------------------------------------------------------------------------------------
 // Running the host
 
-/// `host replay CAPTURE [--analyzer example] ARGS...`: the exposition text.
+/// `wasmtap replay CAPTURE [--analyzer example] ARGS...`: the exposition text.
 fn replay(capture: &Path, with_example: bool, extra: &[&str], dir: &TempDir) -> String {
     let wasm = example_wasm();
     let mut args: Vec<&str> = Vec::new();
@@ -194,8 +194,8 @@ fn assert_defaults_unchanged(with: &str, without: &str) {
 fn host_check_passes_on_the_example() {
     let wasm = example_wasm();
     let r = run_with_timeout(Command::new(HOST).arg("check").arg(&wasm), REPLAY_TIMEOUT);
-    assert_no_panic(&r, "host check");
-    assert!(r.success(), "host check {} failed: {}", wasm.display(), r.describe());
+    assert_no_panic(&r, "wasmtap check");
+    assert!(r.success(), "wasmtap check {} failed: {}", wasm.display(), r.describe());
     let report = r.stdout_text();
     assert_eq!(report.lines().last(), Some("PASS"), "{report}");
     for family in [
@@ -515,7 +515,7 @@ fn root_live_load_count_and_unload_through_the_directory() {
     std::fs::create_dir(&watched).expect("creating the watched directory");
     let watched_arg = watched.to_str().expect("a UTF-8 path");
     let mut host = LiveHost::start_here(
-        "host run",
+        "wasmtap run",
         &["-i", "lo", "--no-cache", "--analyzer-dir", watched_arg],
     );
     host.wait_ready(Duration::from_secs(60));
@@ -593,5 +593,5 @@ fn root_live_load_count_and_unload_through_the_directory() {
 
     // SIGTERM: a clean exit within 5 s.
     let exited = host.stop("TERM", Duration::from_secs(5));
-    assert_eq!(exited, Some(true), "host run after SIGTERM:\n{}", host.log());
+    assert_eq!(exited, Some(true), "wasmtap run after SIGTERM:\n{}", host.log());
 }

@@ -71,8 +71,8 @@ fn million_flows_replay_with_a_bounded_flow_table_and_rss() {
     let out = dir.join("out.prom");
     let args = [OsStr::new("replay"), capture.as_os_str(), OsStr::new("--output"), out.as_os_str()];
     let (r, rss_kib) = host_measured(&args, TIMEOUT);
-    assert_no_panic(&r, "host replay of a million flows");
-    assert!(r.success(), "host replay failed: {}", r.describe());
+    assert_no_panic(&r, "wasmtap replay of a million flows");
+    assert!(r.success(), "wasmtap replay failed: {}", r.describe());
     let rss_kib = rss_kib.expect("GNU time's report of the peak RSS");
     let text = std::fs::read_to_string(&out).expect("read the exposition");
     let samples = parse_exposition(&text);

@@ -6,10 +6,10 @@
 //! The install is given the binary under test (`--binary`) instead of building one: this runs
 //! inside `cargo test`, whose build of the same binary is what should be checked, and a nested
 //! `cargo build` here would wait on the outer cargo's lock and could relink
-//! `target/release/host` under the other tests. Without `--binary` the script runs
+//! `target/release/wasmtap` under the other tests. Without `--binary` the script runs
 //! `cargo build --release -p host` (a no-op when target/ is fresh) and installs its output.
 //!
-//! Inputs: `scripts/install`, the host binary, the example analyzer (built by the
+//! Inputs: `scripts/install`, the `wasmtap` binary, the example analyzer (built by the
 //! `wasmtap-test-analyzers` dev-dependency), curl and `ip` for the root test.
 
 mod common;
@@ -52,7 +52,7 @@ fn install() -> (TempDir, PathBuf) {
         .expect("PREFIX/bin")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
-    // Only `wasmtap`: a `host` on PATH would shadow bind9's DNS tool.
+    // Only `wasmtap`: that one file is the whole install.
     assert_eq!(installed, ["wasmtap"], "what the install put in {}", bin.display());
     (prefix, bin)
 }

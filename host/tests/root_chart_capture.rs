@@ -1,4 +1,4 @@
-//! ROOT: the chart's container, as near as a test gets to it without a cluster: `host run` with
+//! ROOT: the chart's container, as near as a test gets to it without a cluster: `wasmtap run` with
 //! the arguments and the configuration file the chart renders by default, under the privileges
 //! its security context grants, and nothing more:
 //! - uid 0 with every capability gone from the bounding set but the ones the rendered
@@ -134,7 +134,7 @@ fn root_rendered_container_captures_with_net_raw_alone() {
     // With the rendered capabilities: captures.
     let mut cmd = node.exec("setpriv");
     cmd.args(setpriv_args(&caps)).arg(HOST).args(&args);
-    let mut host = Spawned::start("host run (NET_RAW only)", &mut cmd);
+    let mut host = Spawned::start("wasmtap run (NET_RAW only)", &mut cmd);
     let get = |path: &str, status: bool| {
         let mut c = node.exec("curl");
         c.args(["-s", "--max-time", "5"]);
@@ -224,7 +224,7 @@ fn root_rendered_container_captures_with_net_raw_alone() {
     // Without NET_RAW: no capture, and the reason.
     let mut cmd = node.exec("setpriv");
     cmd.args(setpriv_args(&[])).arg(HOST).args(&args);
-    let mut denied = Spawned::start("host run (no capability)", &mut cmd);
+    let mut denied = Spawned::start("wasmtap run (no capability)", &mut cmd);
     let status = denied.wait(Duration::from_secs(30));
     let log = denied.stderr();
     eprintln!("without capabilities: {status:?}: {}", log.trim());

@@ -1,7 +1,7 @@
 //! ROOT: the CPU budget per call counts the worker thread's CPU time, not wall time (issue 9,
 //! acceptance point 4).
 //!
-//! `host run -i VETH --workers 2 --call-budget-ms 10 --analyzer infinite-loop.wasm` captures a
+//! `wasmtap run -i VETH --workers 2 --call-budget-ms 10 --analyzer infinite-loop.wasm` captures a
 //! veth in a network
 //! namespace the test creates, with the default analyzers beside the infinite loop: two
 //! workers, so that while one spins in the loop the other runs the defaults in the same

@@ -3,7 +3,7 @@
 //!
 //! Two namespaces joined by a veth pair, nftables dropping 2% of TCP segments in each
 //! namespace's input hook (after the capture point, as in `root_tcp_analysis`). In namespace a:
-//! `host run` capturing the veth, with two test analyzers beside the defaults, one that panics
+//! `wasmtap run` capturing the veth, with two test analyzers beside the defaults, one that panics
 //! on its third batch (traps, restarts, quarantine) and one that floods a family with label
 //! values (the series cap, here 100 from a `--config` file, refuses them); a static file of
 //! kube-state-metrics series served by `python3 -m http.server` on loopback; Prometheus

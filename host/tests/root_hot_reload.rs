@@ -1,6 +1,6 @@
 //! Hot reload under traffic (issue 4, acceptance 2; needs root).
 //!
-//! `host run -i <veth> --analyzer-dir DIR` captures real TCP traffic between two namespaces
+//! `wasmtap run -i <veth> --analyzer-dir DIR` captures real TCP traffic between two namespaces
 //! while analyzers are added to, replaced in and removed from the watched directory between
 //! bursts. Each change must show in `GET /analyzers` within 2 s, and the default analyzers must
 //! lose no packet to it: their resets, DF and window-scale totals must equal tshark's on a
@@ -58,7 +58,7 @@ fn analyzers_come_and_go_under_traffic_without_losing_packets() {
     std::fs::create_dir(&watched).expect("create the watched directory");
     let watched_arg = watched.to_str().expect("a UTF-8 path");
     let args = ["-i", pair.veth_a.as_str(), "--analyzer-dir", watched_arg];
-    let mut host = LiveHost::start("host run", &ns, &args);
+    let mut host = LiveHost::start("wasmtap run", &ns, &args);
     host.wait_ready(Duration::from_secs(60));
 
     let reference = dir.join("reference.pcap");
@@ -129,5 +129,5 @@ fn analyzers_come_and_go_under_traffic_without_losing_packets() {
     );
 
     let exited = host.stop("INT", Duration::from_secs(10));
-    assert_eq!(exited, Some(true), "host run did not exit cleanly:\n{}", host.log());
+    assert_eq!(exited, Some(true), "wasmtap run did not exit cleanly:\n{}", host.log());
 }

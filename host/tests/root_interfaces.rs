@@ -1,4 +1,4 @@
-//! ROOT: `host run` on interfaces the way a Kubernetes node has them: pod veths on a bridge,
+//! ROOT: `wasmtap run` on interfaces the way a Kubernetes node has them: pod veths on a bridge,
 //! captured through `any` and through name patterns; interfaces that come, go, come back and
 //! are renamed; a host stalled under load; and what /readyz, /healthz and the per-interface
 //! self-metrics say meanwhile. The host runs inside network namespaces the tests create.

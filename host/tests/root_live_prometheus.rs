@@ -1,4 +1,4 @@
-//! ROOT: `host run` capturing live on a veth inside a network namespace, scraped by a real
+//! ROOT: `wasmtap run` capturing live on a veth inside a network namespace, scraped by a real
 //! Prometheus server (Debian's `prometheus`) running in the same namespace.
 //!
 //! Skipped (loudly) without root, unless WASMTAP_REQUIRE_ROOT=1 makes that a failure.
@@ -28,7 +28,7 @@ fn live_capture_is_served_and_scraped_by_prometheus() {
 
     // The host, capturing on veth_a in namespace a; ready within 60 s (it compiles its
     // analyzers at start).
-    let mut host = LiveHost::start("host run", &ns, &["-i", &pair.veth_a]);
+    let mut host = LiveHost::start("wasmtap run", &ns, &["-i", &pair.veth_a]);
     host.wait_ready(Duration::from_secs(60));
     assert_eq!(host.status("/healthz"), Some(200), "/healthz:\n{}", host.log());
 
@@ -122,5 +122,5 @@ fn live_capture_is_served_and_scraped_by_prometheus() {
     let exited = host.stop("INT", Duration::from_secs(15));
     let log = host.log();
     assert!(!log.contains("panicked"), "host panicked:\n{log}");
-    assert_eq!(exited, Some(true), "host run did not exit 0 within 15 s of SIGINT:\n{log}");
+    assert_eq!(exited, Some(true), "wasmtap run did not exit 0 within 15 s of SIGINT:\n{log}");
 }

@@ -1,5 +1,5 @@
 //! ROOT: real TCP traffic between two network namespaces, captured with tcpdump, replayed
-//! through `host replay`, and compared with tshark's reading of the same file.
+//! through `wasmtap replay`, and compared with tshark's reading of the same file.
 //!
 //! Skipped (loudly) without root, unless WASMTAP_REQUIRE_ROOT=1 makes that a failure.
 
@@ -66,7 +66,7 @@ fn replay_totals_equal_tshark() {
     let samples = parse_exposition(&text);
     let got = Totals::from_exposition(&samples);
     eprintln!("tshark: {expected:?}\nhost:   {got:?}");
-    assert_eq!(got, expected, "host replay totals differ from tshark's");
+    assert_eq!(got, expected, "wasmtap replay totals differ from tshark's");
 
     // For replay, `device` is the capture file's base name.
     let base = file.file_name().expect("file name").to_string_lossy().into_owned();

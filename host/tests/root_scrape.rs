@@ -1,4 +1,4 @@
-//! ROOT: scrapes that cannot hurt the capture (issue 8). `host run` captures a veth inside a
+//! ROOT: scrapes that cannot hurt the capture (issue 8). `wasmtap run` captures a veth inside a
 //! network namespace the test creates and serves /metrics on 127.0.0.1 there; every client
 //! runs in that namespace too.
 //!
@@ -328,7 +328,7 @@ fn bad_clients_cannot_hold_the_host() {
     let (dev, peer) = ("wbad0", "wbad1");
     let pair = quiet_pair("badcli", Some((dev, peer)));
     let dir = TempDir::new("scrape-bad");
-    let mut host = LiveHost::start("host run", &pair.a, &["-i", dev, "--no-cache"]);
+    let mut host = LiveHost::start("wasmtap run", &pair.a, &["-i", dev, "--no-cache"]);
     host.wait_ready(secs(60));
     let port = host.port;
 

@@ -1,4 +1,4 @@
-//! ROOT: the series lifecycle of `host run`: the series cap and TTL, interfaces that come and
+//! ROOT: the series lifecycle of `wasmtap run`: the series cap and TTL, interfaces that come and
 //! go by the thousand, and the configuration file with its label policy.
 //!
 //! Expected values come from how the traffic was built (a reset per source address, one

@@ -1,7 +1,7 @@
 //! ROOT: loading a slow or huge analyzer from `--analyzer-dir` delays no scrape (issue 9,
 //! acceptance point 3), and an unchanged file is not loaded again.
 //!
-//! `host run -i lo --analyzer-dir DIR` serves on 127.0.0.1 while a prober asks for `/metrics`
+//! `wasmtap run -i lo --analyzer-dir DIR` serves on 127.0.0.1 while a prober asks for `/metrics`
 //! and `/analyzers` every [`PROBE_EVERY`] and times every answer.
 //! - `scrapes_answer_within_a_second_while_analyzers_load`: `slow-compile.wasm` (32 KB that
 //!   take Cranelift about 12 s: refused after the 5 s compile budget, its compile left to

@@ -1,5 +1,5 @@
 //! ROOT: issue 3, acceptance 1: real lossy Linux TCP, captured with tcpdump, replayed through
-//! `host replay`, and compared with tshark's TCP expert analysis of the same file at run time.
+//! `wasmtap replay`, and compared with tshark's TCP expert analysis of the same file at run time.
 //!
 //! Two network namespaces `a` and `b` joined by a veth pair (`common::topology::NetnsPair`).
 //! nftables drops 2% of TCP segments at random on the *input* hook of each namespace, i.e. in
@@ -108,7 +108,7 @@ fn lossy_traffic_counts_agree_with_tshark() {
     // in total and for every (source, destination) pair.
     let rows = compare_totals(file, &samples);
     let mut report = format_table(
-        &format!("lossy capture ({LOSS_PERCENT}% loss each way): host replay vs tshark"),
+        &format!("lossy capture ({LOSS_PERCENT}% loss each way): wasmtap replay vs tshark"),
         &rows,
         |_| 0,
     );
@@ -152,7 +152,7 @@ fn lossy_traffic_counts_agree_with_tshark() {
         "retransmissions in fewer than 4 directions: {retransmitting_pairs}"
     );
 
-    assert!(failures.is_empty(), "host replay differs from tshark:\n{}", failures.join("\n"));
+    assert!(failures.is_empty(), "wasmtap replay differs from tshark:\n{}", failures.join("\n"));
 }
 
 #[test]

@@ -16,7 +16,7 @@
 //!   really exercises each case: e.g. keep-alives are flagged keep-alive and NOT retransmission,
 //!   the probes are zero-window probes and NOT retransmissions, the window update is no
 //!   duplicate ACK);
-//! - `host replay` gives, for every `tcp.analysis.*` counter, tshark's count, in total and per
+//! - `wasmtap replay` gives, for every `tcp.analysis.*` counter, tshark's count, in total and per
 //!   (src_ip, dst_ip) pair, i.e. per scenario: counts are computed from tshark at run time;
 //! - the handshake histogram holds tshark's initial RTT of every connection, and the duration
 //!   histogram one observation per connection;
@@ -420,7 +420,7 @@ fn replay_counts_equal_tshark_per_metric_and_per_pair() {
     let samples = parse_exposition(&replay_to_text(&file, &[], &dir));
 
     let rows = compare_totals(&file, &samples);
-    eprintln!("{}", format_table("edge cases: totals, host replay vs tshark", &rows, |_| 0));
+    eprintln!("{}", format_table("edge cases: totals, wasmtap replay vs tshark", &rows, |_| 0));
     for r in &rows {
         assert!(r.tshark > 0, "{} is not exercised by the capture", r.field);
     }
@@ -438,7 +438,7 @@ fn replay_counts_equal_tshark_per_metric_and_per_pair() {
     for r in rows.iter().filter(|r| r.host != r.tshark) {
         failures.push(format!("{}: host {}, tshark {} ({})", r.metric, r.host, r.tshark, r.field));
     }
-    assert!(failures.is_empty(), "host replay differs from tshark:\n{}", failures.join("\n"));
+    assert!(failures.is_empty(), "wasmtap replay differs from tshark:\n{}", failures.join("\n"));
 }
 
 #[test]

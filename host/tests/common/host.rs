@@ -1,5 +1,5 @@
-//! Running the host binary to the end: `host ARGS` with its log on ([`run_host`]), under GNU
-//! time for its peak RSS ([`host_measured`]), `host replay` of a capture to exposition text
+//! Running the host binary to the end: `wasmtap ARGS` with its log on ([`run_host`]), under GNU
+//! time for its peak RSS ([`host_measured`]), `wasmtap replay` of a capture to exposition text
 //! ([`replay_to_text`]), and the checks that a run did not hang, die or panic.
 
 use std::ffi::OsStr;
@@ -16,12 +16,12 @@ pub const REPLAY_TIMEOUT: Duration = Duration::from_secs(120);
 /// GNU time, for a command's peak RSS.
 const GNU_TIME: &str = "/usr/bin/time";
 
-/// `host ARGS...` with its info-level log on stderr, run to the end (bounded by `timeout`).
+/// `wasmtap ARGS...` with its info-level log on stderr, run to the end (bounded by `timeout`).
 pub fn run_host(args: &[&OsStr], timeout: Duration) -> RunResult {
     run_with_timeout(Command::new(HOST).args(args).env("WASMTAP_LOG", "info"), timeout)
 }
 
-/// `host replay ARGS...` with a timeout.
+/// `wasmtap replay ARGS...` with a timeout.
 pub fn host_replay(args: &[&OsStr], timeout: Duration) -> RunResult {
     run_with_timeout(Command::new(HOST).arg("replay").args(args), timeout)
 }
@@ -89,7 +89,7 @@ pub fn replay_to_text_checked(
     args.push("--output".as_ref());
     args.push(out.as_os_str());
     let r = host_replay(&args, REPLAY_TIMEOUT);
-    no_panic(&r, "host replay");
-    assert!(r.success(), "host replay {} {extra:?} failed: {}", capture.display(), r.describe());
+    no_panic(&r, "wasmtap replay");
+    assert!(r.success(), "wasmtap replay {} {extra:?} failed: {}", capture.display(), r.describe());
     std::fs::read_to_string(&out).unwrap_or_else(|e| panic!("reading {}: {e}", out.display()))
 }

@@ -1,4 +1,4 @@
-//! `host run` under test ([`LiveHost`]: started in a test namespace or in this process's own,
+//! `wasmtap run` under test ([`LiveHost`]: started in a test namespace or in this process's own,
 //! its HTTP endpoints, polling its metrics, its log), reading its per-device metrics, sending
 //! generated captures with tcpreplay and checking what arrived, and a process's RSS, threads
 //! and one thread's CPU time from /proc. The namespaces come from [`super::topology`].
@@ -43,7 +43,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 // ------------------------------------------------------------------------------------------
 // The host under test
 
-/// `host run` listening on 127.0.0.1:`port`, inside a test namespace or in this process's own;
+/// `wasmtap run` listening on 127.0.0.1:`port`, inside a test namespace or in this process's own;
 /// killed on drop.
 pub struct LiveHost {
     pub what: String,
@@ -88,7 +88,7 @@ pub fn poll_scrapes(
 }
 
 impl LiveHost {
-    /// Starts `host run --listen 127.0.0.1:PORT ARGS...` in namespace `ns` and returns once
+    /// Starts `wasmtap run --listen 127.0.0.1:PORT ARGS...` in namespace `ns` and returns once
     /// /metrics answers (≤ 60 s: the host compiles its analyzers at start).
     pub fn start(what: &str, ns: &str, args: &[&str]) -> LiveHost {
         LiveHost::spawn(what, Some(ns), args)

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The host binary under test.
+/// The binary under test, `wasmtap` (of package `host`).
 pub const HOST: &str = env!("CARGO_BIN_EXE_wasmtap");
 
 /// How often [`wait_for`] asks: fine enough to time a reload against its 2 s promise.

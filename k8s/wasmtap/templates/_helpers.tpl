@@ -28,11 +28,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end }}
 
 {{/*
-The exporter's configuration file (TOML, every `host run` flag under its long name). Strings and
-lists are written as JSON, which is valid TOML for them (quotes and backslashes escaped).
+The exporter's configuration file (TOML, every `wasmtap run` flag under its long name). Strings
+and lists are written as JSON, which is valid TOML for them (quotes and backslashes escaped).
 */}}
 {{- define "wasmtap.config" -}}
-# wasmtap `host run --config` file, rendered by the Helm chart from its values.
+# The `wasmtap run --config` file, rendered by the Helm chart from its values.
 interface = {{ .Values.interfaces | toJson }}
 exclude = {{ .Values.exclude | toJson }}
 {{- with .Values.filter }}
