@@ -1,7 +1,8 @@
 //! Build hygiene (issue 11): `cargo build --release -p host` builds only what the binary ships.
 //! The test analyzers and the example are built by the `wasmtap-test-analyzers` crate, which
 //! only the host's tests depend on, so a plain build compiles none of them and needs no
-//! `wasm32-wasip2` target.
+//! `wasm32-wasip2` target; and the built-in analyzers' Rust code is linked natively only with
+//! the benchmark's `native-defaults` feature.
 //!
 //! Cheap evidence, instead of a cold build of the host in a scratch target dir (≈8 minutes on
 //! 2 cores; the README gives the figures measured by hand):
@@ -30,12 +31,18 @@ const DEFAULT_CRATES: [&str; 3] =
 
 /// `cargo tree -p host --prefix none -f {p} -e EDGES`: one package per line.
 fn tree(edges: &str) -> String {
+    tree_with(edges, &[])
+}
+
+/// [`tree`] with more arguments (`--features ...`).
+fn tree_with(edges: &str, more: &[&str]) -> String {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     run_ok(
         Command::new(cargo)
             .current_dir(repo_root())
             .args(["tree", "--locked", "-p", "host", "--prefix", "none", "-f", "{p}", "-e"])
-            .arg(edges),
+            .arg(edges)
+            .args(more),
         Duration::from_secs(120),
     )
 }
@@ -51,6 +58,20 @@ fn a_plain_build_of_host_depends_on_no_test_analyzer() {
     assert!(!lists(&plain, TEST_CRATE), "{TEST_CRATE} is in the plain build graph:\n{plain}");
     let with_dev = tree("normal,build,dev");
     assert!(lists(&with_dev, TEST_CRATE), "{TEST_CRATE} is not a dev-dependency:\n{with_dev}");
+}
+
+/// The product links no guest crate natively: the SDK and the analyzers' Rust code come in only
+/// with the benchmark's `native-defaults` feature; the record layout they share is the one guest
+/// crate the host links.
+#[test]
+fn the_product_links_no_guest_crate_natively() {
+    let product = tree("normal");
+    assert!(lists(&product, "wasmtap-record"), "the record layout is missing:\n{product}");
+    let bench = tree_with("normal", &["--features", "native-defaults"]);
+    for krate in DEFAULT_CRATES.iter().chain(&["wasmtap-sdk"]) {
+        assert!(!lists(&product, krate), "{krate} is in the product's graph:\n{product}");
+        assert!(lists(&bench, krate), "{krate} is not in the native-defaults graph:\n{bench}");
+    }
 }
 
 #[test]
