@@ -81,7 +81,7 @@ pub fn check(cfg: &config::Check, out: &mut dyn Write) -> anyhow::Result<Outcome
     writeln!(out, "ok   {} metric families:", analyzer.families.len())?;
     for f in &analyzer.families {
         let labels = f.label_names.join(", ");
-        let kind = format!("{:?}", f.kind).to_lowercase();
+        let kind = f.kind.as_str();
         writeln!(out, "       {}{} {kind} [{labels}]", crate::registry::PREFIX, f.name)?;
     }
 
