@@ -1,4 +1,4 @@
-//! Stage: control (`host check`, the conformance check for analyzer authors).
+//! Stage: control (`wasmtap check`, the conformance check for analyzer authors).
 //!
 //! Input: one `.wasm` analyzer, a capture (the built-in sample unless `--pcap`) and the limits
 //! it will run under (`--call-budget-ms`, `--memory-mib`, `--series-cap`, as for `run`).
@@ -27,7 +27,7 @@ const SAMPLE: &[u8] = include_bytes!("../../examples/captures/sample.pcap");
 /// calls and faults that appear only from a later call on (leaks, the Nth-batch panic) show.
 const CHECK_BATCH_SIZE: usize = 8;
 
-/// What `host check` found.
+/// What `wasmtap check` found.
 pub struct Outcome {
     pub passed: bool,
 }

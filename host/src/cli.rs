@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 ///
 /// The host captures packets with libpcap (or reads capture files), decodes their TCP/IP
 /// headers and feeds them in batches to analyzer components running under wasmtime. The
-/// analyzers' metrics are served to Prometheus (`host run`) or printed (`host replay`).
+/// analyzers' metrics are served to Prometheus (`wasmtap run`) or printed (`wasmtap replay`).
 #[derive(Debug, Parser)]
 #[command(name = "wasmtap", version, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
@@ -58,7 +58,7 @@ pub struct CheckArgs {
     pub limits: LimitArgs,
 }
 
-/// `host run`'s flags. Those that a configuration file can also set are `Option`s here, so
+/// `wasmtap run`'s flags. Those that a configuration file can also set are `Option`s here, so
 /// that `config` can tell a flag given (it wins) from one left out (the file's value, else the
 /// default the help text names).
 #[derive(Debug, Clone, Args)]

@@ -8,7 +8,7 @@
 //! analyzers' components (`WASMTAP_DEFAULT_ANALYZERS_DIR`), a synthetic capture generated here
 //! ([`capture`]), a million-packet capture from `bench/synth_pcap.py` ([`million`]), the
 //! committed sample capture, and tshark. Outputs: pass/fail, with the host's output on failure,
-//! and the measured peak RSS and `host check` times on stderr.
+//! and the measured peak RSS and `wasmtap check` times on stderr.
 //!
 //! # Documented outcomes
 //!
@@ -19,7 +19,7 @@
 //! | `stack-overflow` | recurses without bound | every call traps (reason `trap`); quarantined after 5 | `trapped`, `call stack exhausted` |
 //! | `panic-nth-batch` | panics on its 3rd batch | 2 good batches per instance, then a trap (reason `trap`), the panic message in the log; quarantined after 5 | `trapped`, `unreachable`; log: `panicking on batch 3` |
 //! | `huge-update-list` | returns 70,000 updates per call | every call refused whole (reason `too_many_updates`), no series; quarantined after 5 | `returned 70000 updates, over the limit of 65536` |
-//! | `cardinality-bomb` | a million distinct label values per instance | calls succeed and it stays `running`; its family stops at `--series-cap` (10,000), every further new series refused and counted in `wasmtap_host_series_refused_total{family}`; `host check` fails | check: the family's name, `series` |
+//! | `cardinality-bomb` | a million distinct label values per instance | calls succeed and it stays `running`; its family stops at `--series-cap` (10,000), every further new series refused and counted in `wasmtap_host_series_refused_total{family}`; `wasmtap check` fails | check: the family's name, `series` |
 //! | `invalid-metric-name` | declares the metric `Bad-Name` | rejected at load | `Bad-Name`, `not a valid Prometheus name` |
 //! | `metric-collision` | declares `packets_total` (the default `traffic` analyzer's) | rejected at load | `wasmtap_packets_total`, `already exported`, `traffic` |
 //! | `wrong-wit-version` | built against `wasmtap:analyzer@0.2.0` | rejected at load | `wasmtap:analyzer@0.2.0`, `wasmtap:analyzer@0.1.0` |
@@ -34,10 +34,10 @@
 //! | `counter-infinity` | adds 1e308 twice per call: +Inf together | every call refused (reason `bad_update`), never a series, let alone `+Inf`; quarantined after 5 | `adds 1000…, which is negative, not finite or over 2^53` |
 //! | `histogram-sum-infinity` | a histogram update whose sum is +Inf | every call refused (reason `bad_update`); quarantined after 5 | `histogram sum inf is not finite or beyond ±1e20` |
 //! | `histogram-huge-count` | a histogram update of 2^41 observations | every call refused (reason `bad_update`); quarantined after 5 | `would overflow its series` |
-//! | `exposition-bomb` | valid updates at every per-item limit: 128-byte name, 16 labels of 64-byte names, 64 buckets, 1000-byte values; 128 new series per instance | keeps `running`; the family stops at the 32 MiB exposition budget (29 series, far below the cap), further new series refused and counted, a warning logged; `host check` fails | check: the family's name, `refused` |
-//! | `histogram-overflow` | valid updates (2^40 observations each, 65,535 per call) until one instance alone has sent 2^24 | keeps `running`; the series' count stops at `(2^24 − 1) × 2^40`, the largest it can hold, every update past it refused and counted, never wrapped or `+Inf`; `host check` passes on the sample (38 calls cannot get there) and fails on a capture of 257 calls or more | check: the family's name, `refused` |
-//! | `log-flood` | logs two 4 MiB lines per call | keeps `running`; 10 lines per second logged, each cut to 1024 bytes and counted in `wasmtap_analyzer_log_lines_cut_total`, the rest dropped and counted; cut + dropped = 2 × calls; `host check` passes | log: `log-flood: call 0000000001 line 1 llll` |
-//! | `log-newline` | logs a newline followed by a forged host log line and an escape sequence | keeps `running`; the message on one line, `\n` and `\u{1b}` spelled out, no line of the log starts with the forged text; `host check` passes | log: `an honest first line\n2024-01-01T00:00:00.000000Z ERROR host::app: forged by log-newline\u{1b}[2K` |
+//! | `exposition-bomb` | valid updates at every per-item limit: 128-byte name, 16 labels of 64-byte names, 64 buckets, 1000-byte values; 128 new series per instance | keeps `running`; the family stops at the 32 MiB exposition budget (29 series, far below the cap), further new series refused and counted, a warning logged; `wasmtap check` fails | check: the family's name, `refused` |
+//! | `histogram-overflow` | valid updates (2^40 observations each, 65,535 per call) until one instance alone has sent 2^24 | keeps `running`; the series' count stops at `(2^24 − 1) × 2^40`, the largest it can hold, every update past it refused and counted, never wrapped or `+Inf`; `wasmtap check` passes on the sample (38 calls cannot get there) and fails on a capture of 257 calls or more | check: the family's name, `refused` |
+//! | `log-flood` | logs two 4 MiB lines per call | keeps `running`; 10 lines per second logged, each cut to 1024 bytes and counted in `wasmtap_analyzer_log_lines_cut_total`, the rest dropped and counted; cut + dropped = 2 × calls; `wasmtap check` passes | log: `log-flood: call 0000000001 line 1 llll` |
+//! | `log-newline` | logs a newline followed by a forged host log line and an escape sequence | keeps `running`; the message on one line, `\n` and `\u{1b}` spelled out, no line of the log starts with the forged text; `wasmtap check` passes | log: `an honest first line\n2024-01-01T00:00:00.000000Z ERROR host::app: forged by log-newline\u{1b}[2K` |
 //! | `name-traffic` | calls itself `traffic` | rejected at load | `name "traffic" is already taken by builtin:traffic`; check: `analyzer name: "traffic" is the name of a built-in analyzer` |
 //! | `name-newline` | an analyzer name with a newline | rejected at load, the name escaped on one line | `analyzer name "name-newline\nERROR host: forged" does not match [a-z][a-z0-9_-]* of at most 64 bytes` |
 //! | `version-newline` | a version with a newline | rejected at load, likewise | `version "0.1.0\nERROR host: forged" is over 64 bytes or has characters other than printable ASCII` |
@@ -64,10 +64,10 @@
 //! alone.
 //!
 //! Where each outcome is checked:
-//! - rejected at load: `host replay --analyzer X` exits non-zero at start with the message,
-//!   writing no metrics, its peak RSS under [`RSS_LIMIT_KIB`]; and `host check X` exits
+//! - rejected at load: `wasmtap replay --analyzer X` exits non-zero at start with the message,
+//!   writing no metrics, its peak RSS under [`RSS_LIMIT_KIB`]; and `wasmtap check X` exits
 //!   non-zero with it on its `FAIL` line;
-//! - at run time: one `host replay` with all of them beside the default analyzers, reading a
+//! - at run time: one `wasmtap replay` with all of them beside the default analyzers, reading a
 //!   synthetic capture through a FIFO paced over [`PACE`] (so that the backoffs run their course)
 //!   with `--workers 2 --batch-size 8`: it exits 0; each quarantined analyzer's failures are
 //!   exactly 5 per worker with its reason (or the budget's, †) and it ends `quarantined`; the
@@ -75,25 +75,25 @@
 //!   series; the other outcomes as in the table, with exact counts; and the default analyzers'
 //!   metrics are those of a run without the hostile ones — the same series with the same
 //!   values, exactly (the registry keeps histogram sums in exact billionths) — and their totals
-//!   (packets, resets, DF, window-scale options) are exactly tshark's. `host check X` fails with
+//!   (packets, resets, DF, window-scale options) are exactly tshark's. `wasmtap check X` fails with
 //!   the message (passes, for the log analyzers);
-//! - a million packets (issue 9): one `host replay` of a 1,000,000-packet capture with every
+//! - a million packets (issue 9): one `wasmtap replay` of a 1,000,000-packet capture with every
 //!   issue-9 analyzer that loads, all at once (`--workers 2`, the default series cap): it
 //!   finishes, its peak RSS stays under [`RSS_LIMIT_KIB`], the outcomes hold, the default
 //!   analyzers' metrics equal a replay without them (families at the series cap aside: which of
 //!   the capture's 19,389 address pairs get in depends on the workers' order), and every count
 //!   they export equals tshark's: packets in all, RSTs, DF and window-scale options per pair;
-//! - every `host check` (on the sample, two at a time) finishes within [`CHECK_LIMIT`];
+//! - every `wasmtap check` (on the sample, two at a time) finishes within [`CHECK_LIMIT`];
 //! - in every log: no line longer than 4 KiB, none that guest text forged, no raw escape
 //!   character; no sample in any output is `+Inf` or `NaN`;
-//! - live (root): `host run -i lo --analyzer-dir DIR` under loopback traffic; every file is
+//! - live (root): `wasmtap run -i lo --analyzer-dir DIR` under loopback traffic; every file is
 //!   dropped into `DIR` in turn and must end up rejected (logged, not in `GET /analyzers`),
 //!   quarantined (in `/analyzers` and `wasmtap_analyzer_state`), capped, budgeted, overflowed or
 //!   logging as documented, while `/metrics` answers 200 within [`live::METRICS_WITHIN`] (a
 //!   render of the whole exposition on a busy machine, not a wait for an analyzer) and
 //!   `/healthz` within [`live::HEALTHZ_WITHIN`] throughout, and the process stays up. A
 //!   rejected file is removed once its rejection is seen;
-//! - `host check` passes (exit 0, `PASS`) on every default analyzer.
+//! - `wasmtap check` passes (exit 0, `PASS`) on every default analyzer.
 
 #[path = "hostile/capture.rs"]
 mod capture;
@@ -139,7 +139,7 @@ const CAPTURE_SEED: u64 = 0x7a9_5eed;
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 /// Issue 9: the host's peak RSS, whatever the analyzers hand it.
 const RSS_LIMIT_KIB: u64 = 256 * 1024;
-/// Issue 9: how long `host check` may take on any analyzer. What it guards: no analyzer holds
+/// Issue 9: how long `wasmtap check` may take on any analyzer. What it guards: no analyzer holds
 /// a check past the host's budgets. `slow-compile` is refused at the 5 s compile budget, which
 /// runs by the clock whatever the load (its check takes 5.1 s), where Cranelift would take
 /// about 12 s: the limit must stay below that. The slowest other check, `histogram-overflow`'s
@@ -152,7 +152,7 @@ fn os(s: &str) -> &OsStr {
 }
 
 /// `host` runs at once in the concurrent checks: two, like the cores of the test machine, so
-/// that the time a `host check` takes is its own and not the queue's.
+/// that the time a `wasmtap check` takes is its own and not the queue's.
 const PARALLEL: usize = 2;
 
 /// Runs `f` for every hostile analyzer matching `pick`, [`PARALLEL`] at a time; fails with
@@ -181,7 +181,7 @@ fn for_each_concurrently(
     assert!(errors.is_empty(), "{}", errors.join("\n\n"));
 }
 
-/// `host check` of `h` on the sample: its documented report, within [`CHECK_LIMIT`]. An
+/// `wasmtap check` of `h` on the sample: its documented report, within [`CHECK_LIMIT`]. An
 /// analyzer whose series overflows only after 257 calls (`histogram-overflow`) passes there,
 /// and is also checked on `long`, where it must fail as documented.
 fn check(h: &Hostile, long: Option<&Path>) -> Result<(), String> {
@@ -192,21 +192,21 @@ fn check(h: &Hostile, long: Option<&Path>) -> Result<(), String> {
             args.extend([os("--pcap"), p.as_os_str()]);
         }
         let r = run_host(&args, RUN_TIMEOUT);
-        assert_no_host_panic(&r, &format!("host check {}", h.name));
+        assert_no_host_panic(&r, &format!("wasmtap check {}", h.name));
         r
     };
     let r = run(None);
-    eprintln!("host check {}: {:.2?}", h.name, r.elapsed);
+    eprintln!("wasmtap check {}: {:.2?}", h.name, r.elapsed);
     let mut problems = Vec::new();
     if r.elapsed > CHECK_LIMIT {
-        problems.push(format!("host check {} took {:.1?}", h.name, r.elapsed));
+        problems.push(format!("wasmtap check {} took {:.1?}", h.name, r.elapsed));
     }
     match (h.expect, long) {
         (Expect::Overflowed { .. }, Some(long)) => {
             let pass = Hostile { expect: Expect::Logs { cut: false, shows: &[] }, ..*h };
             problems.extend(check_problems(&pass, &r));
             let r = run(Some(long));
-            eprintln!("host check {} --pcap {}: {:.2?}", h.name, long.display(), r.elapsed);
+            eprintln!("wasmtap check {} --pcap {}: {:.2?}", h.name, long.display(), r.elapsed);
             problems.extend(check_problems(h, &r));
         }
         _ => problems.extend(check_problems(h, &r)),
@@ -227,7 +227,7 @@ fn load_time_rejections_fail_fast_with_a_clear_message() {
             let args = [os("replay"), sample.as_os_str(), os("--no-cache")];
             let more = [os("--analyzer"), wasm.as_os_str(), os("--output"), out.as_os_str()];
             let (r, rss) = host_measured(&[&args[..], &more[..]].concat(), RUN_TIMEOUT);
-            assert_no_host_panic(&r, &format!("host replay --analyzer {}", h.name));
+            assert_no_host_panic(&r, &format!("wasmtap replay --analyzer {}", h.name));
             if r.success() || r.status.is_none() {
                 return Err(format!("replay with {} did not fail fast: {}", h.name, r.describe()));
             }
@@ -292,9 +292,9 @@ fn host_check_passes_every_default_analyzer() {
     assert_eq!(names, running, "default components vs the analyzers a replay runs");
     for (name, path) in &components {
         let r = run_host(&[os("check"), path.as_os_str()], RUN_TIMEOUT);
-        assert!(r.success(), "host check {name}: {}", r.describe());
-        assert_eq!(r.stdout.lines().last(), Some("PASS"), "host check {name}: {}", r.describe());
-        assert!(verdicts::fail_line(&r.stdout).is_none(), "host check {name}: {}", r.describe());
+        assert!(r.success(), "wasmtap check {name}: {}", r.describe());
+        assert_eq!(r.stdout.lines().last(), Some("PASS"), "wasmtap check {name}: {}", r.describe());
+        assert!(verdicts::fail_line(&r.stdout).is_none(), "wasmtap check {name}: {}", r.describe());
     }
 }
 
@@ -713,7 +713,7 @@ fn live_analyzer_directory_survives_every_hostile() {
     if requests <= 100 {
         problems.push(format!("only {requests} traffic requests succeeded"));
     }
-    problems.extend(log_problems("host run", &host.log()));
+    problems.extend(log_problems("wasmtap run", &host.log()));
     // After the traffic stopped, so `lo` is idle: the capture thread must still notice.
     let stopped = host.stop("TERM", Duration::from_secs(15));
     if stopped != Some(true) {

@@ -1,7 +1,7 @@
 //! Stage: control (configuration file).
 //!
-//! Input: a TOML file given with `host run --config FILE`.
-//! Output: a [`File`]: every `host run` setting it names, under the flag's long name, and the
+//! Input: a TOML file given with `wasmtap run --config FILE`.
+//! Output: a [`File`]: every `wasmtap run` setting it names, under the flag's long name, and the
 //! label policy; or a [`FileError`] naming the file, the key and what is wrong. `config` puts
 //! the flags over it (a flag wins) and checks the result like flags.
 //!
@@ -27,7 +27,7 @@ use serde::Deserialize;
 /// wrong path (a capture, a log) fails fast instead of being parsed.
 const MAX_FILE_BYTES: u64 = 1 << 20;
 
-/// What a configuration file can say: the `host run` flags, by their long names.
+/// What a configuration file can say: the `wasmtap run` flags, by their long names.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct File {

@@ -1,6 +1,6 @@
 //! Stage: control (configuration).
 //!
-//! Input: the raw flags from `cli`, and for `host run` the configuration file they name
+//! Input: the raw flags from `cli`, and for `wasmtap run` the configuration file they name
 //! (`file`). Output: a checked configuration ([`Run`], [`Replay`]) in which every value is in
 //! range and every analyzer file has been read, or a [`ConfigError`] naming the flag, key or
 //! file and what is wrong with it. A flag wins over the file; the file wins over the default.
@@ -94,7 +94,7 @@ pub struct Pipeline {
     pub batch_size: usize,
 }
 
-/// `host run`, checked.
+/// `wasmtap run`, checked.
 #[derive(Debug, Clone)]
 pub struct Run {
     /// The flags as given, to read the configuration file again on SIGHUP.
@@ -112,7 +112,7 @@ pub struct Run {
     pub pipeline: Pipeline,
 }
 
-/// `host replay`, checked.
+/// `wasmtap replay`, checked.
 #[derive(Debug, Clone)]
 pub struct Replay {
     pub captures: Vec<PathBuf>,

@@ -43,7 +43,7 @@ pub struct Limits {
     pub grace: Duration,
 }
 
-/// The limits `host run` serves with.
+/// The limits `wasmtap run` serves with.
 pub const LIMITS: Limits = Limits {
     // A node has a handful of legitimate clients (Prometheus, probes, a person with curl);
     // 128 is ample for them and bounds what connections can hold: a task, a read buffer of

@@ -5,7 +5,7 @@
 //! FIN or RST endings, DF on most IPv4 connections — with correct checksums and sequence numbers
 //! (the frames and the file come from `common::frames`), plus the counts it was built with
 //! (which tshark must agree with). [`Synthetic::pace_into`] writes it into a FIFO over a set
-//! wall-clock time, so that a `host replay` reading the FIFO lasts long enough for the failure
+//! wall-clock time, so that a `wasmtap replay` reading the FIFO lasts long enough for the failure
 //! policy's backoffs (100 ms, doubling) to run their course: without pacing, a replay of a few
 //! thousand packets ends in milliseconds.
 

@@ -13,7 +13,7 @@ use crate::common::test_analyzer;
 #[derive(Debug, Clone, Copy)]
 pub enum Expect {
     /// Refused at load. Its `--analyzer` start-up error and its `--analyzer-dir` log line
-    /// contain `words`; `host check`'s `FAIL` line contains `check`. `or_budget`: as for
+    /// contain `words`; `wasmtap check`'s `FAIL` line contains `check`. `or_budget`: as for
     /// [`Expect::Quarantined`], `init` may spend its CPU budget first; then every one of those
     /// messages says [`INIT_OVER_BUDGET`] instead.
     Rejected { words: &'static [&'static str], check: &'static [&'static str], or_budget: bool },
@@ -36,21 +36,21 @@ pub enum Expect {
         or_budget: bool,
         words: &'static [&'static str],
     },
-    /// Loads and runs; `family` stops at the series cap. `host check` fails with `words`.
+    /// Loads and runs; `family` stops at the series cap. `wasmtap check` fails with `words`.
     Capped { family: &'static str, words: &'static [&'static str] },
     /// Loads and runs; `family` stops at the exposition budget of one analyzer
     /// ([`EXPOSITION_BUDGET`]), far below the series cap, and every further new series is
-    /// refused and counted. `host check` fails with `words`.
+    /// refused and counted. `wasmtap check` fails with `words`.
     Budgeted { family: &'static str, words: &'static [&'static str] },
     /// Loads and runs; the one series of histogram `family` stops at the largest total below
     /// u64's range ([`OVERFLOW_MAX_COUNT`]) and every update that would overflow it is refused
-    /// and counted, never wrapped or exported as `+Inf`. `host check` passes on the sample,
+    /// and counted, never wrapped or exported as `+Inf`. `wasmtap check` passes on the sample,
     /// too short to get there, and fails with `words` on a capture long enough.
     Overflowed { family: &'static str, words: &'static [&'static str] },
     /// Loads and keeps running with no failure. Each line it logs is one line of the host's
     /// log, at most [`GUEST_TEXT`] bytes of its text, control characters escaped: the lines
     /// contain `shows`. `cut`: its lines are longer than that, so every one logged is cut and
-    /// counted in `wasmtap_analyzer_log_lines_cut_total`. `host check` passes.
+    /// counted in `wasmtap_analyzer_log_lines_cut_total`. `wasmtap check` passes.
     Logs { cut: bool, shows: &'static [&'static str] },
 }
 

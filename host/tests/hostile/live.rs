@@ -1,4 +1,4 @@
-//! The live part of the hostile-analyzer suite (and `root_slow_load`): a `host run` on `lo`
+//! The live part of the hostile-analyzer suite (and `root_slow_load`): a `wasmtap run` on `lo`
 //! watching an analyzer directory ([`start_watching`]), loopback traffic against it, and a
 //! watchdog on its HTTP endpoints.
 //!
@@ -42,12 +42,12 @@ const TRAFFIC_EVERY: Duration = Duration::from_millis(10);
 /// How long the host may take to become ready: it compiles the default analyzers first.
 const READY_WITHIN: Duration = Duration::from_secs(60);
 
-/// Starts `host run -i lo --no-cache --analyzer-dir DIR` in this process's namespace; returns
+/// Starts `wasmtap run -i lo --no-cache --analyzer-dir DIR` in this process's namespace; returns
 /// once `/readyz` answers 200.
 pub fn start_watching(dir: &Path) -> LiveHost {
     let dir = dir.to_str().expect("a UTF-8 path");
     let mut host =
-        LiveHost::start_here("host run", &["-i", "lo", "--no-cache", "--analyzer-dir", dir]);
+        LiveHost::start_here("wasmtap run", &["-i", "lo", "--no-cache", "--analyzer-dir", dir]);
     host.wait_ready(READY_WITHIN);
     host
 }

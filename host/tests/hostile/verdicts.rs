@@ -1,7 +1,7 @@
 //! What a replay's output and log must show for each hostile analyzer that loads, and what a
-//! `host check` report must say: the documented outcomes of `cases.rs`, as checks.
+//! `wasmtap check` report must say: the documented outcomes of `cases.rs`, as checks.
 //!
-//! Input: a replay's exposition (text and parsed samples) and its log, or a `host check` run.
+//! Input: a replay's exposition (text and parsed samples) and its log, or a `wasmtap check` run.
 //! Output: the problems found, as sentences (empty when every outcome holds), so that a test
 //! reports them all at once.
 
@@ -183,15 +183,15 @@ pub fn log_problems(what: &str, log: &str) -> Vec<String> {
     problems
 }
 
-/// The line of `host check`'s report that says what failed.
+/// The line of `wasmtap check`'s report that says what failed.
 pub fn fail_line(out: &str) -> Option<&str> {
     out.lines().find(|l| l.starts_with("FAIL"))
 }
 
-/// The problems with a `host check` run of `h` that must fail with `words` on its `FAIL` line
+/// The problems with a `wasmtap check` run of `h` that must fail with `words` on its `FAIL` line
 /// (or, for an analyzer whose outcome is [`Expect::Logs`], pass).
 pub fn check_problems(h: &Hostile, r: &RunResult) -> Vec<String> {
-    let mut problems = log_problems(&format!("host check {}", h.name), &r.stderr);
+    let mut problems = log_problems(&format!("wasmtap check {}", h.name), &r.stderr);
     let words = match h.expect {
         Expect::Rejected { check, .. } => check,
         Expect::Quarantined { words, .. }
@@ -200,27 +200,28 @@ pub fn check_problems(h: &Hostile, r: &RunResult) -> Vec<String> {
         | Expect::Overflowed { words, .. } => words,
         Expect::Logs { shows, .. } => {
             if !r.success() || r.stdout.lines().last() != Some("PASS") {
-                problems.push(format!("host check {} did not pass: {}", h.name, r.describe()));
+                problems.push(format!("wasmtap check {} did not pass: {}", h.name, r.describe()));
             }
             for word in shows {
                 if !r.stderr.contains(word) {
-                    problems.push(format!("host check {}: its log lacks {word:?}", h.name));
+                    problems.push(format!("wasmtap check {}: its log lacks {word:?}", h.name));
                 }
             }
             return problems;
         }
     };
     let Some(line) = fail_line(&r.stdout).filter(|_| r.status.is_some_and(|s| !s.success())) else {
-        problems.push(format!("host check {} did not fail: {}", h.name, r.describe()));
+        problems.push(format!("wasmtap check {} did not fail: {}", h.name, r.describe()));
         return problems;
     };
     let missing = missing_words_or(line, words, h.expect.budget_message());
     if !missing.is_empty() {
-        problems.push(format!("host check {}: {missing:?} missing from {line:?}", h.name));
+        problems.push(format!("wasmtap check {}: {missing:?} missing from {line:?}", h.name));
     }
     if h.name == "panic-nth-batch" && !r.stderr.contains("panicking on batch 3") {
         let d = r.describe();
-        problems.push(format!("host check {}: the panic message is not in the log: {d}", h.name));
+        problems
+            .push(format!("wasmtap check {}: the panic message is not in the log: {d}", h.name));
     }
     problems
 }

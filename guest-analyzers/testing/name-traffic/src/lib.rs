@@ -6,7 +6,7 @@
 //! analyzer's name labels its metrics and logs, so two analyzers must never share one: the
 //! host's tests expect it refused at load — `--analyzer`: `its name "traffic" is already taken
 //! by builtin:traffic`; `--analyzer-dir`: `its analyzer name "traffic" is already taken by
-//! builtin:traffic`; `host check`: `"traffic" is the name of a built-in analyzer`. Not a
+//! builtin:traffic`; `wasmtap check`: `"traffic" is the name of a built-in analyzer`. Not a
 //! default analyzer.
 
 use wasmtap_sdk::wit::{AnalyzerInfo, MetricKind};
