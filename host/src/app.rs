@@ -69,10 +69,10 @@ where
     }
 }
 
-/// The runtime, the registry, the self-metrics and the loaded analyzers.
+/// The runtime, the self-metrics, what the workers write to (the registry among it) and the
+/// loaded analyzers.
 struct Core {
     runtime: Arc<Runtime>,
-    registry: Arc<Registry>,
     metrics: Arc<SelfMetrics>,
     sinks: Sinks,
     analyzers: Vec<(String, Arc<Analyzer>)>,
@@ -87,13 +87,11 @@ fn core(p: &Pipeline, policy: &Policy, ttl: Option<Duration>) -> anyhow::Result<
     // Before any family registers; what it says of them is logged once they have.
     registry.set_policy(policy.clone());
     let metrics = Arc::new(SelfMetrics::default());
-    let analyzer_metrics = (|| {
-        metrics.collector(Box::new(SeriesCounts::new(registry.clone())?))?;
-        AnalyzerMetrics::new(&metrics)
-    })()
-    .context("registering self-metrics")?;
+    let series = SeriesCounts::new(registry.clone()).context("registering self-metrics")?;
+    metrics.collector(Box::new(series)).context("registering self-metrics")?;
+    let analyzer_metrics = AnalyzerMetrics::new(&metrics).context("registering self-metrics")?;
     let health = Arc::new(Health::default());
-    let sinks = Sinks { registry: registry.clone(), metrics: Arc::new(analyzer_metrics), health };
+    let sinks = Sinks { registry, metrics: Arc::new(analyzer_metrics), health };
     let mut analyzers = Vec::new();
     #[cfg(feature = "native-defaults")]
     if p.defaults && p.native_defaults {
@@ -115,13 +113,14 @@ fn core(p: &Pipeline, policy: &Policy, ttl: Option<Duration>) -> anyhow::Result<
             runtime.load(&a.bytes, &a.name).with_context(|| format!("analyzer {}", a.name))?;
         analyzers.push((a.name.clone(), analyzer));
     }
-    Ok(Core { runtime, registry, metrics, sinks, analyzers })
+    Ok(Core { runtime, metrics, sinks, analyzers })
 }
 
 fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
     let p = &cfg.pipeline;
     // A replay's series never expire: its output depends on the capture alone.
     let core = core(p, &Policy::new(), None)?;
+    let registry = core.sinks.registry.clone();
     let catalog =
         Catalog::start(p.workers, core.runtime, core.sinks, core.analyzers, Flush::Ticks)?;
     let capture_metrics = CaptureMetrics::new(&core.metrics).context("registering self-metrics")?;
@@ -141,7 +140,7 @@ fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
     let mut failed = 0;
     let mut batcher =
         Batcher::new(catalog.workers().queues(), p.batch_size, DEFAULT_MAX_AGE, FullQueue::Wait);
-    let devices = core.registry.devices().clone();
+    let devices = registry.devices().clone();
     for path in &cfg.captures {
         let name = path
             .file_name()
@@ -158,7 +157,7 @@ fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
     drop(batcher);
     catalog.finish();
     bar.finish_and_clear();
-    let text = core.registry.exposition(Some(&core.metrics), false);
+    let text = registry.exposition(Some(&core.metrics), false);
     match &cfg.output {
         Some(path) => {
             std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
@@ -187,7 +186,7 @@ where
     let p = &cfg.pipeline;
     let core = core(p, &cfg.policy, cfg.series_ttl)?;
     let (registry, metrics, health) =
-        (core.registry.clone(), core.metrics.clone(), core.sinks.health.clone());
+        (core.sinks.registry.clone(), core.metrics.clone(), core.sinks.health.clone());
     let flush = Flush::Every(LIVE_FLUSH);
     let catalog =
         Arc::new(Catalog::start(p.workers, core.runtime, core.sinks, core.analyzers, flush)?);

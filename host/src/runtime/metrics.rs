@@ -173,16 +173,11 @@ impl AnalyzerMetrics {
             restarts: self.restarts.with_label_values(&[analyzer]),
             skipped: self.skipped.with_label_values(&[analyzer]),
             batch_seconds: self.batch_seconds.with_label_values(&[analyzer]),
-            log: self.log_counters(analyzer),
+            log: LogCounters {
+                dropped: self.log_dropped.with_label_values(&[analyzer]),
+                cut: self.log_cut.with_label_values(&[analyzer]),
+            },
             failures: self.failures.clone(),
-        }
-    }
-
-    /// The log counters of one analyzer's instances.
-    pub fn log_counters(&self, analyzer: &str) -> LogCounters {
-        LogCounters {
-            dropped: self.log_dropped.with_label_values(&[analyzer]),
-            cut: self.log_cut.with_label_values(&[analyzer]),
         }
     }
 
