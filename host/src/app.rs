@@ -19,10 +19,12 @@ use crate::capture::links::Links;
 use crate::capture::live::Context as CaptureContext;
 use crate::capture::{self, CaptureMetrics};
 use crate::cli::{Cli, Command};
-use crate::config::{self, Pipeline};
+use crate::config::{self, Pipeline, PodSource};
+use crate::cri;
 use crate::exporter::Exporter;
 use crate::health::Health;
 use crate::interfaces::{self, Options, Supervisor};
+use crate::pods::{Attribution, Listing, Table};
 use crate::registry::expiry::{Expiry, SeriesCounts};
 use crate::registry::{Devices, Policy, Registry};
 use crate::runtime::cache::Cache;
@@ -78,12 +80,21 @@ struct Core {
     analyzers: Vec<(String, Arc<Analyzer>)>,
 }
 
-/// `policy` and `ttl` apply to the registry before any family registers.
-fn core(p: &Pipeline, policy: &Policy, ttl: Option<Duration>) -> anyhow::Result<Core> {
+/// `policy`, `ttl` and the pod table apply to the registry before any family registers.
+fn core(
+    p: &Pipeline,
+    policy: &Policy,
+    ttl: Option<Duration>,
+    attribution: Option<Arc<Attribution>>,
+) -> anyhow::Result<Core> {
     let cache = p.cache_dir.as_deref().and_then(Cache::open);
     let runtime =
         Arc::new(Runtime::new(p.limits.clone(), cache).context("starting the Wasm runtime")?);
-    let registry = Arc::new(Registry::with_limits(Arc::new(Devices::default()), p.series_cap, ttl));
+    let mut registry = Registry::with_limits(Arc::new(Devices::default()), p.series_cap, ttl);
+    if let Some(a) = attribution {
+        registry = registry.with_attribution(a);
+    }
+    let registry = Arc::new(registry);
     // Before any family registers; what it says of them is logged once they have.
     registry.set_policy(policy.clone());
     let metrics = Arc::new(SelfMetrics::default());
@@ -119,7 +130,8 @@ fn core(p: &Pipeline, policy: &Policy, ttl: Option<Duration>) -> anyhow::Result<
 fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
     let p = &cfg.pipeline;
     // A replay's series never expire: its output depends on the capture alone.
-    let core = core(p, &Policy::new(), None)?;
+    let attribution = cfg.pods.clone().map(|l| Arc::new(Attribution::new(Table::new(l))));
+    let core = core(p, &Policy::new(), None, attribution)?;
     let registry = core.sinks.registry.clone();
     let catalog =
         Catalog::start(p.workers, core.runtime, core.sinks, core.analyzers, Flush::Ticks)?;
@@ -184,7 +196,19 @@ where
     F: Future<Output = Signal>,
 {
     let p = &cfg.pipeline;
-    let core = core(p, &cfg.policy, cfg.series_ttl)?;
+    let attribution = match &cfg.pods {
+        PodSource::Off(why) => {
+            tracing::info!("pods are not attributed: {why}");
+            None
+        }
+        PodSource::Cri(socket) => {
+            let source = format!("cri:{}", socket.display());
+            let listing = Listing { source, ..Listing::default() };
+            Some(Arc::new(Attribution::new(Table::new(listing))))
+        }
+        PodSource::File(listing) => Some(Arc::new(Attribution::new(Table::new(listing.clone())))),
+    };
+    let core = core(p, &cfg.policy, cfg.series_ttl, attribution.clone())?;
     let (registry, metrics, health) =
         (core.sinks.registry.clone(), core.metrics.clone(), core.sinks.health.clone());
     let flush = Flush::Every(LIVE_FLUSH);
@@ -210,6 +234,11 @@ where
     let (changed_tx, changed_rx) = crossbeam_channel::bounded(1);
     let (first_tx, first_rx) = crossbeam_channel::bounded(1);
     tokio.spawn(interfaces::follow(links.clone(), changed_tx, first_tx));
+    if let (PodSource::Cri(socket), Some(attribution)) = (&cfg.pods, &attribution) {
+        let pod_metrics = cri::Metrics::register(&metrics).context("registering self-metrics")?;
+        tracing::info!(socket = %socket.display(), "attributing pods from the container runtime");
+        tokio.spawn(cri::follow(socket.clone(), attribution.clone(), pod_metrics));
+    }
     match first_rx.recv_timeout(LINKS_TIMEOUT) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => bail!("cannot list the network interfaces: {e}"),

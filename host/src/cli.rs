@@ -115,6 +115,19 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION")]
     pub series_ttl: Option<String>,
 
+    /// The container runtime's CRI socket, read for the node's pods: per-pair series gain
+    /// the namespace, workload and pod of each end, per-device series those of the pod behind
+    /// the interface. Only the read calls ListPodSandbox and PodSandboxStatus are made.
+    /// `none` turns attribution off. Default: the first of /run/containerd/containerd.sock,
+    /// /run/crio/crio.sock and /run/cri-dockerd.sock that exists, else none.
+    #[arg(long, value_name = "PATH", conflicts_with = "pods")]
+    pub cri_socket: Option<String>,
+
+    /// Attribute from a fixed pod table instead of the runtime: a file in the JSON of GET
+    /// /pods.
+    #[arg(long, value_name = "FILE")]
+    pub pods: Option<PathBuf>,
+
     #[command(flatten)]
     pub analyzers: AnalyzerArgs,
 
@@ -150,6 +163,11 @@ pub struct ReplayArgs {
         arg(long, conflicts_with_all = ["analyzers", "no_default_analyzers"])
     )]
     pub decode_only: bool,
+
+    /// Attribute addresses and interfaces to pods from this file, the JSON of a node's GET
+    /// /pods, as `wasmtap run` does live. Without it the output has no pod labels.
+    #[arg(long, value_name = "FILE")]
+    pub pods: Option<PathBuf>,
 
     #[command(flatten)]
     pub analyzers: AnalyzerArgs,

@@ -46,6 +46,8 @@ pub struct File {
     pub no_cache: Option<bool>,
     pub series_cap: Option<usize>,
     pub series_ttl: Option<String>,
+    pub cri_socket: Option<String>,
+    pub pods: Option<PathBuf>,
     pub workers: Option<usize>,
     pub batch_size: Option<usize>,
     #[serde(default)]

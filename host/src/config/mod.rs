@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::capture::links::{Selection, is_pattern};
 use crate::cli::{AnalyzerArgs, CheckArgs, LimitArgs, PipelineArgs, ReplayArgs, RunArgs};
+use crate::pods::{FileError as PodsFileError, Listing};
 use crate::registry::{DEFAULT_SERIES_CAP, DEFAULT_SERIES_TTL, PREFIX, Policy};
 use crate::runtime::Limits;
 
@@ -68,8 +69,50 @@ pub enum ConfigError {
     SeriesTtl(String),
     #[error("label policy: {family:?}: {reason}")]
     Policy { family: String, reason: String },
+    #[error("--cri-socket {0:?}: not a socket path (or `none`)")]
+    CriSocket(String),
+    #[error("--cri-socket and --pods: attribute from one or the other")]
+    PodsTwice,
+    #[error("--pods: {0}")]
+    Pods(#[from] PodsFileError),
     #[error(transparent)]
     File(#[from] file::FileError),
+}
+
+/// Where pods come from.
+#[derive(Debug, Clone)]
+pub enum PodSource {
+    /// No attribution labels, and why.
+    Off(&'static str),
+    /// The container runtime on this CRI socket.
+    Cri(PathBuf),
+    /// A fixed table from a `--pods` file.
+    File(Listing),
+}
+
+impl PodSource {
+    fn describe(&self) -> String {
+        match self {
+            PodSource::Off(why) => format!("pods: not attributed ({why})"),
+            PodSource::Cri(socket) => format!("pods: from the CRI socket {}", socket.display()),
+            PodSource::File(l) => format!("pods: {} pods from {}", l.pods.len(), l.source),
+        }
+    }
+}
+
+/// The pod source of `--pods` or `--cri-socket`, else of the first default socket there is.
+fn pod_source(cri_socket: Option<&str>, pods: Option<&PathBuf>) -> Result<PodSource, ConfigError> {
+    match (cri_socket, pods) {
+        (Some(_), Some(_)) => Err(ConfigError::PodsTwice),
+        (None, Some(path)) => Ok(PodSource::File(Listing::from_file(path)?)),
+        (Some("none"), None) => Ok(PodSource::Off("--cri-socket none")),
+        (Some(s), None) if s.trim().is_empty() || s.contains('\0') => {
+            Err(ConfigError::CriSocket(s.to_owned()))
+        }
+        (Some(s), None) => Ok(PodSource::Cri(PathBuf::from(s))),
+        (None, None) => Ok(crate::cri::default_socket()
+            .map_or(PodSource::Off("no CRI socket found at the usual paths"), PodSource::Cri)),
+    }
 }
 
 /// An analyzer to load: its source name and its bytes.
@@ -109,6 +152,7 @@ pub struct Run {
     pub snaplen: u32,
     pub promisc: bool,
     pub analyzer_dir: Option<PathBuf>,
+    pub pods: PodSource,
     pub pipeline: Pipeline,
 }
 
@@ -117,6 +161,8 @@ pub struct Run {
 pub struct Replay {
     pub captures: Vec<PathBuf>,
     pub output: Option<PathBuf>,
+    /// A fixed pod table (`--pods`); `None`: no attribution labels.
+    pub pods: Option<Listing>,
     pub pipeline: Pipeline,
 }
 
@@ -221,6 +267,11 @@ fn merged(mut a: RunArgs, f: file::File) -> RunArgs {
     a.promisc |= f.promisc.unwrap_or(false);
     or(&mut a.analyzer_dir, f.analyzer_dir);
     or(&mut a.series_ttl, f.series_ttl);
+    // `--cri-socket` and `--pods` exclude each other: a flag for either overrides the file.
+    if a.cri_socket.is_none() && a.pods.is_none() {
+        a.cri_socket = f.cri_socket;
+        a.pods = f.pods;
+    }
     let (an, pl) = (&mut a.analyzers, &mut a.pipeline);
     or_list(&mut an.analyzers, f.analyzer);
     an.no_default_analyzers |= f.no_default_analyzers.unwrap_or(false);
@@ -316,6 +367,7 @@ impl Run {
             policy,
             snaplen,
             promisc: a.promisc,
+            pods: pod_source(a.cri_socket.as_deref(), a.pods.as_ref())?,
             pipeline: pipeline(a.analyzers.clone(), a.pipeline.clone(), a.analyzer_dir.is_some())?,
             analyzer_dir: a.analyzer_dir,
             args: given,
@@ -333,6 +385,7 @@ impl Run {
             format!("snaplen: {}", self.snaplen),
             format!("promisc: {}", self.promisc),
             format!("analyzer-dir: {:?}", self.analyzer_dir),
+            self.pods.describe(),
             format!("default analyzers: {}", p.defaults),
             format!("analyzers: {analyzers:?}"),
             format!("limits: {:?}", p.limits),
@@ -361,6 +414,7 @@ impl Run {
             ("snaplen", self.snaplen != new.snaplen),
             ("promisc", self.promisc != new.promisc),
             ("analyzer-dir", self.analyzer_dir != new.analyzer_dir),
+            ("cri-socket/pods", self.pods.describe() != new.pods.describe()),
             ("analyzer", names(a) != names(b) || a.defaults != b.defaults),
             ("call-budget-ms/memory-mib", format!("{:?}", a.limits) != format!("{:?}", b.limits)),
             ("cache-dir/no-cache", a.cache_dir != b.cache_dir),
@@ -380,7 +434,8 @@ impl Replay {
         let pipeline = Pipeline { native_defaults: a.native_defaults, ..pipeline };
         // Checked with the defaults on, so that only this flag runs no analyzer at all.
         let pipeline = Pipeline { defaults: pipeline.defaults && !a.decode_only, ..pipeline };
-        Ok(Self { captures: a.captures, output: a.output, pipeline })
+        let pods = a.pods.as_deref().map(Listing::from_file).transpose()?;
+        Ok(Self { captures: a.captures, output: a.output, pods, pipeline })
     }
 }
 

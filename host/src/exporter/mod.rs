@@ -4,8 +4,9 @@
 //! Output: HTTP/1.1 on tokio: `GET /metrics` (Prometheus text format 0.0.4, gzip-compressed
 //! when the client accepts it), `/healthz` (no capture or worker thread has died), `/readyz`
 //! (every named interface captured and an analyzer running) and `/analyzers` (JSON: each
-//! analyzer's name, version, source, sha256, state, last error and families). Health answers
-//! carry the reason in their body.
+//! analyzer's name, version, source, sha256, state, last error and families) and `/pods` (JSON:
+//! the pod attribution table, the format `--pods` reads; 404 when attribution is off). Health
+//! answers carry the reason in their body.
 //!
 //! Scrapes must not hurt the capture, whatever clients do:
 //! - `/metrics` renders at most once at a time, and scrapes arriving together share one
@@ -77,6 +78,17 @@ async fn analyzers(State(e): State<Exporter>) -> Response {
     }
 }
 
+async fn pods(State(e): State<Exporter>) -> Response {
+    match e.registry.attribution() {
+        Some(a) => Json(a.load().listing().clone()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "pod attribution is off (--cri-socket none, or no CRI socket found)\n",
+        )
+            .into_response(),
+    }
+}
+
 async fn healthz(State(e): State<Exporter>) -> impl IntoResponse {
     match e.health.live() {
         Ok(()) => (StatusCode::OK, "ok\n".to_owned()),
@@ -119,6 +131,7 @@ impl Exporter {
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/analyzers", get(analyzers))
+            .route("/pods", get(pods))
             .with_state(app);
         server::run(listener, router, server::LIMITS, shutdown, Some(connections)).await
     }

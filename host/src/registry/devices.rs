@@ -49,6 +49,12 @@ impl Devices {
         self.names.read().by_index.clone()
     }
 
+    /// Calls `f` with the name behind an index (under the read lock, without a copy); `None`
+    /// for an unknown index.
+    pub fn with_name<T>(&self, index: u16, f: impl FnOnce(&str) -> Option<T>) -> Option<T> {
+        self.names.read().by_index.get(usize::from(index)).and_then(|n| f(n))
+    }
+
     /// The name behind an index, or the number itself for an unknown index.
     pub fn name(&self, index: u16) -> String {
         let names = self.names.read();

@@ -12,6 +12,12 @@
 //! label-less counter's one series is known in advance: it is exported at 0 from the start
 //! and never expires. A label policy can drop labels from a family: series that differ only
 //! in them are added up, and the cap and TTL apply after that.
+//!
+//! With pod attribution on ([`Registry::with_attribution`]), a family that declares `src_ip`
+//! and `dst_ip` gains the namespace, workload and pod of each end ([`PAIR_LABELS`]), and one
+//! that declares `device` those of the pod behind the interface ([`DEVICE_LABELS`]). Their
+//! values are looked up when an update is applied, in the table in force then, so a series
+//! keeps the pod that held its address when it was made.
 
 mod devices;
 pub mod expiry;
@@ -34,7 +40,19 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use series::{SeriesValue, fresh, merge};
 
+use crate::pods::{Attribution, Owner, Table};
 use crate::telemetry::Throttle;
+
+/// The labels that name the pods at both ends of a per-pair family, added after its declared
+/// labels when attribution is on.
+pub const PAIR_LABELS: [&str; 6] =
+    ["src_namespace", "src_workload", "src_pod", "dst_namespace", "dst_workload", "dst_pod"];
+/// The labels that name the pod behind a per-device family's interface.
+pub const DEVICE_LABELS: [&str; 3] = ["namespace", "workload", "pod"];
+/// The declared labels that make a family per-pair or per-device.
+const SRC_IP: &str = "src_ip";
+const DST_IP: &str = "dst_ip";
+const DEVICE: &str = "device";
 
 /// Series per family unless configured otherwise: enough for every (src, dst, device) of a busy
 /// node's pod traffic, small enough that one family can't take the exporter's memory.
@@ -63,9 +81,63 @@ struct Family {
     spec: FamilySpec,
     full_name: String,
     owner: String,
+    /// The declared labels and those attribution adds, in the order of a series' values.
+    label_names: Vec<String>,
+    /// Where the attributed values come from; `None` when attribution adds nothing.
+    attributed: Option<Attributed>,
     series: Mutex<FamilySeries>,
     /// Exposition bytes held by all series of the owner's families (shared among them).
     budget: Arc<AtomicUsize>,
+}
+
+/// Positions, among a family's declared labels, of those whose owners attribution adds.
+#[derive(Debug, Clone, Copy)]
+struct Attributed {
+    pair: Option<(usize, usize)>,
+    device: Option<usize>,
+}
+
+impl Attributed {
+    /// What attribution adds to a family with these declared labels: nothing when a label it
+    /// would add is declared already.
+    fn of(declared: &[String]) -> Option<Attributed> {
+        let at = |name: &str| declared.iter().position(|l| l == name);
+        let taken = |names: &[&str]| names.iter().any(|n| at(n).is_some());
+        let pair = at(SRC_IP).zip(at(DST_IP)).filter(|_| !taken(&PAIR_LABELS));
+        let device = at(DEVICE).filter(|_| !taken(&DEVICE_LABELS));
+        (pair.is_some() || device.is_some()).then_some(Attributed { pair, device })
+    }
+
+    fn names(&self) -> impl Iterator<Item = &'static str> {
+        let pair = self.pair.map(|_| PAIR_LABELS.iter());
+        let device = self.device.map(|_| DEVICE_LABELS.iter());
+        pair.into_iter().flatten().chain(device.into_iter().flatten()).copied()
+    }
+
+    /// Appends the owners' values to an update's declared label values.
+    fn extend(&self, labels: &mut Vec<Label>, table: &Table, devices: &Devices, none: &Owner) {
+        let owner = |l: Option<&Label>| -> Owner {
+            let found = match l {
+                Some(Label::Ipv4(a)) => table.address(&std::net::Ipv4Addr::from(*a).into()),
+                Some(Label::Ipv6(a)) => table.address(&std::net::Ipv6Addr::from(*a).into()),
+                Some(Label::Text(t)) => t.parse().ok().and_then(|a| table.address(&a)),
+                _ => None,
+            };
+            found.unwrap_or(none).clone()
+        };
+        let pair = self.pair.map(|(src, dst)| [owner(labels.get(src)), owner(labels.get(dst))]);
+        let device = self.device.map(|device| {
+            let found = match labels.get(device) {
+                Some(Label::Device(i)) => devices.with_name(*i, |n| table.interface(n).cloned()),
+                Some(Label::Text(n)) => table.interface(n).cloned(),
+                _ => None,
+            };
+            found.unwrap_or_else(|| none.clone())
+        });
+        for o in pair.into_iter().flatten().chain(device) {
+            labels.extend([Label::Text(o.namespace), Label::Text(o.workload), Label::Text(o.pod)]);
+        }
+    }
 }
 
 impl Family {
@@ -127,11 +199,12 @@ struct Series {
 }
 
 impl FamilySeries {
-    fn new(spec: &FamilySpec, drop: &[String]) -> Self {
-        let keep: Vec<usize> =
-            (0..spec.label_names.len()).filter(|i| !drop.contains(&spec.label_names[*i])).collect();
-        let label_names = keep.iter().map(|i| spec.label_names[*i].clone()).collect();
-        let keep = (keep.len() < spec.label_names.len()).then(|| keep.into_boxed_slice());
+    /// The series of a family whose labels are `names` (declared and attributed), with the
+    /// policy's `drop` applied.
+    fn new(names: &[String], drop: &[String]) -> Self {
+        let keep: Vec<usize> = (0..names.len()).filter(|i| !drop.contains(&names[*i])).collect();
+        let label_names = keep.iter().map(|i| names[*i].clone()).collect();
+        let keep = (keep.len() < names.len()).then(|| keep.into_boxed_slice());
         let warnings = Throttle::new(CAP_WARN_EVERY);
         Self { map: HashMap::default(), refused: 0, keep, label_names, warnings }
     }
@@ -151,7 +224,7 @@ fn policy_notes(families: &[Arc<Family>], policy: &Policy) -> Vec<String> {
         match families.iter().find(|f| &f.full_name == name) {
             None => notes.push(format!("label policy: no family {name} is loaded (yet)")),
             Some(f) => {
-                for l in labels.iter().filter(|l| !f.spec.label_names.contains(l)) {
+                for l in labels.iter().filter(|l| !f.label_names.contains(l)) {
                     notes.push(format!("label policy: {name} has no label {l:?}"));
                 }
             }
@@ -185,6 +258,10 @@ pub struct Registry {
     ttl_ms: AtomicU64,
     policy: RwLock<Policy>,
     epoch: Instant,
+    /// The pod table updates are attributed from; `None`: no attribution labels.
+    attribution: Option<Arc<Attribution>>,
+    /// The owner of an address or device that no pod holds: empty values.
+    nobody: Owner,
 }
 
 /// A TTL in ms as the registry keeps it: 0 for none, else at least 1.
@@ -207,7 +284,21 @@ impl Registry {
             ttl_ms: AtomicU64::new(ttl_ms(ttl)),
             policy: RwLock::default(),
             epoch: Instant::now(),
+            attribution: None,
+            nobody: Owner { namespace: "".into(), workload: "".into(), pod: "".into() },
         }
+    }
+
+    /// Attributes updates from `attribution`'s table: families registered from now on gain
+    /// the namespace, workload and pod labels.
+    pub fn with_attribution(mut self, attribution: Arc<Attribution>) -> Self {
+        self.attribution = Some(attribution);
+        self
+    }
+
+    /// The pod table in use, if attribution is on.
+    pub fn attribution(&self) -> Option<&Arc<Attribution>> {
+        self.attribution.as_ref()
     }
 
     pub fn devices(&self) -> &Arc<Devices> {
@@ -229,7 +320,7 @@ impl Registry {
         let notes = policy_notes(&families, &policy);
         for f in families.iter() {
             let drop = policy.get(&f.full_name).map_or(&[][..], Vec::as_slice);
-            let fresh = FamilySeries::new(&f.spec, drop);
+            let fresh = FamilySeries::new(&f.label_names, drop);
             let mut series = f.series.lock();
             if fresh.keep != series.keep {
                 let freed: usize = series.map.values().map(|s| s.cost).sum();
@@ -314,9 +405,15 @@ impl Registry {
             .map(|spec| {
                 let full_name = format!("{PREFIX}{}", spec.name);
                 let drop = policy.get(&full_name).map_or(&[][..], Vec::as_slice);
+                let attributed =
+                    self.attribution.as_ref().and_then(|_| Attributed::of(&spec.label_names));
+                let mut label_names = spec.label_names.clone();
+                label_names.extend(attributed.iter().flat_map(|a| a.names()).map(String::from));
                 Arc::new(Family {
                     spec: spec.clone(),
-                    series: Mutex::new(FamilySeries::new(spec, drop)),
+                    series: Mutex::new(FamilySeries::new(&label_names, drop)),
+                    label_names,
+                    attributed,
                     full_name,
                     owner: owner.to_owned(),
                     budget: budget.clone(),
@@ -344,10 +441,16 @@ impl Registry {
             check(&f.ok_or(UpdateError::NoSuchFamily(u.family))?.spec, u)?;
         }
         let (now, cap) = (self.now_ms(), self.series_cap.load(Ordering::Relaxed));
+        // One load of the pod table for the whole call.
+        let table = self.attribution.as_ref().map(|a| a.load());
         for u in updates {
             let Some(family) = families.list.get(u.family as usize) else { continue };
+            let mut labels = u.labels;
+            if let (Some(a), Some(table)) = (&family.attributed, &table) {
+                a.extend(&mut labels, table, &self.devices, &self.nobody);
+            }
             let mut series = family.series.lock();
-            let key = series.key(u.labels);
+            let key = series.key(labels);
             let at_cap = series.map.len() >= cap;
             match series.map.get_mut(&key) {
                 Some(s) => {

@@ -504,3 +504,126 @@ fn a_label_less_counter_is_exported_at_zero_from_the_start_and_stays() {
     r.set_policy(policy);
     assert!(text(&r).contains("wasmtap_labelled_total 0\n"), "{}", text(&r));
 }
+
+/// A registry attributing from a table in which 10.0.0.1 is pod `web-1` of Deployment `web`,
+/// 10.0.0.2 pod `db-0`, 192.0.2.1 the node, and `eth0` the host side of `web-1`.
+fn attributed(pods: &[(&str, &str, &str, [u8; 4])]) -> (Registry, Arc<Attribution>) {
+    let listing = Listing {
+        source: "file:test".into(),
+        up: true,
+        node_addresses: vec!["192.0.2.1".parse().unwrap()],
+        pods: pods
+            .iter()
+            .map(|(ns, workload, pod, a)| crate::pods::Pod {
+                namespace: ns.to_string(),
+                name: pod.to_string(),
+                uid: String::new(),
+                workload: workload.to_string(),
+                addresses: vec![std::net::Ipv4Addr::from(*a).into()],
+                interface: (*pod == "web-1").then(|| "eth0".to_string()),
+            })
+            .collect(),
+    };
+    let a = Arc::new(Attribution::new(Table::new(listing)));
+    (registry(100).with_attribution(a.clone()), a)
+}
+
+use crate::pods::{Attribution, Listing, Table};
+
+fn pair(family: u32, src: [u8; 4], dst: [u8; 4], by: f64) -> Update {
+    Update {
+        family,
+        labels: vec![
+            Label::Ipv4(u32::from_be_bytes(src)),
+            Label::Ipv4(u32::from_be_bytes(dst)),
+            Label::Device(0),
+        ],
+        value: Value::CounterAdd(by),
+    }
+}
+
+#[test]
+fn updates_are_attributed_to_the_pods_that_hold_the_addresses_then() {
+    let pods = [("shop", "web", "web-1", [10, 0, 0, 1]), ("data", "db", "db-0", [10, 0, 0, 2])];
+    let (r, a) = attributed(&pods);
+    let f =
+        r.register("t", &[spec("x_total", Kind::Counter, &["src_ip", "dst_ip", "device"], &[])]);
+    let f = f.unwrap();
+    r.apply(&f, vec![pair(0, [10, 0, 0, 1], [10, 0, 0, 2], 3.0)]).unwrap();
+    r.apply(&f, vec![pair(0, [192, 0, 2, 1], [198, 51, 100, 7], 1.0)]).unwrap();
+    // The address of db-0 is given to a new pod: later updates carry it, in a new series.
+    let reused = [("shop", "web", "web-1", [10, 0, 0, 1]), ("data", "db", "db-1", [10, 0, 0, 2])];
+    let (_, b) = attributed(&reused);
+    a.publish(Table::new(b.load().listing().clone()));
+    r.apply(&f, vec![pair(0, [10, 0, 0, 1], [10, 0, 0, 2], 2.0)]).unwrap();
+    let t = text(&r);
+    let pod = |p: &str| format!("namespace=\"shop\",workload=\"web\",pod=\"{p}\"");
+    let web = pod("web-1");
+    assert!(t.contains(&format!(
+        "x_total{{src_ip=\"10.0.0.1\",dst_ip=\"10.0.0.2\",device=\"eth0\",src_namespace=\"shop\",\
+         src_workload=\"web\",src_pod=\"web-1\",dst_namespace=\"data\",dst_workload=\"db\",\
+         dst_pod=\"db-0\",{web}}} 3\n"
+    )), "{t}");
+    assert!(
+        t.contains("dst_pod=\"db-1\",namespace=\"shop\",workload=\"web\",pod=\"web-1\"} 2\n"),
+        "{t}"
+    );
+    // The node's address names the node; an address outside the node names nothing.
+    assert!(
+        t.contains(
+            "src_namespace=\"\",src_workload=\"node\",src_pod=\"\",dst_namespace=\"\",\
+         dst_workload=\"\",dst_pod=\"\","
+        ),
+        "{t}"
+    );
+    assert_eq!(t, crate_text(&r));
+}
+
+#[test]
+fn dropping_addresses_and_pods_leaves_per_workload_series_with_the_same_sums() {
+    let pods: Vec<(&str, &str, String, [u8; 4])> = (1..=20u8)
+        .map(|i| ("shop", if i % 2 == 0 { "web" } else { "api" }, format!("p{i}"), [10, 0, 0, i]))
+        .collect();
+    let pods: Vec<(&str, &str, &str, [u8; 4])> =
+        pods.iter().map(|(n, w, p, a)| (*n, *w, p.as_str(), *a)).collect();
+    let (r, _) = attributed(&pods);
+    let drop = ["src_ip", "dst_ip", "src_pod", "dst_pod", "device", "pod"];
+    let policy = Policy::from([("wasmtap_x_total".to_string(), drop.map(String::from).to_vec())]);
+    r.set_policy(policy);
+    let f =
+        r.register("t", &[spec("x_total", Kind::Counter, &["src_ip", "dst_ip", "device"], &[])]);
+    let f = f.unwrap();
+    let mut total = 0.0;
+    for i in 1..=20u8 {
+        r.apply(&f, vec![pair(0, [10, 0, 0, i], [10, 0, 0, 21 - i], f64::from(i))]).unwrap();
+        total += f64::from(i);
+    }
+    let t = text(&r);
+    let lines: Vec<&str> = t.lines().filter(|l| !l.starts_with('#')).collect();
+    // api→web, web→api (21 - i has the other parity), and nothing else; no pod is behind
+    // eth0 here.
+    assert_eq!(lines.len(), 2, "{t}");
+    let sum: f64 =
+        lines.iter().map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap()).sum();
+    assert_eq!(sum, total);
+    assert!(t.contains("x_total{src_namespace=\"shop\",src_workload=\"api\",dst_namespace=\"shop\",dst_workload=\"web\",namespace=\"\",workload=\"\"} 100\n"), "{t}");
+}
+
+#[test]
+fn without_attribution_or_with_its_labels_declared_nothing_is_added() {
+    let r = registry(100);
+    let f =
+        r.register("t", &[spec("x_total", Kind::Counter, &["src_ip", "dst_ip", "device"], &[])]);
+    r.apply(&f.unwrap(), vec![pair(0, [10, 0, 0, 1], [10, 0, 0, 2], 1.0)]).unwrap();
+    assert!(
+        text(&r).contains("x_total{src_ip=\"10.0.0.1\",dst_ip=\"10.0.0.2\",device=\"eth0\"} 1\n")
+    );
+    let (r, _) = attributed(&[("shop", "web", "web-1", [10, 0, 0, 1])]);
+    let labels = ["src_ip", "dst_ip", "src_pod", "device"];
+    let f = r.register("t", &[spec("x_total", Kind::Counter, &labels, &[])]).unwrap();
+    let mut u = pair(0, [10, 0, 0, 1], [10, 0, 0, 2], 1.0);
+    u.labels.insert(2, Label::Text("mine".into()));
+    r.apply(&f, vec![u]).unwrap();
+    let t = text(&r);
+    assert!(t.contains("src_pod=\"mine\",device=\"eth0\",namespace=\"shop\",workload=\"web\",pod=\"web-1\"} 1\n"), "{t}");
+}
