@@ -12,10 +12,12 @@
 //! sandbox ([`workload`]): a Job's pod → the Job, a Deployment's → the Deployment, a
 //! StatefulSet's or DaemonSet's → its controller, a bare pod → itself.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
@@ -24,12 +26,89 @@ use serde::{Deserialize, Serialize};
 pub const NODE_WORKLOAD: &str = "node";
 
 /// Who holds an address or an interface: the values of the namespace, workload and pod
-/// labels.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// labels. One label value of a series key stands for all three, so an update carries one
+/// shared pointer per end rather than three strings, and a key hashes a precomputed number.
+/// Two owners are equal when their three values are, whichever tables they come from.
+#[derive(Debug)]
 pub struct Owner {
-    pub namespace: Arc<str>,
-    pub workload: Arc<str>,
-    pub pod: Arc<str>,
+    fields: [Box<str>; 3],
+    hash: u64,
+    /// This owner with some fields emptied (a label policy that drops some of the three),
+    /// made once per combination; indexed by the bits of the fields kept.
+    reduced: [OnceLock<Arc<Owner>>; 8],
+}
+
+/// The hash of an owner's values: fixed seeds, so equal owners hash alike in every table.
+fn owner_hash(fields: &[&str; 3]) -> u64 {
+    let mut h = foldhash::fast::FixedState::with_seed(0x5eed).build_hasher();
+    fields.hash(&mut h);
+    h.finish()
+}
+
+impl Owner {
+    pub fn new(namespace: &str, workload: &str, pod: &str) -> Arc<Owner> {
+        let fields = [namespace, workload, pod];
+        let hash = owner_hash(&fields);
+        Arc::new(Owner { fields: fields.map(Box::from), hash, reduced: Default::default() })
+    }
+
+    /// Namespace, workload and pod.
+    pub fn fields(&self) -> [&str; 3] {
+        [&self.fields[0], &self.fields[1], &self.fields[2]]
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.fields[0]
+    }
+
+    pub fn workload(&self) -> &str {
+        &self.fields[1]
+    }
+
+    pub fn pod(&self) -> &str {
+        &self.fields[2]
+    }
+
+    /// This owner with the fields not in `keep` (namespace, workload, pod) emptied.
+    pub fn reduced(self: &Arc<Self>, keep: [bool; 3]) -> Arc<Owner> {
+        if keep == [true; 3] {
+            return self.clone();
+        }
+        let bits = keep.iter().enumerate().fold(0, |b, (i, k)| b | (usize::from(*k) << i));
+        self.reduced[bits]
+            .get_or_init(|| {
+                let [n, w, p] = self.fields();
+                let f = |s: &'static str, i: usize| if keep[i] { [n, w, p][i] } else { s };
+                Owner::new(f("", 0), f("", 1), f("", 2))
+            })
+            .clone()
+    }
+}
+
+impl PartialEq for Owner {
+    fn eq(&self, other: &Owner) -> bool {
+        std::ptr::eq(self, other) || (self.hash == other.hash && self.fields == other.fields)
+    }
+}
+
+impl Eq for Owner {}
+
+impl Hash for Owner {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl Ord for Owner {
+    fn cmp(&self, other: &Owner) -> Ordering {
+        self.fields.cmp(&other.fields)
+    }
+}
+
+impl PartialOrd for Owner {
+    fn partial_cmp(&self, other: &Owner) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// One pod of the node, as `/pods` lists it.
@@ -107,8 +186,10 @@ impl Listing {
 #[derive(Debug, Default)]
 pub struct Table {
     listing: Listing,
-    by_address: HashMap<IpAddr, Owner, foldhash::fast::RandomState>,
-    by_interface: HashMap<Arc<str>, Owner, foldhash::fast::RandomState>,
+    by_address: HashMap<IpAddr, Arc<Owner>, foldhash::fast::RandomState>,
+    by_interface: HashMap<Arc<str>, Arc<Owner>, foldhash::fast::RandomState>,
+    /// Every pod's owner by (namespace, pod), so that the next table shares them.
+    owners: HashMap<(Box<str>, Box<str>), Arc<Owner>>,
 }
 
 impl Table {
@@ -116,26 +197,39 @@ impl Table {
     /// (hostNetwork pods do); among pods that list the same address, the first in the
     /// listing holds it (the runtime's source puts ready and newer sandboxes first).
     pub fn new(listing: Listing) -> Table {
+        Table::after(listing, None)
+    }
+
+    /// Builds the lookups, sharing the owners of `previous` that are unchanged: series keys
+    /// made from either table then compare by pointer.
+    pub fn after(listing: Listing, previous: Option<&Table>) -> Table {
         let mut by_address = HashMap::default();
-        let node = Owner { namespace: "".into(), workload: NODE_WORKLOAD.into(), pod: "".into() };
+        let node = previous
+            .and_then(|t| t.owners.get(&(Box::from(""), Box::from(""))))
+            .cloned()
+            .unwrap_or_else(|| Owner::new("", NODE_WORKLOAD, ""));
         for a in &listing.node_addresses {
             by_address.insert(*a, node.clone());
         }
+        let mut owners = HashMap::new();
+        owners.insert((Box::from(""), Box::from("")), node);
         let mut by_interface = HashMap::default();
         for p in &listing.pods {
-            let owner = Owner {
-                namespace: p.namespace.as_str().into(),
-                workload: p.workload.as_str().into(),
-                pod: p.name.as_str().into(),
-            };
+            let key = (Box::from(p.namespace.as_str()), Box::from(p.name.as_str()));
+            let owner = previous
+                .and_then(|t| t.owners.get(&key))
+                .filter(|o| o.workload() == p.workload)
+                .cloned()
+                .unwrap_or_else(|| Owner::new(&p.namespace, &p.workload, &p.name));
             for a in &p.addresses {
                 by_address.entry(*a).or_insert_with(|| owner.clone());
             }
             if let Some(i) = &p.interface {
-                by_interface.entry(Arc::from(i.as_str())).or_insert(owner);
+                by_interface.entry(Arc::from(i.as_str())).or_insert_with(|| owner.clone());
             }
+            owners.entry(key).or_insert(owner);
         }
-        Table { listing, by_address, by_interface }
+        Table { listing, by_address, by_interface, owners }
     }
 
     pub fn listing(&self) -> &Listing {
@@ -143,12 +237,12 @@ impl Table {
     }
 
     /// The owner of an address, if a pod of this node or the node holds it.
-    pub fn address(&self, a: &IpAddr) -> Option<&Owner> {
+    pub fn address(&self, a: &IpAddr) -> Option<&Arc<Owner>> {
         self.by_address.get(a)
     }
 
     /// The pod behind a host-side interface.
-    pub fn interface(&self, name: &str) -> Option<&Owner> {
+    pub fn interface(&self, name: &str) -> Option<&Arc<Owner>> {
         self.by_interface.get(name)
     }
 }
@@ -169,8 +263,10 @@ impl Attribution {
         self.table.load()
     }
 
-    /// Puts a new table in force; updates made from now on use it.
-    pub fn publish(&self, table: Table) {
+    /// Puts a table of `listing` in force, sharing the unchanged owners of the one it
+    /// replaces; updates made from now on use it.
+    pub fn publish(&self, listing: Listing) {
+        let table = Table::after(listing, Some(&self.table.load()));
         self.table.store(Arc::new(table));
     }
 
@@ -181,7 +277,7 @@ impl Attribution {
         if current.listing.up != up {
             let mut listing = current.listing.clone();
             listing.up = up;
-            self.publish(Table::new(listing));
+            self.publish(listing);
         }
     }
 }
@@ -268,10 +364,20 @@ mod tests {
             pods: vec![pod("new", vec![a]), pod("old", vec![a]), pod("host", vec![n])],
         };
         let t = Table::new(listing);
-        assert_eq!(&*t.address(&a).unwrap().pod, "new");
-        assert_eq!(&*t.address(&n).unwrap().workload, NODE_WORKLOAD);
-        assert_eq!(&*t.interface("veth-old").unwrap().pod, "old");
+        assert_eq!(t.address(&a).unwrap().pod(), "new");
+        assert_eq!(t.address(&n).unwrap().workload(), NODE_WORKLOAD);
+        assert_eq!(t.interface("veth-old").unwrap().pod(), "old");
         assert!(t.address(&"10.0.0.6".parse().unwrap()).is_none());
+        // The next table shares the owners that did not change.
+        let next = Table::after(t.listing().clone(), Some(&t));
+        assert!(Arc::ptr_eq(next.address(&a).unwrap(), t.address(&a).unwrap()));
+        let web = Owner::new("shop", "web", "web-1");
+        let other = Owner::new("shop", "web", "web-2");
+        assert_ne!(web, other);
+        let (a, b) = (web.reduced([true, true, false]), other.reduced([true, true, false]));
+        assert_eq!(a, b);
+        assert_eq!(a.fields(), ["shop", "web", ""]);
+        assert!(Arc::ptr_eq(&a, &web.reduced([true, true, false])));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use prometheus::{IntCounter, IntCounterVec, IntGauge};
 use rtnetlink::packet_core::NetlinkPayload;
 use rtnetlink::packet_route::RouteNetlinkMessage;
 
-use crate::pods::{Attribution, Listing, Pod, Table, workload};
+use crate::pods::{Attribution, Listing, Pod, workload};
 use crate::telemetry::{SelfMetrics, Throttle};
 use client::{Client, Listed, Status};
 use netns::Netlink;
@@ -119,7 +119,7 @@ pub async fn follow(socket: PathBuf, attribution: Arc<Attribution>, metrics: Met
                     tracing::info!(socket = %socket.display(), "the container runtime answers again; pods are attributed");
                 }
                 was_up = Some(true);
-                attribution.publish(Table::new(listing));
+                attribution.publish(listing);
             }
             Err(e) => {
                 client = None;

@@ -61,11 +61,11 @@ impl Registry {
 
 /// One family's text, or `None` if it has no series.
 fn render_family(f: &Family, devices: &[String]) -> Option<String> {
-    let (names, mut entries) = {
+    let (names, shape, mut entries) = {
         let series = f.series.lock();
         let entries: Vec<(Box<[Label]>, SeriesValue)> =
             series.map.iter().map(|(k, s)| (k.clone(), s.value.clone())).collect();
-        (series.label_names.clone(), entries)
+        (series.label_names.clone(), series.shape.clone(), entries)
     };
     if entries.is_empty() {
         return None;
@@ -87,12 +87,27 @@ fn render_family(f: &Family, devices: &[String]) -> Option<String> {
     let mut labels = String::new();
     for (key, value) in &entries {
         labels.clear();
-        for (i, (label_name, label)) in names.iter().zip(key.iter()).enumerate() {
-            labels.push(if i == 0 { '{' } else { ',' });
+        let mut names = names.iter();
+        let mut pair = |labels: &mut String, write: &dyn Fn(&mut String)| {
+            let Some(label_name) = names.next() else { return };
+            labels.push(if labels.is_empty() { '{' } else { ',' });
             labels.push_str(label_name);
             labels.push_str("=\"");
-            label_value(&mut labels, label, devices);
+            write(labels);
             labels.push('"');
+        };
+        for (label, fields) in key.iter().zip(shape.iter()) {
+            match (label, fields) {
+                // An owner's kept fields, each a label of its own.
+                (Label::Owner(o), Some(fields)) => {
+                    for (value, kept) in o.fields().into_iter().zip(fields) {
+                        if *kept {
+                            pair(&mut labels, &|t| escape(t, value, true));
+                        }
+                    }
+                }
+                _ => pair(&mut labels, &|t| label_value(t, label, devices)),
+            }
         }
         match value {
             SeriesValue::Counter(v) | SeriesValue::Gauge(v, _) => {
@@ -153,6 +168,8 @@ fn label_value(text: &mut String, label: &Label, devices: &[String]) {
         Label::Number(n) => {
             let _ = write!(text, "{n}");
         }
+        // Written field by field by the caller; never reached.
+        Label::Owner(o) => escape(text, o.pod(), true),
     }
 }
 

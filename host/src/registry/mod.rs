@@ -81,7 +81,9 @@ struct Family {
     spec: FamilySpec,
     full_name: String,
     owner: String,
-    /// The declared labels and those attribution adds, in the order of a series' values.
+    /// The declared labels and those attribution adds, as an update's values come.
+    columns: Vec<Column>,
+    /// Every label name it may expose: the declared ones and those attribution adds.
     label_names: Vec<String>,
     /// Where the attributed values come from; `None` when attribution adds nothing.
     attributed: Option<Attributed>,
@@ -97,6 +99,10 @@ struct Attributed {
     device: Option<usize>,
 }
 
+/// A device index and its owner: the last device looked up in a call, as a call's updates
+/// mostly share one.
+type DeviceMemo = Option<(u16, Arc<Owner>)>;
+
 impl Attributed {
     /// What attribution adds to a family with these declared labels: nothing when a label it
     /// would add is declared already.
@@ -108,36 +114,68 @@ impl Attributed {
         (pair.is_some() || device.is_some()).then_some(Attributed { pair, device })
     }
 
-    fn names(&self) -> impl Iterator<Item = &'static str> {
-        let pair = self.pair.map(|_| PAIR_LABELS.iter());
-        let device = self.device.map(|_| DEVICE_LABELS.iter());
-        pair.into_iter().flatten().chain(device.into_iter().flatten()).copied()
+    /// The columns it adds after the declared labels: one owner per end, then the device's.
+    fn columns(&self) -> impl Iterator<Item = Column> {
+        let [s, d] = [0, 3].map(|i| [PAIR_LABELS[i], PAIR_LABELS[i + 1], PAIR_LABELS[i + 2]]);
+        let pair = self.pair.map(|_| [Column::Owner(s), Column::Owner(d)]);
+        let device = self.device.map(|_| Column::Owner(DEVICE_LABELS));
+        pair.into_iter().flatten().chain(device)
     }
 
-    /// Appends the owners' values to an update's declared label values.
-    fn extend(&self, labels: &mut Vec<Label>, table: &Table, devices: &Devices, none: &Owner) {
-        let owner = |l: Option<&Label>| -> Owner {
+    /// Appends the owners to an update's declared label values: one value each, which the
+    /// exposition writes as three labels.
+    fn extend(
+        &self,
+        labels: &mut Vec<Label>,
+        table: &Table,
+        devices: &Devices,
+        nobody: &Arc<Owner>,
+        memo: &mut DeviceMemo,
+    ) {
+        let owner = |l: Option<&Label>| -> Label {
             let found = match l {
                 Some(Label::Ipv4(a)) => table.address(&std::net::Ipv4Addr::from(*a).into()),
                 Some(Label::Ipv6(a)) => table.address(&std::net::Ipv6Addr::from(*a).into()),
                 Some(Label::Text(t)) => t.parse().ok().and_then(|a| table.address(&a)),
                 _ => None,
             };
-            found.unwrap_or(none).clone()
+            Label::Owner(found.unwrap_or(nobody).clone())
         };
         let pair = self.pair.map(|(src, dst)| [owner(labels.get(src)), owner(labels.get(dst))]);
         let device = self.device.map(|device| {
             let found = match labels.get(device) {
-                Some(Label::Device(i)) => devices.with_name(*i, |n| table.interface(n).cloned()),
+                Some(Label::Device(i)) => match memo {
+                    Some((at, o)) if at == i => Some(o.clone()),
+                    _ => {
+                        let o = devices.with_name(*i, |n| table.interface(n).cloned());
+                        let o = o.unwrap_or_else(|| nobody.clone());
+                        *memo = Some((*i, o.clone()));
+                        Some(o)
+                    }
+                },
                 Some(Label::Text(n)) => table.interface(n).cloned(),
                 _ => None,
             };
-            found.unwrap_or_else(|| none.clone())
+            Label::Owner(found.unwrap_or_else(|| nobody.clone()))
         });
-        for o in pair.into_iter().flatten().chain(device) {
-            labels.extend([Label::Text(o.namespace), Label::Text(o.workload), Label::Text(o.pod)]);
-        }
+        labels.extend(pair.into_iter().flatten().chain(device));
     }
+}
+
+/// One value of an update as the registry keeps it: a declared label, or an owner that
+/// attribution added, exposed as three labels.
+#[derive(Debug, Clone)]
+enum Column {
+    Declared(String),
+    Owner([&'static str; 3]),
+}
+
+/// A kept column of a series key: its position in an update's values, and for an owner the
+/// fields (namespace, workload, pod) the policy keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Kept {
+    at: usize,
+    fields: [bool; 3],
 }
 
 impl Family {
@@ -164,8 +202,10 @@ impl Family {
             Label::Ipv6(_) => 39,
             Label::Device(_) => 16,
             Label::Number(_) => 20,
+            Label::Owner(o) => o.fields().iter().map(|f| f.len()).sum(),
         };
-        let labels: usize = names.iter().zip(key).map(|(n, v)| n.len() + value_len(v) + 4).sum();
+        let names: usize = names.iter().map(|n| n.len() + 4).sum();
+        let labels = names + key.iter().map(value_len).sum::<usize>();
         let lines = match self.spec.kind {
             Kind::Histogram => self.spec.buckets.len() + 3,
             Kind::Counter | Kind::Gauge => 1,
@@ -181,10 +221,12 @@ struct FamilySeries {
     map: HashMap<Box<[Label]>, Series, foldhash::fast::RandomState>,
     /// Updates refused by the cap, ever.
     refused: u64,
-    /// Positions of the declared labels the policy keeps; `None`: all of them.
-    keep: Option<Box<[usize]>>,
-    /// The label names exposed: the declared ones the policy keeps.
+    /// The columns the policy keeps; `None`: all of them, whole.
+    keep: Option<Box<[Kept]>>,
+    /// The label names exposed: those the policy keeps, in order.
     label_names: Vec<String>,
+    /// Per column of a key, the owner fields it exposes (`None`: a declared label, one name).
+    shape: Box<[Option<[bool; 3]>]>,
     /// Lets the cap be reported in the log once per [`CAP_WARN_EVERY`].
     warnings: Throttle,
 }
@@ -199,22 +241,46 @@ struct Series {
 }
 
 impl FamilySeries {
-    /// The series of a family whose labels are `names` (declared and attributed), with the
+    /// The series of a family with these columns (declared and attributed), with the
     /// policy's `drop` applied.
-    fn new(names: &[String], drop: &[String]) -> Self {
-        let keep: Vec<usize> = (0..names.len()).filter(|i| !drop.contains(&names[*i])).collect();
-        let label_names = keep.iter().map(|i| names[*i].clone()).collect();
-        let keep = (keep.len() < names.len()).then(|| keep.into_boxed_slice());
+    fn new(columns: &[Column], drop: &[String]) -> Self {
+        let dropped = |n: &str| drop.iter().any(|d| d == n);
+        let (mut keep, mut label_names, mut shape) = (Vec::new(), Vec::new(), Vec::new());
+        for (at, c) in columns.iter().enumerate() {
+            match c {
+                Column::Declared(n) if !dropped(n) => {
+                    keep.push(Kept { at, fields: [true; 3] });
+                    label_names.push(n.clone());
+                    shape.push(None);
+                }
+                Column::Declared(_) => {}
+                Column::Owner(names) => {
+                    let fields = names.map(|n| !dropped(n));
+                    if fields.contains(&true) {
+                        keep.push(Kept { at, fields });
+                        let kept = names.iter().zip(fields).filter(|(_, k)| *k);
+                        label_names.extend(kept.map(|(n, _)| n.to_string()));
+                        shape.push(Some(fields));
+                    }
+                }
+            }
+        }
+        let whole = keep.len() == columns.len() && keep.iter().all(|k| k.fields == [true; 3]);
+        let keep = (!whole).then(|| keep.into_boxed_slice());
         let warnings = Throttle::new(CAP_WARN_EVERY);
-        Self { map: HashMap::default(), refused: 0, keep, label_names, warnings }
+        let shape = shape.into_boxed_slice();
+        Self { map: HashMap::default(), refused: 0, keep, label_names, shape, warnings }
     }
 
     /// The series key of an update's label values, after the policy.
     fn key(&self, labels: Vec<Label>) -> Box<[Label]> {
-        match &self.keep {
-            None => labels.into_boxed_slice(),
-            Some(keep) => keep.iter().filter_map(|i| labels.get(*i).cloned()).collect(),
-        }
+        let Some(keep) = &self.keep else { return labels.into_boxed_slice() };
+        keep.iter()
+            .filter_map(|k| match labels.get(k.at)? {
+                Label::Owner(o) => Some(Label::Owner(o.reduced(k.fields))),
+                l => Some(l.clone()),
+            })
+            .collect()
     }
 }
 
@@ -261,7 +327,7 @@ pub struct Registry {
     /// The pod table updates are attributed from; `None`: no attribution labels.
     attribution: Option<Arc<Attribution>>,
     /// The owner of an address or device that no pod holds: empty values.
-    nobody: Owner,
+    nobody: Arc<Owner>,
 }
 
 /// A TTL in ms as the registry keeps it: 0 for none, else at least 1.
@@ -285,7 +351,7 @@ impl Registry {
             policy: RwLock::default(),
             epoch: Instant::now(),
             attribution: None,
-            nobody: Owner { namespace: "".into(), workload: "".into(), pod: "".into() },
+            nobody: Owner::new("", "", ""),
         }
     }
 
@@ -320,7 +386,7 @@ impl Registry {
         let notes = policy_notes(&families, &policy);
         for f in families.iter() {
             let drop = policy.get(&f.full_name).map_or(&[][..], Vec::as_slice);
-            let fresh = FamilySeries::new(&f.label_names, drop);
+            let fresh = FamilySeries::new(&f.columns, drop);
             let mut series = f.series.lock();
             if fresh.keep != series.keep {
                 let freed: usize = series.map.values().map(|s| s.cost).sum();
@@ -407,11 +473,20 @@ impl Registry {
                 let drop = policy.get(&full_name).map_or(&[][..], Vec::as_slice);
                 let attributed =
                     self.attribution.as_ref().and_then(|_| Attributed::of(&spec.label_names));
-                let mut label_names = spec.label_names.clone();
-                label_names.extend(attributed.iter().flat_map(|a| a.names()).map(String::from));
+                let mut columns: Vec<Column> =
+                    spec.label_names.iter().cloned().map(Column::Declared).collect();
+                columns.extend(attributed.iter().flat_map(|a| a.columns()));
+                let label_names = columns
+                    .iter()
+                    .flat_map(|c| match c {
+                        Column::Declared(n) => vec![n.clone()],
+                        Column::Owner(names) => names.map(String::from).to_vec(),
+                    })
+                    .collect();
                 Arc::new(Family {
                     spec: spec.clone(),
-                    series: Mutex::new(FamilySeries::new(&label_names, drop)),
+                    series: Mutex::new(FamilySeries::new(&columns, drop)),
+                    columns,
                     label_names,
                     attributed,
                     full_name,
@@ -443,11 +518,12 @@ impl Registry {
         let (now, cap) = (self.now_ms(), self.series_cap.load(Ordering::Relaxed));
         // One load of the pod table for the whole call.
         let table = self.attribution.as_ref().map(|a| a.load());
+        let mut memo = None;
         for u in updates {
             let Some(family) = families.list.get(u.family as usize) else { continue };
             let mut labels = u.labels;
             if let (Some(a), Some(table)) = (&family.attributed, &table) {
-                a.extend(&mut labels, table, &self.devices, &self.nobody);
+                a.extend(&mut labels, table, &self.devices, &self.nobody, &mut memo);
             }
             let mut series = family.series.lock();
             let key = series.key(labels);

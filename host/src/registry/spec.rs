@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use crate::pods::Owner;
+
 /// The prefix the host puts before every analyzer's metric names.
 pub const PREFIX: &str = "wasmtap_";
 
@@ -93,6 +95,8 @@ pub enum Label {
     Ipv6(u128),
     Device(u16),
     Number(i64),
+    /// The namespace, workload and pod that attribution adds: one value, three labels.
+    Owner(Arc<Owner>),
 }
 
 /// The value part of an update.

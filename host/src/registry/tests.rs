@@ -47,16 +47,30 @@ fn crate_text(r: &Registry) -> String {
             Kind::Histogram => proto::MetricType::HISTOGRAM,
         });
         let metrics = entries.iter().map(|(labels, s)| {
-            let pairs = series.label_names.iter().zip(labels.iter()).map(|(name, value)| {
+            // An owner's kept fields are labels of their own.
+            let values = labels.iter().zip(series.shape.iter()).flat_map(|(value, fields)| {
+                match (value, fields) {
+                    (Label::Owner(o), Some(fields)) => o
+                        .fields()
+                        .into_iter()
+                        .zip(fields)
+                        .filter(|(_, kept)| **kept)
+                        .map(|(v, _)| v.to_string())
+                        .collect(),
+                    _ => vec![match value {
+                        Label::Text(s) => s.to_string(),
+                        Label::Ipv4(a) => std::net::Ipv4Addr::from(*a).to_string(),
+                        Label::Ipv6(a) => std::net::Ipv6Addr::from(*a).to_string(),
+                        Label::Device(d) => r.devices.name(*d),
+                        Label::Number(n) => n.to_string(),
+                        Label::Owner(o) => o.pod().to_string(),
+                    }],
+                }
+            });
+            let pairs = series.label_names.iter().zip(values).map(|(name, value)| {
                 let mut p = proto::LabelPair::default();
                 p.set_name(name.clone());
-                p.set_value(match value {
-                    Label::Text(s) => s.to_string(),
-                    Label::Ipv4(a) => std::net::Ipv4Addr::from(*a).to_string(),
-                    Label::Ipv6(a) => std::net::Ipv6Addr::from(*a).to_string(),
-                    Label::Device(d) => r.devices.name(*d),
-                    Label::Number(n) => n.to_string(),
-                });
+                p.set_value(value);
                 p
             });
             let mut m = proto::Metric::from_label(pairs.collect());
@@ -554,7 +568,7 @@ fn updates_are_attributed_to_the_pods_that_hold_the_addresses_then() {
     // The address of db-0 is given to a new pod: later updates carry it, in a new series.
     let reused = [("shop", "web", "web-1", [10, 0, 0, 1]), ("data", "db", "db-1", [10, 0, 0, 2])];
     let (_, b) = attributed(&reused);
-    a.publish(Table::new(b.load().listing().clone()));
+    a.publish(b.load().listing().clone());
     r.apply(&f, vec![pair(0, [10, 0, 0, 1], [10, 0, 0, 2], 2.0)]).unwrap();
     let t = text(&r);
     let pod = |p: &str| format!("namespace=\"shop\",workload=\"web\",pod=\"{p}\"");
