@@ -40,9 +40,7 @@ pub struct Owner {
 
 /// The hash of an owner's values: fixed seeds, so equal owners hash alike in every table.
 fn owner_hash(fields: &[&str; 3]) -> u64 {
-    let mut h = foldhash::fast::FixedState::with_seed(0x5eed).build_hasher();
-    fields.hash(&mut h);
-    h.finish()
+    foldhash::fast::FixedState::with_seed(0x5eed).hash_one(fields)
 }
 
 impl Owner {
