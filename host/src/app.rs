@@ -234,10 +234,20 @@ where
     let (changed_tx, changed_rx) = crossbeam_channel::bounded(1);
     let (first_tx, first_rx) = crossbeam_channel::bounded(1);
     tokio.spawn(interfaces::follow(links.clone(), changed_tx, first_tx));
-    if let (PodSource::Cri(socket), Some(attribution)) = (&cfg.pods, &attribution) {
-        let pod_metrics = cri::Metrics::register(&metrics).context("registering self-metrics")?;
-        tracing::info!(socket = %socket.display(), "attributing pods from the container runtime");
-        tokio.spawn(cri::follow(socket.clone(), attribution.clone(), pod_metrics));
+    match (&cfg.pods, &attribution) {
+        (PodSource::Cri(socket), Some(attribution)) => {
+            let pod_metrics =
+                cri::Metrics::register(&metrics).context("registering self-metrics")?;
+            tracing::info!(socket = %socket.display(), "attributing pods from the container runtime");
+            tokio.spawn(cri::follow(socket.clone(), attribution.clone(), pod_metrics));
+        }
+        (PodSource::File(listing), Some(_)) => {
+            let pod_metrics =
+                cri::Metrics::register(&metrics).context("registering self-metrics")?;
+            pod_metrics.fixed(listing.pods.len());
+            tracing::info!(pods = listing.pods.len(), "attributing pods from {}", listing.source);
+        }
+        _ => {}
     }
     match first_rx.recv_timeout(LINKS_TIMEOUT) {
         Ok(Ok(())) => {}

@@ -68,18 +68,16 @@ impl Owner {
     }
 
     /// This owner with the fields not in `keep` (namespace, workload, pod) emptied.
-    pub fn reduced(self: &Arc<Self>, keep: [bool; 3]) -> Arc<Owner> {
+    pub fn reduced(self: &Arc<Self>, keep: [bool; 3]) -> &Arc<Owner> {
         if keep == [true; 3] {
-            return self.clone();
+            return self;
         }
         let bits = keep.iter().enumerate().fold(0, |b, (i, k)| b | (usize::from(*k) << i));
-        self.reduced[bits]
-            .get_or_init(|| {
-                let [n, w, p] = self.fields();
-                let f = |s: &'static str, i: usize| if keep[i] { [n, w, p][i] } else { s };
-                Owner::new(f("", 0), f("", 1), f("", 2))
-            })
-            .clone()
+        self.reduced[bits].get_or_init(|| {
+            let [n, w, p] = self.fields();
+            let f = |s: &'static str, i: usize| if keep[i] { [n, w, p][i] } else { s };
+            Owner::new(f("", 0), f("", 1), f("", 2))
+        })
     }
 }
 
@@ -126,7 +124,7 @@ pub struct Pod {
 }
 
 /// The attribution table: what `/pods` shows and `--pods` reads.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listing {
     /// Where the table comes from: `cri:SOCKET` or `file:PATH`.
     #[serde(default)]
@@ -264,7 +262,12 @@ impl Attribution {
     /// Puts a table of `listing` in force, sharing the unchanged owners of the one it
     /// replaces; updates made from now on use it.
     pub fn publish(&self, listing: Listing) {
-        let table = Table::after(listing, Some(&self.table.load()));
+        let current = self.table.load();
+        if current.listing == listing {
+            // A poll that found nothing new: the table in force stays.
+            return;
+        }
+        let table = Table::after(listing, Some(&current));
         self.table.store(Arc::new(table));
     }
 
@@ -375,7 +378,7 @@ mod tests {
         let (a, b) = (web.reduced([true, true, false]), other.reduced([true, true, false]));
         assert_eq!(a, b);
         assert_eq!(a.fields(), ["shop", "web", ""]);
-        assert!(Arc::ptr_eq(&a, &web.reduced([true, true, false])));
+        assert!(Arc::ptr_eq(a, web.reduced([true, true, false])));
     }
 
     #[test]

@@ -92,6 +92,12 @@ impl Metrics {
             errors,
         })
     }
+
+    /// The metrics of a fixed table (`--pods`): its pods, and a source that is up.
+    pub fn fixed(&self, pods: usize) {
+        self.pods.set(i64::try_from(pods).unwrap_or(i64::MAX));
+        self.up.set(1);
+    }
 }
 
 /// A sandbox seen before: what its status said, and its namespace's id once known.

@@ -64,7 +64,7 @@ fn render_family(f: &Family, devices: &[String]) -> Option<String> {
     let (names, shape, mut entries) = {
         let series = f.series.lock();
         let entries: Vec<(Box<[Label]>, SeriesValue)> =
-            series.map.iter().map(|(k, s)| (k.clone(), s.value.clone())).collect();
+            series.entries().map(|(k, s)| (k, s.value.clone())).collect();
         (series.label_names.clone(), series.shape.clone(), entries)
     };
     if entries.is_empty() {

@@ -101,7 +101,19 @@ struct Attributed {
 
 /// A device index and its owner: the last device looked up in a call, as a call's updates
 /// mostly share one.
-type DeviceMemo = Option<(u16, Arc<Owner>)>;
+type DeviceMemo<'a> = Option<(u16, &'a Arc<Owner>)>;
+
+/// The owners of one update, in column order (source, destination, device): at most three.
+struct Owners<'a> {
+    list: [&'a Arc<Owner>; 3],
+    len: usize,
+}
+
+impl<'a> Owners<'a> {
+    fn as_slice(&self) -> &[&'a Arc<Owner>] {
+        &self.list[..self.len]
+    }
+}
 
 impl Attributed {
     /// What attribution adds to a family with these declared labels: nothing when a label it
@@ -122,43 +134,48 @@ impl Attributed {
         pair.into_iter().flatten().chain(device)
     }
 
-    /// Appends the owners to an update's declared label values: one value each, which the
-    /// exposition writes as three labels.
-    fn extend(
+    /// The owners of an update's declared label values, borrowed from the table: looked up,
+    /// never copied, so that an update to a series that exists costs no allocation.
+    fn owners<'a>(
         &self,
-        labels: &mut Vec<Label>,
-        table: &Table,
+        labels: &[Label],
+        table: &'a Table,
         devices: &Devices,
-        nobody: &Arc<Owner>,
-        memo: &mut DeviceMemo,
-    ) {
-        let owner = |l: Option<&Label>| -> Label {
+        nobody: &'a Arc<Owner>,
+        memo: &mut DeviceMemo<'a>,
+    ) -> Owners<'a> {
+        let address = |l: Option<&Label>| -> &'a Arc<Owner> {
             let found = match l {
                 Some(Label::Ipv4(a)) => table.address(&std::net::Ipv4Addr::from(*a).into()),
                 Some(Label::Ipv6(a)) => table.address(&std::net::Ipv6Addr::from(*a).into()),
                 Some(Label::Text(t)) => t.parse().ok().and_then(|a| table.address(&a)),
                 _ => None,
             };
-            Label::Owner(found.unwrap_or(nobody).clone())
+            found.unwrap_or(nobody)
         };
-        let pair = self.pair.map(|(src, dst)| [owner(labels.get(src)), owner(labels.get(dst))]);
-        let device = self.device.map(|device| {
+        let mut out = Owners { list: [nobody; 3], len: 0 };
+        if let Some((src, dst)) = self.pair {
+            out.list[0] = address(labels.get(src));
+            out.list[1] = address(labels.get(dst));
+            out.len = 2;
+        }
+        if let Some(device) = self.device {
             let found = match labels.get(device) {
-                Some(Label::Device(i)) => match memo {
-                    Some((at, o)) if at == i => Some(o.clone()),
+                Some(Label::Device(i)) => match *memo {
+                    Some((at, o)) if at == *i => o,
                     _ => {
-                        let o = devices.with_name(*i, |n| table.interface(n).cloned());
-                        let o = o.unwrap_or_else(|| nobody.clone());
-                        *memo = Some((*i, o.clone()));
-                        Some(o)
+                        let o = devices.with_name(*i, |n| table.interface(n)).unwrap_or(nobody);
+                        *memo = Some((*i, o));
+                        o
                     }
                 },
-                Some(Label::Text(n)) => table.interface(n).cloned(),
-                _ => None,
+                Some(Label::Text(n)) => table.interface(n).unwrap_or(nobody),
+                _ => nobody,
             };
-            Label::Owner(found.unwrap_or_else(|| nobody.clone()))
-        });
-        labels.extend(pair.into_iter().flatten().chain(device));
+            out.list[out.len] = found;
+            out.len += 1;
+        }
+        out
     }
 }
 
@@ -168,14 +185,6 @@ impl Attributed {
 enum Column {
     Declared(String),
     Owner([&'static str; 3]),
-}
-
-/// A kept column of a series key: its position in an update's values, and for an owner the
-/// fields (namespace, workload, pod) the policy keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Kept {
-    at: usize,
-    fields: [bool; 3],
 }
 
 impl Family {
@@ -188,14 +197,15 @@ impl Family {
         {
             return;
         }
-        let cost = self.cost(&[], &[]);
+        let cost = self.cost(&[], &[], &[]);
         self.budget.fetch_add(cost, Ordering::Relaxed);
         let s = Series { value: fresh(Value::CounterAdd(0.0)), touched_ms: now_ms, cost };
-        series.map.insert(Box::default(), s);
+        series.map.insert(Box::default(), vec![Owned { owners: Box::default(), series: s }]);
+        series.len += 1;
     }
 
     /// The estimated exposition bytes of one series: its lines times their length.
-    fn cost(&self, names: &[String], key: &[Label]) -> usize {
+    fn cost(&self, names: &[String], key: &[Label], owners: &[&Arc<Owner>]) -> usize {
         let value_len = |l: &Label| match l {
             Label::Text(s) => s.len(),
             Label::Ipv4(_) => 15,
@@ -205,7 +215,8 @@ impl Family {
             Label::Owner(o) => o.fields().iter().map(|f| f.len()).sum(),
         };
         let names: usize = names.iter().map(|n| n.len() + 4).sum();
-        let labels = names + key.iter().map(value_len).sum::<usize>();
+        let owners: usize = owners.iter().flat_map(|o| o.fields()).map(str::len).sum();
+        let labels = names + owners + key.iter().map(value_len).sum::<usize>();
         let lines = match self.spec.kind {
             Kind::Histogram => self.spec.buckets.len() + 3,
             Kind::Counter | Kind::Gauge => 1,
@@ -216,19 +227,35 @@ impl Family {
 
 #[derive(Debug)]
 struct FamilySeries {
+    /// The series by their declared label values (after the policy), and for each, one per
+    /// owners that attribution gave them (one with no owners when the family has none):
+    /// an update looks up its declared values as it would without attribution, then compares
+    /// its owners by pointer.
     /// foldhash, not SipHash: keys are label values chosen by analyzers, not by a network peer
     /// who could aim collisions at them, and lookups run for every update.
-    map: HashMap<Box<[Label]>, Series, foldhash::fast::RandomState>,
+    map: HashMap<Box<[Label]>, Vec<Owned>, foldhash::fast::RandomState>,
+    /// Series in `map`, counting each owners apart.
+    len: usize,
     /// Updates refused by the cap, ever.
     refused: u64,
-    /// The columns the policy keeps; `None`: all of them, whole.
-    keep: Option<Box<[Kept]>>,
+    /// Positions of the declared labels the policy keeps; `None`: all of them.
+    keep: Option<Box<[usize]>>,
+    /// Per owner column, the fields (namespace, workload, pod) the policy keeps; a column with
+    /// none kept is left out.
+    owner_fields: Box<[[bool; 3]]>,
     /// The label names exposed: those the policy keeps, in order.
     label_names: Vec<String>,
     /// Per column of a key, the owner fields it exposes (`None`: a declared label, one name).
     shape: Box<[Option<[bool; 3]>]>,
     /// Lets the cap be reported in the log once per [`CAP_WARN_EVERY`].
     warnings: Throttle,
+}
+
+/// A series of a declared key, and the owners that tell it from the key's other series.
+#[derive(Debug)]
+struct Owned {
+    owners: Box<[Arc<Owner>]>,
+    series: Series,
 }
 
 /// One series: its value and when it was last updated, in ms since the registry started.
@@ -246,18 +273,22 @@ impl FamilySeries {
     fn new(columns: &[Column], drop: &[String]) -> Self {
         let dropped = |n: &str| drop.iter().any(|d| d == n);
         let (mut keep, mut label_names, mut shape) = (Vec::new(), Vec::new(), Vec::new());
+        let mut owner_fields = Vec::new();
+        let mut declared = 0;
         for (at, c) in columns.iter().enumerate() {
             match c {
-                Column::Declared(n) if !dropped(n) => {
-                    keep.push(Kept { at, fields: [true; 3] });
-                    label_names.push(n.clone());
-                    shape.push(None);
+                Column::Declared(n) => {
+                    declared += 1;
+                    if !dropped(n) {
+                        keep.push(at);
+                        label_names.push(n.clone());
+                        shape.push(None);
+                    }
                 }
-                Column::Declared(_) => {}
                 Column::Owner(names) => {
                     let fields = names.map(|n| !dropped(n));
+                    owner_fields.push(fields);
                     if fields.contains(&true) {
-                        keep.push(Kept { at, fields });
                         let kept = names.iter().zip(fields).filter(|(_, k)| *k);
                         label_names.extend(kept.map(|(n, _)| n.to_string()));
                         shape.push(Some(fields));
@@ -265,22 +296,48 @@ impl FamilySeries {
                 }
             }
         }
-        let whole = keep.len() == columns.len() && keep.iter().all(|k| k.fields == [true; 3]);
-        let keep = (!whole).then(|| keep.into_boxed_slice());
-        let warnings = Throttle::new(CAP_WARN_EVERY);
-        let shape = shape.into_boxed_slice();
-        Self { map: HashMap::default(), refused: 0, keep, label_names, shape, warnings }
+        let keep = (keep.len() < declared).then(|| keep.into_boxed_slice());
+        Self {
+            map: HashMap::default(),
+            len: 0,
+            refused: 0,
+            keep,
+            owner_fields: owner_fields.into_boxed_slice(),
+            label_names,
+            shape: shape.into_boxed_slice(),
+            warnings: Throttle::new(CAP_WARN_EVERY),
+        }
     }
 
-    /// The series key of an update's label values, after the policy.
+    /// The key of an update's declared label values, after the policy.
     fn key(&self, labels: Vec<Label>) -> Box<[Label]> {
-        let Some(keep) = &self.keep else { return labels.into_boxed_slice() };
-        keep.iter()
-            .filter_map(|k| match labels.get(k.at)? {
-                Label::Owner(o) => Some(Label::Owner(o.reduced(k.fields))),
-                l => Some(l.clone()),
+        match &self.keep {
+            None => labels.into_boxed_slice(),
+            Some(keep) => keep.iter().filter_map(|i| labels.get(*i).cloned()).collect(),
+        }
+    }
+
+    /// An update's owners as this family keeps them: the policy's fields, and no column it
+    /// drops whole.
+    fn kept<'a>(&self, owners: &Owners<'a>) -> Owners<'a> {
+        let mut out = Owners { list: owners.list, len: 0 };
+        for (o, fields) in owners.as_slice().iter().zip(self.owner_fields.iter()) {
+            if fields.contains(&true) {
+                out.list[out.len] = o.reduced(*fields);
+                out.len += 1;
+            }
+        }
+        out
+    }
+
+    /// Every series with its whole key (declared values, then owners) for a render.
+    fn entries(&self) -> impl Iterator<Item = (Box<[Label]>, &Series)> {
+        self.map.iter().flat_map(|(key, list)| {
+            list.iter().map(move |o| {
+                let owners = o.owners.iter().map(|a| Label::Owner(a.clone()));
+                (key.iter().cloned().chain(owners).collect(), &o.series)
             })
-            .collect()
+        })
     }
 }
 
@@ -388,8 +445,8 @@ impl Registry {
             let drop = policy.get(&f.full_name).map_or(&[][..], Vec::as_slice);
             let fresh = FamilySeries::new(&f.columns, drop);
             let mut series = f.series.lock();
-            if fresh.keep != series.keep {
-                let freed: usize = series.map.values().map(|s| s.cost).sum();
+            if fresh.keep != series.keep || fresh.owner_fields != series.owner_fields {
+                let freed: usize = series.map.values().flatten().map(|o| o.series.cost).sum();
                 f.budget.fetch_sub(freed, Ordering::Relaxed);
                 tracing::info!(family = %f.full_name, labels = ?fresh.label_names, "label policy applied; the family starts afresh");
                 *series = fresh;
@@ -424,17 +481,22 @@ impl Registry {
             // A label-less counter's series is known in advance: it stays.
             let known = f.spec.kind == Kind::Counter;
             let mut series = f.series.lock();
-            let before = series.map.len();
+            let before = series.len;
             let mut freed = 0;
-            series.map.retain(|key, s| {
-                let keep = (known && key.is_empty()) || now.saturating_sub(s.touched_ms) <= ttl;
-                if !keep {
-                    freed += s.cost;
-                }
-                keep
+            series.map.retain(|key, list| {
+                list.retain(|o| {
+                    let s = &o.series;
+                    let keep = (known && key.is_empty()) || now.saturating_sub(s.touched_ms) <= ttl;
+                    if !keep {
+                        freed += s.cost;
+                    }
+                    keep
+                });
+                !list.is_empty()
             });
+            series.len = series.map.values().map(Vec::len).sum();
             f.budget.fetch_sub(freed, Ordering::Relaxed);
-            gone += before - series.map.len();
+            gone += before - series.len;
         }
         gone
     }
@@ -521,15 +583,24 @@ impl Registry {
         let mut memo = None;
         for u in updates {
             let Some(family) = families.list.get(u.family as usize) else { continue };
-            let mut labels = u.labels;
-            if let (Some(a), Some(table)) = (&family.attributed, &table) {
-                a.extend(&mut labels, table, &self.devices, &self.nobody, &mut memo);
-            }
+            let owners = match (&family.attributed, &table) {
+                (Some(a), Some(table)) => {
+                    a.owners(&u.labels, table, &self.devices, &self.nobody, &mut memo)
+                }
+                _ => Owners { list: [&self.nobody; 3], len: 0 },
+            };
             let mut series = family.series.lock();
-            let key = series.key(labels);
-            let at_cap = series.map.len() >= cap;
-            match series.map.get_mut(&key) {
-                Some(s) => {
+            let owners = series.kept(&owners);
+            let owners = owners.as_slice();
+            let key = series.key(u.labels);
+            let at_cap = series.len >= cap;
+            let same = |o: &Owned| {
+                o.owners.len() == owners.len()
+                    && o.owners.iter().zip(owners).all(|(a, b)| Arc::ptr_eq(a, b) || a == *b)
+            };
+            let found = series.map.get_mut(&key).and_then(|list| list.iter_mut().find(|o| same(o)));
+            match found {
+                Some(Owned { series: s, .. }) => {
                     if merge(&mut s.value, u.value) {
                         s.touched_ms = now;
                     } else {
@@ -538,7 +609,7 @@ impl Registry {
                     }
                 }
                 None => {
-                    let cost = family.cost(&series.label_names, &key);
+                    let cost = family.cost(&series.label_names, &key, owners);
                     let used = family.budget.load(Ordering::Relaxed);
                     let why = if at_cap {
                         "series cap reached"
@@ -547,7 +618,9 @@ impl Registry {
                     } else {
                         family.budget.fetch_add(cost, Ordering::Relaxed);
                         let s = Series { value: fresh(u.value), touched_ms: now, cost };
-                        series.map.insert(key, s);
+                        let owners = owners.iter().map(|o| Arc::clone(o)).collect();
+                        series.map.entry(key).or_default().push(Owned { owners, series: s });
+                        series.len += 1;
                         continue;
                     };
                     series.refused += 1;
@@ -571,7 +644,7 @@ impl Registry {
             .iter()
             .map(|f| {
                 let s = f.series.lock();
-                (f.full_name.clone(), s.map.len(), s.refused)
+                (f.full_name.clone(), s.len, s.refused)
             })
             .collect()
     }

@@ -33,11 +33,11 @@ fn crate_text(r: &Registry) -> String {
     let mut out: Vec<proto::MetricFamily> = Vec::new();
     for f in families.iter() {
         let series = f.series.lock();
-        let mut entries: Vec<_> = series.map.iter().collect();
+        let mut entries: Vec<_> = series.entries().collect();
         if entries.is_empty() {
             continue;
         }
-        entries.sort_by(|a, b| a.0.cmp(b.0));
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
         let mut mf = proto::MetricFamily::default();
         mf.set_name(f.full_name.clone());
         mf.set_help(f.spec.help.clone());
@@ -48,25 +48,26 @@ fn crate_text(r: &Registry) -> String {
         });
         let metrics = entries.iter().map(|(labels, s)| {
             // An owner's kept fields are labels of their own.
-            let values = labels.iter().zip(series.shape.iter()).flat_map(|(value, fields)| {
-                match (value, fields) {
-                    (Label::Owner(o), Some(fields)) => o
-                        .fields()
-                        .into_iter()
-                        .zip(fields)
-                        .filter(|(_, kept)| **kept)
-                        .map(|(v, _)| v.to_string())
-                        .collect(),
-                    _ => vec![match value {
-                        Label::Text(s) => s.to_string(),
-                        Label::Ipv4(a) => std::net::Ipv4Addr::from(*a).to_string(),
-                        Label::Ipv6(a) => std::net::Ipv6Addr::from(*a).to_string(),
-                        Label::Device(d) => r.devices.name(*d),
-                        Label::Number(n) => n.to_string(),
-                        Label::Owner(o) => o.pod().to_string(),
-                    }],
-                }
-            });
+            let values =
+                labels.iter().zip(series.shape.iter()).flat_map(|(value, fields)| {
+                    match (value, fields) {
+                        (Label::Owner(o), Some(fields)) => o
+                            .fields()
+                            .into_iter()
+                            .zip(fields)
+                            .filter(|(_, kept)| **kept)
+                            .map(|(v, _)| v.to_string())
+                            .collect(),
+                        _ => vec![match value {
+                            Label::Text(s) => s.to_string(),
+                            Label::Ipv4(a) => std::net::Ipv4Addr::from(*a).to_string(),
+                            Label::Ipv6(a) => std::net::Ipv6Addr::from(*a).to_string(),
+                            Label::Device(d) => r.devices.name(*d),
+                            Label::Number(n) => n.to_string(),
+                            Label::Owner(o) => o.pod().to_string(),
+                        }],
+                    }
+                });
             let pairs = series.label_names.iter().zip(values).map(|(name, value)| {
                 let mut p = proto::LabelPair::default();
                 p.set_name(name.clone());
@@ -483,7 +484,7 @@ fn a_total_that_would_overflow_is_refused_not_wrapped() {
     {
         let families = r.families.read();
         let mut series = families[0].series.lock();
-        let s = series.map.values_mut().next().unwrap();
+        let s = &mut series.map.values_mut().next().unwrap()[0].series;
         if let SeriesValue::Histogram { buckets, count, .. } = &mut s.value {
             (buckets[0], *count) = (u64::MAX - 1, u64::MAX - 1);
         }
