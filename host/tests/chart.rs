@@ -22,8 +22,12 @@
 //!
 //! Besides: `values.schema.json` refuses each of a list of bad values (one assertion each, the
 //! message naming the key) and accepts edge values; the security context is least privilege;
-//! the PrometheusRule carries exactly the rules of `dashboard/wasmtap-alerts.yaml`; the scrape
-//! objects select the Service and the pods and name their port.
+//! pod attribution (on by default) mounts the runtime socket's directory and the pods' network
+//! namespaces read-only and passes `--cri-socket`, and off mounts no host path and passes
+//! `--cri-socket=none`, with the same capabilities either way; the PrometheusRule carries
+//! exactly the rules of `dashboard/wasmtap-alerts.yaml`; the scrape objects select the Service
+//! and the pods, name their port, and drop the target labels that would clash with the
+//! attribution's `namespace` and `pod`.
 
 mod common;
 
@@ -335,6 +339,41 @@ fn values_schema_refuses_bad_values_and_accepts_edge_values() {
             "'/prometheusRule/drops/perSecond'",
         ),
         bad("unknown top-level key", json!({"prot": 9725}), "'prot' not allowed"),
+        bad("attribution on as a string", json!({"cri": {"enabled": "yes"}}), "'/cri/enabled'"),
+        bad(
+            "relative CRI socket",
+            json!({"cri": {"socket": "run/containerd/containerd.sock"}}),
+            "'/cri/socket'",
+        ),
+        // Off is `enabled: false`; the chart writes `--cri-socket=none` itself.
+        bad("CRI socket none", json!({"cri": {"socket": "none"}}), "'/cri/socket'"),
+        bad(
+            "CRI socket in / (its directory, mounted, would be the node's root)",
+            json!({"cri": {"socket": "/containerd.sock"}}),
+            "'/cri/socket'",
+        ),
+        bad(
+            "CRI socket through ..",
+            json!({"cri": {"socket": "/run/../containerd.sock"}}),
+            "'/cri/socket'",
+        ),
+        bad(
+            "CRI socket with a space",
+            json!({"cri": {"socket": "/run/my runtime/cri.sock"}}),
+            "'/cri/socket'",
+        ),
+        bad(
+            "CRI socket longer than a unix socket address",
+            json!({"cri": {"socket": format!("/run/{}/cri.sock", "d".repeat(100))}}),
+            "'/cri/socket'",
+        ),
+        bad("unknown cri key", json!({"cri": {"sockets": "/run/x.sock"}}), "'/cri'"),
+        bad("relative netns directory", json!({"cri": {"netnsDir": "netns"}}), "'/cri/netnsDir'"),
+        bad(
+            "netns directory through ..",
+            json!({"cri": {"netnsDir": "/var/run/netns/.."}}),
+            "'/cri/netnsDir'",
+        ),
         good("lowest port", json!({"port": 1})),
         good("highest port", json!({"port": 65535})),
         good("maxUnavailable 100%", json!({"updateStrategy": {"maxUnavailable": "100%"}})),
@@ -350,6 +389,13 @@ fn values_schema_refuses_bad_values_and_accepts_edge_values() {
         ),
         good("no CPU limit", json!({"resources": {"limits": {"cpu": null}}})),
         good("promiscuous", json!({"promisc": true})),
+        good("attribution off", json!({"cri": {"enabled": false}})),
+        good("CRI-O", json!({"cri": {"socket": "/run/crio/crio.sock"}})),
+        good("k3s", json!({"cri": {"socket": "/run/k3s/containerd/containerd.sock"}})),
+        good(
+            "socket name of 107 bytes",
+            json!({"cri": {"socket": format!("/run/{}", "s".repeat(102))}}),
+        ),
     ];
     let dir = TempDir::new("chart-schema");
     let file = dir.join("cases.json");
@@ -407,6 +453,8 @@ fn contradictory_values_are_refused_with_a_message() {
          "values": {"service": {"enabled": false}, "serviceMonitor": {"enabled": true}}},
         {"name": "no analyzer at all",
          "values": {"analyzers": {"builtin": false}}},
+        {"name": "CRI socket in the netns directory",
+         "values": {"cri": {"socket": "/var/run/netns/cri.sock"}}},
     ]);
     std::fs::write(&file, cases.to_string()).expect("write");
     let chart = chart_dir();
@@ -417,10 +465,13 @@ fn contradictory_values_are_refused_with_a_message() {
         file.to_str().expect("utf-8"),
     ]);
     let results = answer["cases"].as_array().expect("cases");
-    assert_eq!(results.len(), 3);
-    for (result, needle) in
-        results.iter().zip(["not both", "needs service.enabled", "without any analyzer"])
-    {
+    assert_eq!(results.len(), 4);
+    for (result, needle) in results.iter().zip([
+        "not both",
+        "needs service.enabled",
+        "without any analyzer",
+        "must not be in cri.netnsDir",
+    ]) {
         assert_eq!(result["refused"], true, "{result}");
         assert!(result["message"].as_str().unwrap_or("").contains(needle), "{result}");
     }
@@ -436,6 +487,7 @@ fn security_context_is_least_privilege() {
         ("defaults", render(None), false),
         ("every option", render(Some(&all_options_values())), true),
         ("promisc only", render_with(&json!({"promisc": true}), &dir), true),
+        ("attribution off", render_with(&json!({"cri": {"enabled": false}}), &dir), false),
     ] {
         let ds = one(&objects, "DaemonSet");
         let pod = &ds["spec"]["template"]["spec"];
@@ -529,6 +581,88 @@ fn volumes_are_mounted_where_the_arguments_point() {
     }
 }
 
+/// Pod attribution (values `cri.*`). On (the default, and with other paths): `--cri-socket`
+/// names the socket at its node path, inside a read-only hostPath mount of the directory that
+/// holds it (the same path inside and out, so the flag names the node's file), and the pods'
+/// network namespaces are mounted read-only with HostToContainer propagation. Off: no host path
+/// is mounted at all and the host is told `--cri-socket=none` (else it would look for the usual
+/// sockets itself). Either way the capabilities are the same, NET_RAW alone, and nothing is
+/// privileged or propagates back to the node.
+#[test]
+fn attribution_mounts_the_runtime_socket_and_namespaces_read_only_or_nothing() {
+    let dir = TempDir::new("chart-cri");
+    let off = render_with(&json!({"cri": {"enabled": false}}), &dir);
+    // Every option, but attribution off: the same values file with `cri.enabled` false.
+    let all = all_options_values();
+    let mut all_values =
+        chart_check(&["load", all.to_str().expect("utf-8")])["documents"][0].clone();
+    all_values["cri"]["enabled"] = json!(false);
+    let all_off = render_with(&all_values, &dir);
+    for (what, objects, socket, netns, without) in [
+        ("defaults", render(None), Some("/run/containerd/containerd.sock"), "/var/run/netns", &off),
+        ("every option", render(Some(&all)), Some("/run/crio/crio.sock"), "/run/netns", &all_off),
+        ("attribution off", off.clone(), None, "", &off),
+        ("every option, attribution off", all_off.clone(), None, "", &all_off),
+    ] {
+        let ds = one(&objects, "DaemonSet");
+        let c = container(&objects);
+        let args = strings(&c["args"]);
+        let mounts = c["volumeMounts"].as_array().expect("mounts");
+        let volumes = ds["spec"]["template"]["spec"]["volumes"].as_array().expect("volumes");
+        let host_paths: Vec<&Value> =
+            volumes.iter().filter(|v| v["hostPath"].is_object()).collect();
+        let flags: Vec<&String> = args.iter().filter(|a| a.starts_with("--cri-socket")).collect();
+        assert_eq!(flags.len(), 1, "{what}: one --cri-socket in {args:?}");
+        let Some(socket) = socket else {
+            assert_eq!(arg_value(&args, "--cri-socket").as_deref(), Some("none"), "{what}");
+            assert!(host_paths.is_empty(), "{what}: host paths mounted: {host_paths:?}");
+            continue;
+        };
+        assert_eq!(arg_value(&args, "--cri-socket").as_deref(), Some(socket), "{what}");
+        // The mount that holds the socket: its directory, from the same host path.
+        let socket_dir = Path::new(socket).parent().expect("directory").to_str().expect("utf-8");
+        let volume = |name: &Value| -> &Value {
+            volumes
+                .iter()
+                .find(|v| &v["name"] == name)
+                .unwrap_or_else(|| panic!("{what}: no volume {name}"))
+        };
+        let m = mounts
+            .iter()
+            .find(|m| m["mountPath"] == socket_dir)
+            .unwrap_or_else(|| panic!("{what}: nothing mounted at {socket_dir}: {mounts:?}"));
+        assert_eq!(m["readOnly"], true, "{what}: socket directory read-only: {m}");
+        assert!(m["mountPropagation"].is_null(), "{what}: no propagation needed: {m}");
+        let v = volume(&m["name"]);
+        assert_eq!(v["hostPath"]["path"], socket_dir, "{what}: {v}");
+        assert_eq!(v["hostPath"]["type"], "Directory", "{what}: {v}");
+        // The network namespaces: read-only, later ones propagating in, never out.
+        let m = mounts
+            .iter()
+            .find(|m| m["mountPath"] == netns)
+            .unwrap_or_else(|| panic!("{what}: nothing mounted at {netns}: {mounts:?}"));
+        assert_eq!(m["readOnly"], true, "{what}: {m}");
+        assert_eq!(m["mountPropagation"], "HostToContainer", "{what}: {m}");
+        let v = volume(&m["name"]);
+        assert_eq!(v["hostPath"]["path"], netns, "{what}: {v}");
+        assert_eq!(v["hostPath"]["type"], "DirectoryOrCreate", "{what}: {v}");
+        // Those two and no other host path.
+        assert_eq!(host_paths.len(), 2, "{what}: host paths: {host_paths:?}");
+        // No more privilege than the same values with attribution off: the same security
+        // contexts (NET_RAW, and NET_ADMIN for promisc only: security_context_is_least_privilege),
+        // and the same pod but for the two volumes.
+        let sc = &c["securityContext"];
+        assert_eq!(sc, &container(without)["securityContext"], "{what}: security context");
+        assert_eq!(sc["privileged"], false, "{what}");
+        let pod = &ds["spec"]["template"]["spec"];
+        let pod_off = &one(without, "DaemonSet")["spec"]["template"]["spec"];
+        for key in ["securityContext", "hostNetwork", "hostPID", "hostIPC"] {
+            assert_eq!(pod[key], pod_off[key], "{what}: pod {key}");
+        }
+        assert_eq!(volumes.len(), pod_off["volumes"].as_array().map_or(0, Vec::len) + 2, "{what}");
+    }
+}
+
 /// `wasmtap run <the rendered arguments> --check-config`, the config file from the ConfigMap.
 fn check_args(objects: &[Value], dir: &TempDir) -> (Vec<String>, RunResult) {
     let c = container(objects);
@@ -567,6 +701,7 @@ fn container_arguments_and_config_file_parse_with_the_built_binary() {
                 "0.0.0.0:9725",
                 "10000",
                 "600s",
+                "/run/containerd/containerd.sock",
             ],
         ),
         (
@@ -581,7 +716,13 @@ fn container_arguments_and_config_file_parse_with_the_built_binary() {
                 "wasmtap_tcp_resets_total",
                 "wasmtap_ip_dont_fragment_total",
                 "/etc/wasmtap/analyzers",
+                "/run/crio/crio.sock",
             ],
+        ),
+        (
+            "attribution off",
+            render_with(&json!({"cri": {"enabled": false}}), &TempDir::new("chart-args-off")),
+            vec!["\"veth*\"", "0.0.0.0:9725"],
         ),
     ] {
         let dir = TempDir::new("chart-args");
@@ -696,6 +837,14 @@ fn scrape_objects_select_the_pods_and_name_their_port() {
         let relabel = &endpoint["relabelings"][0];
         assert_eq!(relabel["sourceLabels"], json!(["__meta_kubernetes_pod_node_name"]), "{what}");
         assert_eq!(relabel["targetLabel"], "instance", "{what}");
+        // The operator's namespace and pod target labels (wasmtap's own) are dropped: they
+        // would turn the pod attribution's namespace and pod into exported_namespace and
+        // exported_pod (honorLabels false), or label unattributed series with wasmtap's pod
+        // (honorLabels true).
+        let drop = &endpoint["relabelings"][1];
+        assert_eq!(drop["action"], "labeldrop", "{what}: {drop}");
+        assert_eq!(drop["regex"], "namespace|pod", "{what}: {drop}");
+        assert!(endpoint["honorLabels"].is_null(), "{what}: honorLabels: {endpoint}");
     }
 
     // A change of the config file changes the pod template (a rollout): the checksum.

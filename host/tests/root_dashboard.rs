@@ -5,16 +5,21 @@
 //! namespace's input hook (after the capture point, as in `root_tcp_analysis`). In namespace a:
 //! `wasmtap run` capturing the veth, with two test analyzers beside the defaults, one that panics
 //! on its third batch (traps, restarts, quarantine) and one that floods a family with label
-//! values (the series cap, here 100 from a `--config` file, refuses them); a static file of
+//! values (the series cap, here 100 from a `--config` file, refuses them), and pod attribution
+//! from a fixed pod table (`--pods`, the `/pods` JSON the test writes): namespace a's addresses
+//! are a Deployment's pod in one Kubernetes namespace, namespace b's a StatefulSet's pod in
+//! another, whose host-side interface is the captured veth; a static file of
 //! kube-state-metrics series served by `python3 -m http.server` on loopback; Prometheus
 //! scraping both every second. The traffic: `tests/traffic.py` over IPv4 and IPv6 (bulk
-//! transfers, a slow reader, resets), then a handcrafted connection sent with tcpreplay whose
+//! transfers, a slow reader, resets), then handcrafted connections sent with tcpreplay whose
 //! segments come out of order and retransmit acknowledged data (out-of-order and spurious
-//! retransmissions, which random loss after the capture point does not make).
+//! retransmissions, which random loss after the capture point does not make), one between
+//! addresses of no pod and one between the two pods' addresses.
 //!
 //! It then shows that:
-//! - the variables are datasource, job, instance (node) and device, and each query variable's
-//!   `label_values()` finds values through the Prometheus API;
+//! - the variables are datasource, job, instance (node), namespace, workload and device, and
+//!   each query variable's `label_values()` finds values through the Prometheus API (namespace
+//!   and workload: the pod table's pod whose interface is captured);
 //! - every panel's every query, with the variables substituted (both "All" and the concrete
 //!   values), runs through `/api/v1/query_range` without error;
 //! - every query returns data (a metric whose series are known in advance, such as the flows
@@ -29,7 +34,12 @@
 //! - the pod-name join (`kube_pod_info{pod_ip}` of running, non-host-network pods) names both
 //!   ends of the IPv4 pairs after their pods, leaves the IPv6 pairs (no `pod_ip`) with their
 //!   addresses, and names nothing after a completed pod whose address was reused or after a
-//!   host-network pod.
+//!   host-network pod;
+//! - the per-workload panels, built from the host's labels alone, show the pod table's names
+//!   (which the kube-state-metrics file does not use): the captured interface's pod, the two
+//!   workloads' pairs in both directions, and, with "All", the crafted connection between
+//!   addresses of no pod (empty labels); with the namespace and workload variables set to the
+//!   captured pod's, exactly the pairs that have it at one end.
 //!
 //! Skipped (loudly) without root, unless WASMTAP_REQUIRE_ROOT=1 makes that a failure.
 
@@ -40,7 +50,7 @@ use common::live::LiveHost;
 use common::promql::{Prometheus, ScrapeJob, metric_names, url_encode};
 use common::topology::netns_exec;
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -64,7 +74,7 @@ const MAY_BE_EMPTY: [(&str, &str); 0] = [];
 /// kube-state-metrics series the dashboard may name (its pod-name join).
 const KSM_METRICS: [&str; 2] = ["kube_pod_info", "kube_pod_status_phase"];
 /// Every metric of the default analyzers and every self-metric: each must have a panel.
-const MUST_HAVE_A_PANEL: [&str; 28] = [
+const MUST_HAVE_A_PANEL: [&str; 32] = [
     "wasmtap_packets_total",
     "wasmtap_ip_packet_size_bytes",
     "wasmtap_tcp_payload_size_bytes",
@@ -93,7 +103,27 @@ const MUST_HAVE_A_PANEL: [&str; 28] = [
     "wasmtap_analyzer_restarts_total",
     "wasmtap_analyzer_skipped_packets_total",
     "wasmtap_analyzer_batch_duration_seconds",
+    "wasmtap_host_pods",
+    "wasmtap_host_pod_source_up",
+    "wasmtap_host_pod_polls_total",
+    "wasmtap_host_pod_poll_errors_total",
 ];
+
+/// A pod of the table the hosts get with `--pods`.
+struct TestPod {
+    namespace: &'static str,
+    name: &'static str,
+    workload: &'static str,
+}
+
+/// Namespace a's addresses (the traffic's client): a Deployment's pod. Named unlike the
+/// kube-state-metrics file's pods, so that a panel showing these names got them from the host.
+const CLIENT_POD: TestPod =
+    TestPod { namespace: "storefront", name: "web-7d9f8b6c4-x2x9z", workload: "web" };
+/// Namespace b's addresses (the server): a StatefulSet's pod in another namespace, behind the
+/// captured veth (its peer is in b), so the veth is this pod's host-side interface.
+const SERVER_POD: TestPod =
+    TestPod { namespace: "catalog", name: "catalog-db-0", workload: "catalog-db" };
 
 #[test]
 fn metric_names_are_read_from_promql() {
@@ -162,7 +192,7 @@ fn dashboard_has_its_variables_and_a_panel_for_every_metric() {
         .iter()
         .map(|v| v["name"].as_str().expect("name"))
         .collect();
-    assert_eq!(vars, ["datasource", "job", "instance", "device"]);
+    assert_eq!(vars, ["datasource", "job", "instance", "namespace", "workload", "device"]);
     let queries = queries(&dash);
     assert!(queries.len() > 20, "{} queries", queries.len());
     let mut ids = BTreeSet::new();
@@ -239,6 +269,34 @@ fn regex_escape(v: &str) -> String {
 // ------------------------------------------------------------------------------------------
 // Inputs
 
+/// The `--pods` table (the `/pods` JSON): [`CLIENT_POD`] with namespace a's addresses and no
+/// known interface, [`SERVER_POD`] with namespace b's and the captured veth. No node address:
+/// namespace a, where the host runs, stands for the node, but its addresses here stand for a
+/// pod's.
+fn pods_table(pair: &NetnsPair) -> Value {
+    json!({
+        "node_addresses": [],
+        "pods": [
+            {
+                "namespace": CLIENT_POD.namespace,
+                "name": CLIENT_POD.name,
+                "uid": "6b3f0c52-9d1e-4a7b-8f20-3c5d7e9a1b24",
+                "workload": CLIENT_POD.workload,
+                "addresses": [pair.v4_a, pair.v6_a],
+                "interface": null,
+            },
+            {
+                "namespace": SERVER_POD.namespace,
+                "name": SERVER_POD.name,
+                "uid": "0e8d4a61-27c3-4f95-b1d8-5a6c9e2f7d13",
+                "workload": SERVER_POD.workload,
+                "addresses": [pair.v4_b, pair.v6_b],
+                "interface": pair.veth_a,
+            },
+        ],
+    })
+}
+
 /// kube-state-metrics series in its documented format (docs/pod-metrics.md): the two test
 /// pods (client in namespace a, server in b), a completed job pod whose address the server
 /// reused, and a host-network pod on the node's address.
@@ -279,11 +337,10 @@ fn ksm_text(client: &str, server: &str) -> String {
 /// One connection whose segments come out of order and retransmit acknowledged data, as
 /// tcpreplay will send it: a handshake 20 ms per step (iRTT about 40 ms), segments d1, d3, d2
 /// of 100 bytes 1 ms apart (d2 fills the hole well within the iRTT: out of order), the ACK of
-/// all three, then d1 again (a spurious retransmission: already acknowledged). Addresses from
-/// TEST-NET-1; the frames' MACs are no interface's, so the receiving namespace drops them
-/// unanswered.
-fn reordered_connection(path: &Path, cport: u16) {
-    let (client, server) = (IpAddr::from([192, 0, 2, 1]), IpAddr::from([192, 0, 2, 2]));
+/// all three, then d1 again (a spurious retransmission: already acknowledged). The frames' MACs
+/// are no interface's, so the receiving namespace drops them unanswered, whatever the
+/// addresses.
+fn reordered_connection(path: &Path, client: IpAddr, server: IpAddr, cport: u16) {
     let (sport, isn_c, isn_s) = (80u16, 1_000u32, 5_000u32);
     let up = TcpSegment::new(client, cport, server, sport);
     let down = TcpSegment::new(server, sport, client, cport);
@@ -341,6 +398,9 @@ fn root_every_panel_query_runs_and_shows_live_data() {
         .expect("config");
     let panic_nth = test_analyzer("panic-nth-batch");
     let bomb = test_analyzer("cardinality-bomb");
+    let pods = dir.join("pods.json");
+    std::fs::write(&pods, pods_table(&pair).to_string()).expect("pods file");
+    let pods = pods.display().to_string();
     let args: Vec<String> = vec![
         "-i".into(),
         pair.veth_a.clone(),
@@ -350,12 +410,16 @@ fn root_every_panel_query_runs_and_shows_live_data() {
         panic_nth.display().to_string(),
         "--analyzer".into(),
         bomb.display().to_string(),
+        "--pods".into(),
+        pods.clone(),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut host = LiveHost::start("dashboard host", &pair.a, &args);
     host.wait_ready(Duration::from_secs(30));
-    // A healthy host beside it: the defaults alone, on the same veth.
-    let mut healthy = LiveHost::start("healthy host", &pair.a, &["-i", &pair.veth_a]);
+    // A healthy host beside it: the defaults alone, on the same veth, attributing from the same
+    // table (the pod attribution's self-metrics exist only where attribution is on).
+    let mut healthy =
+        LiveHost::start("healthy host", &pair.a, &["-i", &pair.veth_a, "--pods", &pods]);
     healthy.wait_ready(Duration::from_secs(30));
 
     // kube-state-metrics' series, from a file.
@@ -393,25 +457,35 @@ fn root_every_panel_query_runs_and_shows_live_data() {
     // Traffic, in two rounds a few scrapes apart: a series that first shows up with its count
     // already made has no earlier sample for rate() to compare with (Prometheus counts the
     // increases it sees), so the first round creates the series and the second increases them.
-    // Each round: lossy TCP over both families, then a reordered connection (its own client
-    // port, so a new connection between the same addresses).
+    // Each round: lossy TCP over both families, then two reordered connections (their own
+    // client port each round, so new connections between the same addresses): one between
+    // addresses of no pod (TEST-NET-1: empty attribution labels), one between the two pods'
+    // IPv4 addresses (so that the panels have out-of-order and spurious retransmissions also
+    // with the namespace and workload variables set).
     let started = Instant::now();
     let _server = start_traffic_server(&pair, PORT);
+    let pods_v4 = |a: &str| a.parse::<IpAddr>().expect("an IPv4 address");
+    let crafted = [
+        ("off-node", IpAddr::from([192, 0, 2, 1]), IpAddr::from([192, 0, 2, 2])),
+        ("pods", pods_v4(&pair.v4_a), pods_v4(&pair.v4_b)),
+    ];
     for round in 0..2u16 {
         for addr in [&pair.v4_b, &pair.v6_b] {
             let summary = run_lossy_traffic_client(&pair, addr, PORT, BULK_BYTES, SLOW_BYTES);
             eprintln!("round {round}: traffic client {addr}: {summary}");
         }
-        let pcap = dir.join(&format!("reordered-{round}.pcap"));
-        reordered_connection(&pcap, 40_001 + round);
-        assert_eq!(
-            tshark_count(&pcap, Some("tcp.analysis.out_of_order")),
-            1,
-            "the crafted capture's d2 should be tshark's out-of-order segment"
-        );
-        assert_eq!(tshark_count(&pcap, Some("tcp.analysis.spurious_retransmission")), 1);
-        let sent = common::live::tcpreplay(&pair.b, &pair.veth_b, &pcap);
-        assert_eq!(sent, 8, "tcpreplay sent {sent} of 8 frames");
+        for (what, client, server) in crafted {
+            let pcap = dir.join(&format!("reordered-{what}-{round}.pcap"));
+            reordered_connection(&pcap, client, server, 40_001 + round);
+            assert_eq!(
+                tshark_count(&pcap, Some("tcp.analysis.out_of_order")),
+                1,
+                "the crafted capture's d2 should be tshark's out-of-order segment"
+            );
+            assert_eq!(tshark_count(&pcap, Some("tcp.analysis.spurious_retransmission")), 1);
+            let sent = common::live::tcpreplay(&pair.b, &pair.veth_b, &pcap);
+            assert_eq!(sent, 8, "tcpreplay sent {sent} of 8 frames ({what})");
+        }
         // Three scrapes of this round's counts before the next one.
         thread::sleep(Duration::from_secs(3));
     }
@@ -495,6 +569,9 @@ fn root_every_panel_query_runs_and_shows_live_data() {
         vars.insert(name, value);
     }
     assert_eq!(vars["job"], "wasmtap");
+    // The one pod whose interface is captured: the variables list per-device labels.
+    assert_eq!(vars["namespace"], SERVER_POD.namespace);
+    assert_eq!(vars["workload"], SERVER_POD.workload);
     assert_eq!(vars["device"], pair.veth_a);
 
     // Every query of every panel.
@@ -602,5 +679,81 @@ fn root_every_panel_query_runs_and_shows_live_data() {
             );
         }
     }
+
+    // The per-workload panels: names from the pod table, through the host's labels alone.
+    let panel_rows = |title: &str, all: bool, labels: &[&str]| -> BTreeSet<Vec<String>> {
+        let q = queries(&dash)
+            .into_iter()
+            .find(|q| q.panel == title)
+            .unwrap_or_else(|| panic!("no panel {title}"));
+        let answer = prom.instant(&substitute_with(&q.expr, &vars, all, &window));
+        assert_eq!(answer["status"], "success", "{title}: {answer}");
+        let rows: BTreeSet<Vec<String>> = answer["data"]["result"]
+            .as_array()
+            .expect("result")
+            .iter()
+            .map(|r| {
+                labels.iter().map(|k| r["metric"][*k].as_str().unwrap_or("").to_string()).collect()
+            })
+            .collect();
+        eprintln!("{title} ({}): {rows:?}", if all { "All" } else { "values" });
+        rows
+    };
+    let row = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    let pod_interface =
+        panel_rows("Packets per second by pod interface", true, &["namespace", "workload", "pod"]);
+    assert_eq!(
+        pod_interface,
+        BTreeSet::from([row(&[SERVER_POD.namespace, SERVER_POD.workload, SERVER_POD.name])]),
+        "the captured veth is the server pod's interface, and no other interface is a pod's"
+    );
+    let by_workload =
+        panel_rows("Handshake time p99 by workload", true, &["namespace", "workload"]);
+    assert_eq!(by_workload, BTreeSet::from([row(&[SERVER_POD.namespace, SERVER_POD.workload])]));
+    let pair_labels = ["src_namespace", "src_workload", "dst_namespace", "dst_workload"];
+    let forward = row(&[
+        CLIENT_POD.namespace,
+        CLIENT_POD.workload,
+        SERVER_POD.namespace,
+        SERVER_POD.workload,
+    ]);
+    let backward = row(&[
+        SERVER_POD.namespace,
+        SERVER_POD.workload,
+        CLIENT_POD.namespace,
+        CLIENT_POD.workload,
+    ]);
+    // The crafted connection (TEST-NET-1, no pod's addresses): every attribution label empty.
+    let off_node = row(&["", "", "", ""]);
+    for title in [
+        "Data segments per second by workload pair (top 10)",
+        "Retransmissions per second by workload pair (top 10)",
+        "Retransmission ratio by workload pair (top 10)",
+        "Resets per second by workload pair (top 10)",
+    ] {
+        let rows = panel_rows(title, true, &pair_labels);
+        let unexpected: Vec<_> =
+            rows.iter().filter(|r| ![&forward, &backward, &off_node].contains(r)).collect();
+        assert!(
+            unexpected.is_empty(),
+            "{title}: workload pairs not in the pod table: {unexpected:?}"
+        );
+        assert!(rows.contains(&forward), "{title}: no {forward:?} in {rows:?}");
+    }
+    // Data both ways (uploads and downloads), and with "All" the pair of no pod's addresses
+    // too; with the captured pod's namespace and workload, the pairs with it at either end.
+    let segments = "Data segments per second by workload pair (top 10)";
+    assert_eq!(
+        panel_rows(segments, true, &pair_labels),
+        BTreeSet::from([forward.clone(), backward.clone(), off_node.clone()]),
+        "{segments}, All"
+    );
+    assert_eq!(
+        panel_rows(segments, false, &pair_labels),
+        BTreeSet::from([forward, backward]),
+        "{segments}, namespace {} and workload {}",
+        vars["namespace"],
+        vars["workload"]
+    );
     host.assert_running();
 }

@@ -16,6 +16,19 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "wasmtap.analyzerDir" -}}/etc/wasmtap/analyzers{{- end }}
 {{- define "wasmtap.cacheDir" -}}/var/cache/wasmtap{{- end }}
 
+{{/*
+The directory of the runtime's CRI socket, mounted whole (see daemonset.yaml). The schema keeps
+the socket out of `/` and free of `.` and `..` components; two mounts on one path would make an
+invalid pod.
+*/}}
+{{- define "wasmtap.criSocketDir" -}}
+{{- $dir := dir .Values.cri.socket -}}
+{{- if eq $dir (clean .Values.cri.netnsDir) -}}
+{{- fail "cri.socket must not be in cri.netnsDir: both would be mounted at one path" -}}
+{{- end -}}
+{{- $dir -}}
+{{- end }}
+
 {{/* Whether user analyzers are mounted, from a ConfigMap or another volume (not both). */}}
 {{- define "wasmtap.hasAnalyzers" -}}
 {{- if and .Values.analyzers.configMap .Values.analyzers.volume -}}
