@@ -25,7 +25,9 @@
 //! registry; exporter → registry and runtime), with control above it: `cli` declares the
 //! flags, `config` checks them and `app` wires the stages together; `interfaces` follows the
 //! kernel's links and attaches captures to the selected ones; `watch` follows the analyzer
-//! directory; `check` is `wasmtap check`. Below every stage, `telemetry` is where each stage
+//! directory; `cri` follows the node's pods through the container runtime; `check` is
+//! `wasmtap check`. `pods` is the attribution table the registry reads when it applies an
+//! update: which pod of the node holds an address or an interface. Below every stage, `telemetry` is where each stage
 //! registers the self-metrics it decides (and the throttle for repeated warnings), and `health`
 //! collects what `/healthz` and `/readyz` answer.
 

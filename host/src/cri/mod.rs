@@ -1,10 +1,10 @@
 //! Control: the pod source. Follows the node's pods through the container runtime's CRI socket
 //! and keeps the attribution table in force.
 //!
-//! Input: the CRI socket (`--cri-socket`), polled every [`POLL_EVERY`] and, for
-//! [`FAST_FOR`] after a network interface appears (a pod's interface appears as its sandbox
-//! starts), every [`FAST_EVERY`]; the kernel's links and addresses ([`netns`]).
-//! Output: the [`Table`] published through [`Attribution`] after every good poll;
+//! Input: the CRI socket (`--cri-socket`), polled every [`POLL_EVERY`] and, for 2 s after a
+//! network interface appears (a pod's interface appears as its sandbox starts), every 100 ms;
+//! the kernel's links and addresses (`netns`).
+//! Output: the table ([`crate::pods::Table`]) published through [`Attribution`] after every good poll;
 //! `wasmtap_host_pods`, `wasmtap_host_pod_source_up`, and the polls and errors as counters.
 //!
 //! A poll costs the runtime one `ListPodSandbox`, and a `PodSandboxStatus` for each sandbox

@@ -4,11 +4,11 @@
 //! updates their calls return ([`Update`]), from any number of worker threads.
 //! Outputs: the exposition text for the exporter, replay and check ([`Registry::exposition`]),
 //! aggregated across workers, with interned label values formatted only at scrape time; and
-//! the series counts as self-metrics ([`SeriesCounts`]), computed at every render.
+//! the series counts as self-metrics ([`expiry::SeriesCounts`]), computed at every render.
 //!
 //! Each family has its own lock, taken once per update (never per packet: analyzers aggregate
 //! within a batch). A per-family cardinality cap refuses new series beyond it and counts them;
-//! a series not updated for the TTL leaves (the [`Expiry`] thread) and frees its place. A
+//! a series not updated for the TTL leaves (the [`expiry::Expiry`] thread) and frees its place. A
 //! label-less counter's one series is known in advance: it is exported at 0 from the start
 //! and never expires. A label policy can drop labels from a family: series that differ only
 //! in them are added up, and the cap and TTL apply after that.
@@ -19,6 +19,7 @@
 //! values are looked up when an update is applied, in the table in force then, so a series
 //! keeps the pod that held its address when it was made.
 
+mod attribute;
 mod devices;
 pub mod expiry;
 mod expose;
@@ -26,6 +27,7 @@ mod series;
 mod spec;
 mod validate;
 
+pub use attribute::{DEVICE_LABELS, PAIR_LABELS};
 pub use devices::Devices;
 pub use spec::{FamilyError, FamilySpec, Kind, Label, PREFIX, Update, UpdateError, Value};
 
@@ -37,22 +39,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use attribute::{Attributed, Column, Owners};
 use parking_lot::{Mutex, RwLock};
 use series::{SeriesValue, fresh, merge};
 
-use crate::pods::{Attribution, Owner, Table};
+use crate::pods::{Attribution, Owner};
 use crate::telemetry::Throttle;
-
-/// The labels that name the pods at both ends of a per-pair family, added after its declared
-/// labels when attribution is on.
-pub const PAIR_LABELS: [&str; 6] =
-    ["src_namespace", "src_workload", "src_pod", "dst_namespace", "dst_workload", "dst_pod"];
-/// The labels that name the pod behind a per-device family's interface.
-pub const DEVICE_LABELS: [&str; 3] = ["namespace", "workload", "pod"];
-/// The declared labels that make a family per-pair or per-device.
-const SRC_IP: &str = "src_ip";
-const DST_IP: &str = "dst_ip";
-const DEVICE: &str = "device";
 
 /// Series per family unless configured otherwise: enough for every (src, dst, device) of a busy
 /// node's pod traffic, small enough that one family can't take the exporter's memory.
@@ -90,101 +82,6 @@ struct Family {
     series: Mutex<FamilySeries>,
     /// Exposition bytes held by all series of the owner's families (shared among them).
     budget: Arc<AtomicUsize>,
-}
-
-/// Positions, among a family's declared labels, of those whose owners attribution adds.
-#[derive(Debug, Clone, Copy)]
-struct Attributed {
-    pair: Option<(usize, usize)>,
-    device: Option<usize>,
-}
-
-/// A device index and its owner: the last device looked up in a call, as a call's updates
-/// mostly share one.
-type DeviceMemo<'a> = Option<(u16, &'a Arc<Owner>)>;
-
-/// The owners of one update, in column order (source, destination, device): at most three.
-struct Owners<'a> {
-    list: [&'a Arc<Owner>; 3],
-    len: usize,
-}
-
-impl<'a> Owners<'a> {
-    fn as_slice(&self) -> &[&'a Arc<Owner>] {
-        &self.list[..self.len]
-    }
-}
-
-impl Attributed {
-    /// What attribution adds to a family with these declared labels: nothing when a label it
-    /// would add is declared already.
-    fn of(declared: &[String]) -> Option<Attributed> {
-        let at = |name: &str| declared.iter().position(|l| l == name);
-        let taken = |names: &[&str]| names.iter().any(|n| at(n).is_some());
-        let pair = at(SRC_IP).zip(at(DST_IP)).filter(|_| !taken(&PAIR_LABELS));
-        let device = at(DEVICE).filter(|_| !taken(&DEVICE_LABELS));
-        (pair.is_some() || device.is_some()).then_some(Attributed { pair, device })
-    }
-
-    /// The columns it adds after the declared labels: one owner per end, then the device's.
-    fn columns(&self) -> impl Iterator<Item = Column> {
-        let [s, d] = [0, 3].map(|i| [PAIR_LABELS[i], PAIR_LABELS[i + 1], PAIR_LABELS[i + 2]]);
-        let pair = self.pair.map(|_| [Column::Owner(s), Column::Owner(d)]);
-        let device = self.device.map(|_| Column::Owner(DEVICE_LABELS));
-        pair.into_iter().flatten().chain(device)
-    }
-
-    /// The owners of an update's declared label values, borrowed from the table: looked up,
-    /// never copied, so that an update to a series that exists costs no allocation.
-    fn owners<'a>(
-        &self,
-        labels: &[Label],
-        table: &'a Table,
-        devices: &Devices,
-        nobody: &'a Arc<Owner>,
-        memo: &mut DeviceMemo<'a>,
-    ) -> Owners<'a> {
-        let address = |l: Option<&Label>| -> &'a Arc<Owner> {
-            let found = match l {
-                Some(Label::Ipv4(a)) => table.address(&std::net::Ipv4Addr::from(*a).into()),
-                Some(Label::Ipv6(a)) => table.address(&std::net::Ipv6Addr::from(*a).into()),
-                Some(Label::Text(t)) => t.parse().ok().and_then(|a| table.address(&a)),
-                _ => None,
-            };
-            found.unwrap_or(nobody)
-        };
-        let mut out = Owners { list: [nobody; 3], len: 0 };
-        if let Some((src, dst)) = self.pair {
-            out.list[0] = address(labels.get(src));
-            out.list[1] = address(labels.get(dst));
-            out.len = 2;
-        }
-        if let Some(device) = self.device {
-            let found = match labels.get(device) {
-                Some(Label::Device(i)) => match *memo {
-                    Some((at, o)) if at == *i => o,
-                    _ => {
-                        let o = devices.with_name(*i, |n| table.interface(n)).unwrap_or(nobody);
-                        *memo = Some((*i, o));
-                        o
-                    }
-                },
-                Some(Label::Text(n)) => table.interface(n).unwrap_or(nobody),
-                _ => nobody,
-            };
-            out.list[out.len] = found;
-            out.len += 1;
-        }
-        out
-    }
-}
-
-/// One value of an update as the registry keeps it: a declared label, or an owner that
-/// attribution added, exposed as three labels.
-#[derive(Debug, Clone)]
-enum Column {
-    Declared(String),
-    Owner([&'static str; 3]),
 }
 
 impl Family {

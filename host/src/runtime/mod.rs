@@ -4,8 +4,8 @@
 //! [`crate::batch::Batch`]es from the batch stage, one queue per worker.
 //! Outputs: the analyzers' updates, applied to the registry; their self-metrics and states.
 //!
-//! - [`engine`]: the wasmtime engine that validates, compiles and initializes components into
-//!   [`Analyzer`]s ([`analyzer`]), with the ABI's names ([`bindings`]) and the bounds every
+//! - `engine`: the wasmtime engine that validates, compiles and initializes components into
+//!   [`Analyzer`]s (`analyzer`), with the ABI's names (`bindings`) and the bounds every
 //!   analyzer is held to ([`bounds`]); compiled components are cached ([`cache`]);
 //! - [`instance`]: one sandboxed instance in its own `Store`, with an epoch deadline on every
 //!   call and a cap on linear memory, tables and instances;
