@@ -4,8 +4,8 @@
 //!   crafted series and stays quiet on the normal ones beside them (promtool compares the whole
 //!   list of alerts of a name at each evaluation time, so a quiet series that fired would fail);
 //! - every alert of the rules file has a test, and the tests are not vacuous: copies of the rules
-//!   with one safeguard removed each (the minimum-traffic guard, the reason filter, a `for`)
-//!   make `promtool test rules` fail.
+//!   with one safeguard removed each (the minimum-traffic guard, the reason filter, the `for`
+//!   of the drops and of the pod source alerts) make `promtool test rules` fail.
 //!
 //! The chart's PrometheusRule carries the same rules (`chart.rs` checks that).
 
@@ -34,7 +34,7 @@ fn alert_rules_pass_promtool_check() {
     let r = promtool(&dashboard_dir(), &["check", "rules", RULES]);
     eprintln!("{}", r.stdout_text());
     assert!(r.success(), "promtool check rules {RULES}: {}", r.describe());
-    assert!(r.stdout_text().contains("SUCCESS: 5 rules found"), "{}", r.describe());
+    assert!(r.stdout_text().contains("SUCCESS: 6 rules found"), "{}", r.describe());
 }
 
 #[test]
@@ -51,7 +51,7 @@ fn every_alert_has_a_test_that_checks_firing_and_quiet() {
     let tests = std::fs::read_to_string(dashboard_dir().join(TESTS)).expect("tests");
     let alerts: Vec<&str> =
         rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")).map(str::trim).collect();
-    assert_eq!(alerts.len(), 5, "{alerts:?}");
+    assert_eq!(alerts.len(), 6, "{alerts:?}");
     for alert in alerts {
         let evals: Vec<&str> = tests
             .split("- eval_time:")
@@ -74,7 +74,7 @@ fn every_alert_has_a_test_that_checks_firing_and_quiet() {
 fn the_unit_tests_catch_rules_without_their_safeguards() {
     let rules = std::fs::read_to_string(dashboard_dir().join(RULES)).expect("rules");
     let tests = std::fs::read_to_string(dashboard_dir().join(TESTS)).expect("tests");
-    let mutations: [(&str, &str, &str); 5] = [
+    let mutations: [(&str, &str, &str); 6] = [
         (
             "no minimum-traffic guard on the retransmission ratio",
             "(rate(wasmtap_tcp_data_segments_total[5m])) >= 1",
@@ -91,6 +91,11 @@ fn the_unit_tests_catch_rules_without_their_safeguards() {
             "backoff counts as quarantined",
             "{state=\"quarantined\"}",
             "{state=~\"quarantined|backoff\"}",
+        ),
+        (
+            "no `for` on the pod source alert",
+            "for: 10m\n        labels:\n          severity: warning\n        annotations:\n          summary: wasmtap cannot read",
+            "for: 0m\n        labels:\n          severity: warning\n        annotations:\n          summary: wasmtap cannot read",
         ),
     ];
     for (what, from, to) in mutations {

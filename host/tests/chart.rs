@@ -782,6 +782,15 @@ fn prometheus_rule_carries_the_alerts_file_rules() {
     assert_eq!(by_name("WasmtapAnalyzerQuarantined")["for"], "2m");
     assert_eq!(by_name("WasmtapInterfaceDown")["for"], "10m");
     assert_eq!(by_name("WasmtapSeriesRefused")["for"], "10m");
+    // Not in the every-option values (the default there): set here.
+    assert_eq!(by_name("WasmtapPodSourceDown")["for"], "10m");
+    let set = render_with(
+        &json!({"prometheusRule": {"enabled": true, "podSourceDown": {"for": "30m"}}}),
+        &dir,
+    );
+    let set = &one(&set, "PrometheusRule")["spec"]["groups"][0]["rules"];
+    let set = set.as_array().expect("rules").iter().find(|r| r["alert"] == "WasmtapPodSourceDown");
+    assert_eq!(set.map(|r| &r["for"]), Some(&json!("30m")));
     for r in rules {
         assert_eq!(r["labels"]["team"], "network", "{}", r["alert"]);
         assert_eq!(r["labels"]["severity"], "warning", "{}", r["alert"]);
@@ -795,7 +804,7 @@ fn prometheus_rule_carries_the_alerts_file_rules() {
         Command::new("promtool").arg("check").arg("rules").arg(&rules_file),
         Duration::from_secs(60),
     );
-    assert!(out.contains("SUCCESS: 5 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 6 rules found"), "{out}");
 }
 
 #[test]
