@@ -38,7 +38,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
-use tcp_analysis::{COUNTERS, Row, format_table};
+use tcp_analysis::{
+    COUNTERS, ORDER_FREE, OUT_OF_ORDER, RETRANSMISSIONS, Row, format_table, timing_allowance,
+};
 
 /// The node-side bridge ports of the two pods; named like a bridge CNI's pod veths.
 const PORTS: [&str; 2] = ["vethpa", "vethpb"];
@@ -69,28 +71,6 @@ fn secs(s: u64) -> Duration {
 
 // ------------------------------------------------------------------------------------------
 // 1. Bridge
-
-const RETRANSMISSIONS: &str = "wasmtap_tcp_retransmissions_total";
-const OUT_OF_ORDER: &str = "wasmtap_tcp_out_of_order_total";
-/// The counters that depend only on the segments of their own direction, in order: any two
-/// captures of the same frames agree on them exactly.
-const ORDER_FREE: [&str; 2] = ["wasmtap_tcp_duplicate_acks_total", "wasmtap_tcp_zero_window_total"];
-
-/// How far the other four counters of one (src, dst) pair may be from tshark's, where `n` is
-/// tshark's count of its retransmitted and out-of-order segments: 4, or a fifth of `n` if that
-/// is more. No two packet sockets see a frame at the same time: each stamps a TCP segment with
-/// its own clock reading (the skb carries TCP's monotonic departure time, which af_packet does
-/// not report), so two tcpdumps on one veth differ by up to ~35 µs per frame, and the two
-/// directions' frames can interleave differently. tshark calls a segment that does not advance
-/// the sequence out-of-order if it comes less than the initial RTT (tens of µs on a veth)
-/// after the highest one, and a retransmission fast or spurious by what the other direction
-/// has acknowledged so far; so a few segments change category between two captures of the
-/// same traffic (up to three seen on a busy machine). Every such segment is still one of
-/// them: the sum of retransmissions and out-of-order segments per pair is compared exactly.
-/// The host's replay of each capture equals tshark's counts exactly.
-fn timing_allowance(n: u64) -> u64 {
-    (n / 5).max(4)
-}
 
 /// Frames showing a tshark field, per (src, dst).
 type ByPair = BTreeMap<(IpAddr, IpAddr), u64>;

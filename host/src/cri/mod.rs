@@ -17,7 +17,7 @@ mod netns;
 
 pub use client::{Error, Reason};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,7 +115,9 @@ pub async fn follow(socket: PathBuf, attribution: Arc<Attribution>, metrics: Met
     let mut links = subscribe_links();
     let mut fast_until = Instant::now();
     let mut was_up = None;
+    let mut seen = HashSet::new();
     loop {
+        let polled = tokio::time::Instant::now();
         metrics.polls.inc();
         match poll(&socket, &mut client, &mut known).await {
             Ok(listing) => {
@@ -140,16 +142,15 @@ pub async fn follow(socket: PathBuf, attribution: Arc<Attribution>, metrics: Met
                 }
             }
         }
-        let every = if Instant::now() < fast_until { FAST_EVERY } else { POLL_EVERY };
-        let sleep = tokio::time::sleep(every);
-        tokio::pin!(sleep);
+        // The next poll: a new interface brings it forward, but never closer than
+        // FAST_EVERY to the last, however many links come or change.
         loop {
+            let every = if Instant::now() < fast_until { FAST_EVERY } else { POLL_EVERY };
             tokio::select! {
-                () = &mut sleep => break,
-                new = next_new_link(&mut links) => {
+                () = tokio::time::sleep_until(polled + every) => break,
+                new = next_new_link(&mut links, &mut seen) => {
                     if new {
                         fast_until = Instant::now() + FAST_FOR;
-                        break;
                     }
                 }
             }
@@ -184,11 +185,17 @@ fn subscribe_links() -> LinkEvents {
     }
 }
 
-/// Waits for the next link event; true for a new link. Never ends without events.
-async fn next_new_link(links: &mut LinkEvents) -> bool {
+/// Waits for the next link event; true for a link whose index `seen` did not hold (the
+/// kernel also sends "new link" when a known one changes: up, down, carrier, MTU). Never ends
+/// without events.
+async fn next_new_link(links: &mut LinkEvents, seen: &mut HashSet<u32>) -> bool {
     let Some((events, _)) = links else { return std::future::pending().await };
     match events.next().await {
-        Some(RouteNetlinkMessage::NewLink(_)) => true,
+        Some(RouteNetlinkMessage::NewLink(m)) => seen.insert(m.header.index),
+        Some(RouteNetlinkMessage::DelLink(m)) => {
+            seen.remove(&m.header.index);
+            false
+        }
         Some(_) => false,
         None => {
             *links = None;

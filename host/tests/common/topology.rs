@@ -245,7 +245,7 @@ pub fn link_stat(ns: &str, dev: &str, stat: &str) -> u64 {
 }
 
 /// TSO, GSO and GRO off, so that captures hold the real segments.
-fn offloads_off(ns: &str, dev: &str) {
+pub fn offloads_off(ns: &str, dev: &str) {
     run_ok(
         netns_exec(ns, "ethtool").args(["-K", dev, "tso", "off", "gso", "off", "gro", "off"]),
         Duration::from_secs(10),

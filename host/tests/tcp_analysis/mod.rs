@@ -1,6 +1,8 @@
 //! Shared by the tcp-analysis tests (`root_tcp_analysis`, `tcp_edge_cases`, `flow_bound`,
 //! `root_interfaces`): the analyzer's per-segment counters paired with the tshark fields they
-//! count, and their comparison with tshark's reading of the same capture, as tables.
+//! count, and their comparison with tshark's reading of the same capture, as tables; and a
+//! live host's counts of one interface against tshark's reading of a tcpdump of it
+//! ([`Reference`], `root_pods`).
 #![allow(dead_code)] // each test crate uses its own subset
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,6 +10,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
 
+use crate::common::live::{DeviceCounts, device_samples};
 use crate::common::{
     Sample, as_count, sum_by_pair, sum_metric, tshark_count, tshark_count_by_pair,
 };
@@ -22,6 +25,32 @@ pub const COUNTERS: [(&str, &str); 6] = [
     ("wasmtap_tcp_duplicate_acks_total", "tcp.analysis.duplicate_ack"),
     ("wasmtap_tcp_zero_window_total", "tcp.analysis.zero_window"),
 ];
+
+/// Retransmissions and out-of-order segments: a segment that does not advance the sequence is
+/// one or the other, by timing.
+pub const RETRANSMISSIONS: &str = COUNTERS[0].0;
+pub const OUT_OF_ORDER: &str = COUNTERS[3].0;
+
+/// The counters that depend only on the segments of their own direction, in order: any two
+/// captures of the same frames agree on them exactly.
+pub const ORDER_FREE: [&str; 2] =
+    ["wasmtap_tcp_duplicate_acks_total", "wasmtap_tcp_zero_window_total"];
+
+/// How far the other four counters of one (src, dst) pair may be from tshark's, where `n` is
+/// tshark's count of its retransmitted and out-of-order segments: 4, or a fifth of `n` if that
+/// is more. No two packet sockets see a frame at the same time: each stamps a TCP segment with
+/// its own clock reading (the skb carries TCP's monotonic departure time, which af_packet does
+/// not report), so two tcpdumps on one veth differ by up to ~35 µs per frame, and the two
+/// directions' frames can interleave differently. tshark calls a segment that does not advance
+/// the sequence out-of-order if it comes less than the initial RTT (tens of µs on a veth)
+/// after the highest one, and a retransmission fast or spurious by what the other direction
+/// has acknowledged so far; so a few segments change category between two captures of the
+/// same traffic (up to three seen on a busy machine). Every such segment is still one of
+/// them: the sum of retransmissions and out-of-order segments per pair is compared exactly.
+/// The host's replay of each capture equals tshark's counts exactly.
+pub fn timing_allowance(n: u64) -> u64 {
+    (n / 5).max(4)
+}
 
 /// The analyzer's flow-eviction counter (no labels).
 pub const EVICTIONS: &str = "wasmtap_tcp_analysis_flows_evicted_total";
@@ -123,4 +152,122 @@ pub fn format_pairs(
         );
     }
     out
+}
+
+/// The header-flags analyzer's per-pair counters and the tshark filter each one counts: they
+/// depend on each frame alone, so any two captures of the same frames agree on them exactly.
+pub const FLAG_COUNTERS: [(&str, &str); 4] = [
+    ("wasmtap_tcp_resets_total", "tcp.flags.reset==1"),
+    ("wasmtap_ip_dont_fragment_total", "ip.flags.df==1"),
+    ("wasmtap_tcp_window_scale_options_total", "tcp.options.wscale.shift"),
+    ("wasmtap_tcp_data_segments_total", "tcp.len > 0"),
+];
+
+/// Frames showing a tshark field, per (src, dst).
+pub type ByPair = BTreeMap<(IpAddr, IpAddr), u64>;
+
+/// tshark's reading of a capture of one interface that a live host captured too: its frames
+/// and, for every counter of [`FLAG_COUNTERS`] and [`COUNTERS`], the frames showing its field
+/// per (src, dst); and the host's counts of that interface against them.
+pub struct Reference {
+    device: String,
+    frames: u64,
+    counts: Vec<(&'static str, ByPair)>,
+}
+
+impl Reference {
+    pub fn read(device: &str, file: &Path) -> Reference {
+        let counts = FLAG_COUNTERS
+            .iter()
+            .chain(&COUNTERS)
+            .map(|&(metric, field)| (metric, tshark_count_by_pair(file, field)))
+            .collect();
+        Reference { device: device.into(), frames: tshark_count(file, None), counts }
+    }
+
+    pub fn tshark(&self, metric: &str) -> &ByPair {
+        &self.counts.iter().find(|c| c.0 == metric).expect("a compared counter").1
+    }
+
+    pub fn total(&self, metric: &str) -> u64 {
+        self.tshark(metric).values().sum()
+    }
+
+    /// How far a timing-dependent counter may be from tshark's (see [`timing_allowance`]).
+    fn allowed(&self, metric: &str, retransmitted_or_out_of_order: u64) -> u64 {
+        let timed = COUNTERS.iter().any(|c| c.0 == metric) && !ORDER_FREE.contains(&metric);
+        if timed { timing_allowance(retransmitted_or_out_of_order) } else { 0 }
+    }
+
+    /// The host's counts on the interface against tshark's, one line per difference: frames
+    /// and received exactly; per pair, the flag counters, duplicate ACKs and zero windows
+    /// exactly, retransmissions plus out-of-order segments exactly, and each of those within
+    /// what two packet sockets' timestamps can move (see [`timing_allowance`]).
+    pub fn mismatches(&self, samples: &[Sample]) -> Vec<String> {
+        let mut out = Vec::new();
+        let c = DeviceCounts::of(samples, &self.device);
+        if c.packets != self.frames || c.received != self.frames || c.dropped_total() != 0 {
+            out.push(format!("{}: tshark has {} frames, the host {c}", self.device, self.frames));
+        }
+        let on_device = device_samples(samples, &self.device);
+        let host: Vec<ByPair> = self.counts.iter().map(|c| sum_by_pair(&on_device, c.0)).collect();
+        let pairs: BTreeSet<(IpAddr, IpAddr)> = host
+            .iter()
+            .chain(self.counts.iter().map(|c| &c.1))
+            .flat_map(|b| b.keys().copied())
+            .collect();
+        for pair in pairs {
+            let at = |b: &ByPair| b.get(&pair).copied().unwrap_or(0);
+            let both = |metric: &str| {
+                let i = self.counts.iter().position(|c| c.0 == metric).expect("a counter");
+                (at(&host[i]), at(&self.counts[i].1))
+            };
+            let ((hr, tr), (ho, to)) = (both(RETRANSMISSIONS), both(OUT_OF_ORDER));
+            let bad = hr + ho != tr + to
+                || self.counts.iter().any(|c| {
+                    let (h, t) = both(c.0);
+                    h.abs_diff(t) > self.allowed(c.0, tr + to)
+                });
+            if bad {
+                let counts: Vec<String> = self
+                    .counts
+                    .iter()
+                    .map(|c| format!("{} {}/{}", c.0, both(c.0).0, both(c.0).1))
+                    .collect();
+                out.push(format!(
+                    "{}: {} -> {} (host/tshark): {}",
+                    self.device,
+                    pair.0,
+                    pair.1,
+                    counts.join(", ")
+                ));
+            }
+        }
+        out
+    }
+
+    /// The comparison as tables, one per counter.
+    pub fn report(&self, samples: &[Sample]) -> String {
+        let on_device = device_samples(samples, &self.device);
+        let slack = self.total(RETRANSMISSIONS) + self.total(OUT_OF_ORDER);
+        let mut out = format!(
+            "\nframes on {}: tshark {}; host {}\n",
+            self.device,
+            self.frames,
+            DeviceCounts::of(samples, &self.device)
+        );
+        for (metric, tshark) in &self.counts {
+            let host = sum_by_pair(&on_device, metric);
+            let keys: BTreeSet<_> = tshark.keys().chain(host.keys()).copied().collect();
+            let rows = keys
+                .into_iter()
+                .map(|k| {
+                    (k, (tshark.get(&k).copied().unwrap_or(0), host.get(&k).copied().unwrap_or(0)))
+                })
+                .collect();
+            let allowed = self.allowed(metric, slack);
+            out += &format_pairs(&format!("{metric} on {}", self.device), &rows, |_| allowed);
+        }
+        out
+    }
 }

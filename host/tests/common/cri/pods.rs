@@ -2,8 +2,10 @@
 //! the labels its controllers give a Deployment's, StatefulSet's, DaemonSet's or Job's pod),
 //! a running sandbox ([`Pod`]: its address, network namespace, pause process, commands run in
 //! its network namespace, its host-side interface as the kernel names it), the runtime's
-//! verbose answer about one ([`SandboxStatus`]), and real TCP between two pods
-//! ([`serve_traffic`], [`run_traffic`], [`run_lossy_traffic`], with `tests/traffic.py`).
+//! verbose answer about one ([`SandboxStatus`]), real TCP between two pods ([`serve_traffic`],
+//! [`run_traffic`], [`run_lossy_traffic`], with `tests/traffic.py`), small traffic of known
+//! shape ([`serve_sink`], [`stream_to_sink`], [`send_syns`]), and a pods' network fit for exact
+//! captures ([`super::CriNode::offloads_off`], [`super::CriNode::pin_neighbours`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,7 @@ use serde_json::Value;
 
 use super::COMMAND_TIMEOUT;
 use crate::common::process::{Spawned, next_seq, run_ok, run_with_timeout};
+use crate::common::topology::{netns_exec, offloads_off};
 use crate::common::traffic::{ClientReport, traffic_script};
 
 /// A pod as the kubelet describes it to the runtime: metadata and the pod's own labels (the
@@ -323,4 +326,134 @@ fn traffic_client(
         serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("{what}: the summary is not JSON ({e}): {line}")),
     )
+}
+
+// ------------------------------------------------------------------------------------------
+// Small traffic from a pod, and a network fit for exact captures
+
+/// A TCP sink: `SINK ADDR PORT` reads every connection to its end, then closes it.
+const SINK: &str = "import socket, sys, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(64)
+print('READY', flush=True)
+def drain(c):
+    while c.recv(65536):
+        pass
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=drain, args=(c,), daemon=True).start()
+";
+/// A steady stream: `STREAM ADDR PORT SECONDS` sends 1000 bytes every 10 ms for SECONDS on
+/// one connection, closes it cleanly (FIN both ways) and prints DONE.
+const STREAM: &str = "import socket, sys, time
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+end = time.monotonic() + float(sys.argv[3])
+while time.monotonic() < end:
+    c.sendall(b'x' * 1000)
+    time.sleep(0.01)
+c.shutdown(socket.SHUT_WR)
+c.recv(1)
+c.close()
+print('DONE', flush=True)
+";
+/// SYNs to a port where nothing listens: `SYNS ADDR PORT SECONDS` connects at once, then
+/// every 100 ms until SECONDS have passed (0: once), printing `refused` for each refusal.
+const SYNS: &str = "import socket, sys, time
+end = time.monotonic() + float(sys.argv[3])
+while True:
+    try:
+        socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1).close()
+    except ConnectionRefusedError:
+        print('refused', flush=True)
+    except OSError:
+        pass
+    if time.monotonic() >= end:
+        break
+    time.sleep(0.1)
+";
+
+impl Pod {
+    /// The name of the pod's network namespace under `/run/netns` (`cni-…`), for `ip netns
+    /// exec` (`common::traffic::add_loss`, `topology::offloads_off`). Panics for a
+    /// host-network pod.
+    pub fn netns_name(&self) -> String {
+        self.netns_path
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| {
+                panic!("{}: a host-network pod has no namespace of its own", self.name)
+            })
+    }
+
+    /// Python `script` with `args` in the pod's network namespace, in the background.
+    fn python(&self, what: &str, script: &str, args: &[&str]) -> Spawned {
+        let mut cmd = self.exec("python3");
+        cmd.arg("-c").arg(script).args(args);
+        Spawned::start(&format!("{what} in {}", self.name), &mut cmd)
+    }
+}
+
+/// A TCP sink in `server`, on its address and `port`: it reads every connection to its end.
+/// Returns once it listens; killed on drop.
+pub fn serve_sink(server: &Pod, port: u16) -> Spawned {
+    let mut sink = server.python("sink", SINK, &[&server.ip, &port.to_string()]);
+    sink.wait_for_output("READY", true, Duration::from_secs(20));
+    sink
+}
+
+/// A steady stream from `client` to [`serve_sink`] in `server` on `port`: 1000 bytes every
+/// 10 ms for `seconds` on one connection, then a clean close and `DONE` on stdout.
+pub fn stream_to_sink(client: &Pod, server: &Pod, port: u16, seconds: u64) -> Spawned {
+    let args = [server.ip.as_str(), &port.to_string(), &seconds.to_string()];
+    client.python("stream", STREAM, &args)
+}
+
+/// SYNs from `client` to `server`'s `port`, where nothing may listen: one at once, then one
+/// every 100 ms until `seconds` have passed; `refused` on stdout for each refusal.
+pub fn send_syns(client: &Pod, server: &Pod, port: u16, seconds: f64) -> Spawned {
+    let args = [server.ip.as_str(), &port.to_string(), &seconds.to_string()];
+    client.python("SYNs", SYNS, &args)
+}
+
+impl super::CriNode {
+    /// TSO, GSO and GRO off on the pod's `eth0` and on its host-side interface, so that
+    /// captures hold the segments as TCP sent them.
+    pub fn offloads_off(&self, pod: &Pod) {
+        offloads_off(&pod.netns_name(), "eth0");
+        offloads_off(self.node(), &pod.host_interface());
+    }
+
+    /// Permanent neighbour entries between `pods` (and the node's bridge address, with
+    /// `with_node`): no ARP at all, so no frame crosses an interface seconds after the traffic
+    /// (a stale entry's probes would, and a capture stopped before them would miss them).
+    pub fn pin_neighbours(&self, pods: &[&Pod], with_node: bool) {
+        // The MAC address in `ip -o link show dev DEV` (not /sys: nsenter keeps this process's).
+        let mac = |mut ip: Command, dev: &str| {
+            let out = run_ok(ip.args(["-o", "link", "show", "dev", dev]), COMMAND_TIMEOUT);
+            let mut words = out.split_whitespace().skip_while(|w| *w != "link/ether");
+            words.nth(1).unwrap_or_else(|| panic!("no MAC address in {out:?}")).to_string()
+        };
+        let node_ip = || netns_exec(self.node(), "ip");
+        // Each end: `ip` run where it is, its interface, its address and its MAC address.
+        type IpThere<'a> = Box<dyn Fn() -> Command + 'a>;
+        let mut ends: Vec<(IpThere, &str, String, String)> = Vec::new();
+        for p in pods {
+            ends.push((Box::new(|| p.exec("ip")), "eth0", p.ip.clone(), mac(p.exec("ip"), "eth0")));
+        }
+        if with_node {
+            let bridge = mac(node_ip(), super::BRIDGE);
+            ends.push((Box::new(node_ip), super::BRIDGE, self.node_address(), bridge));
+        }
+        for (i, (ip, dev, _, _)) in ends.iter().enumerate() {
+            for (_, _, address, mac) in ends.iter().enumerate().filter(|e| e.0 != i).map(|e| e.1) {
+                let args =
+                    ["neigh", "replace", address, "lladdr", mac, "dev", dev, "nud", "permanent"];
+                run_ok(ip().args(args), COMMAND_TIMEOUT);
+            }
+        }
+    }
 }
