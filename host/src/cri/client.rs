@@ -227,6 +227,63 @@ mod tests {
         assert_eq!(netns_path(r#"{"pid": 0}"#), None);
     }
 
+    /// A socket that accepts and then does `serve` with each connection.
+    fn fake_runtime(
+        dir: &Path,
+        serve: impl Fn(tokio::net::UnixStream) -> tokio::task::JoinHandle<()> + Send + 'static,
+    ) -> PathBuf {
+        let socket = dir.join("runtime.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                serve(stream);
+            }
+        });
+        socket
+    }
+
+    #[tokio::test]
+    async fn a_runtime_that_answers_garbage_is_an_error_naming_the_socket() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let socket = fake_runtime(dir.path(), |mut s| {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\nnot a gRPC answer at all").await;
+            })
+        });
+        let started = std::time::Instant::now();
+        let outcome = match Client::connect(&socket).await {
+            Ok(mut c) => c.list().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let e = outcome.expect_err("garbage taken for sandboxes");
+        assert!(e.to_string().contains("runtime.sock"), "{e}");
+        assert!(started.elapsed() < CALL_TIMEOUT * 3, "took {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_runtime_that_never_answers_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        // Accepts and holds every connection, reading nothing.
+        let socket = fake_runtime(dir.path(), |s| {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                drop(s);
+            })
+        });
+        let started = std::time::Instant::now();
+        let outcome = match Client::connect(&socket).await {
+            Ok(mut c) => c.list().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let e = outcome.expect_err("an answer from a runtime that never answers");
+        assert!(matches!(e.reason(), Reason::Timeout | Reason::Connect), "{e}");
+        assert!(e.to_string().contains("runtime.sock"), "{e}");
+        assert!(started.elapsed() < CALL_TIMEOUT * 3, "took {:?}", started.elapsed());
+    }
+
     #[tokio::test]
     async fn a_missing_socket_is_a_connect_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
