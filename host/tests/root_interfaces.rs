@@ -39,7 +39,8 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 use tcp_analysis::{
-    COUNTERS, ORDER_FREE, OUT_OF_ORDER, RETRANSMISSIONS, Row, format_table, timing_allowance,
+    COUNTERS, NOT_ADVANCING_ALLOWANCE, ORDER_FREE, OUT_OF_ORDER, RETRANSMISSIONS, Row,
+    format_table, timing_allowance,
 };
 
 /// The node-side bridge ports of the two pods; named like a bridge CNI's pod veths.
@@ -101,8 +102,9 @@ impl PortCapture {
 }
 
 /// Every difference between a scrape and the captures, one line each (empty: they agree):
-/// frames and received exactly; per (src, dst) pair, the [`ORDER_FREE`] counters and the sum of
-/// retransmissions and out-of-order segments exactly, the others within [`timing_allowance`].
+/// frames and received exactly; per (src, dst) pair, the [`ORDER_FREE`] counters exactly, the
+/// sum of retransmissions and out-of-order segments within [`NOT_ADVANCING_ALLOWANCE`], the
+/// others within [`timing_allowance`].
 fn mismatches(samples: &[Sample], ports: &[PortCapture]) -> Vec<String> {
     let mut out = Vec::new();
     for p in ports {
@@ -121,7 +123,8 @@ fn mismatches(samples: &[Sample], ports: &[PortCapture]) -> Vec<String> {
             let index = |m: &str| COUNTERS.iter().position(|c| c.0 == m).expect("a counter");
             let [r, o] = [index(RETRANSMISSIONS), index(OUT_OF_ORDER)];
             let not_advancing = |counts: &[ByPair]| get(&counts[r]) + get(&counts[o]);
-            let bad = not_advancing(&host) != not_advancing(&p.counters)
+            let bad = not_advancing(&host).abs_diff(not_advancing(&p.counters))
+                > NOT_ADVANCING_ALLOWANCE
                 || COUNTERS.iter().enumerate().any(|(i, c)| {
                     let allowed = if ORDER_FREE.contains(&c.0) { 0 } else { slack };
                     get(&host[i]).abs_diff(get(&p.counters[i])) > allowed
@@ -133,8 +136,9 @@ fn mismatches(samples: &[Sample], ports: &[PortCapture]) -> Vec<String> {
                     .map(|(i, c)| format!("{} {}/{}", c.1, get(&host[i]), get(&p.counters[i])))
                     .collect();
                 out.push(format!(
-                    "{dev}: {} -> {} (host/tshark; retransmissions + out-of-order exact, each up to \
-                     {slack} apart where timing counts): {}",
+                    "{dev}: {} -> {} (host/tshark; retransmissions + out-of-order up to \
+                     {NOT_ADVANCING_ALLOWANCE} apart, each up to {slack} apart where timing \
+                     counts): {}",
                     pair.0,
                     pair.1,
                     counts.join(", ")

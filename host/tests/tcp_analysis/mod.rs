@@ -46,11 +46,21 @@ pub const ORDER_FREE: [&str; 2] =
 /// after the highest one, and a retransmission fast or spurious by what the other direction
 /// has acknowledged so far; so a few segments change category between two captures of the
 /// same traffic (up to three seen on a busy machine). Every such segment is still one of
-/// them: the sum of retransmissions and out-of-order segments per pair is compared exactly.
-/// The host's replay of each capture equals tshark's counts exactly.
+/// them: the sum of retransmissions and out-of-order segments per pair is compared within
+/// [`NOT_ADVANCING_ALLOWANCE`]. The host's replay of each capture equals tshark's counts
+/// exactly.
 pub fn timing_allowance(n: u64) -> u64 {
     (n / 5).max(4)
 }
+
+/// How far the sum of retransmissions and out-of-order segments of one (src, dst) pair may be
+/// from tshark's on another packet socket's capture of the same interface: 1. A segment's
+/// category also depends on the other direction (an ACK beyond a gap, a window that closed),
+/// and the two directions' frames can interleave differently on two sockets, so a segment can
+/// be flagged on one and not on the other: a fresh-clone run of `root_interfaces` once saw the
+/// host count 27 retransmissions and 10 out-of-order on a pair where tshark's capture had 26
+/// and 10, every other counter and every frame count equal.
+pub const NOT_ADVANCING_ALLOWANCE: u64 = 1;
 
 /// The analyzer's flow-eviction counter (no labels).
 pub const EVICTIONS: &str = "wasmtap_tcp_analysis_flows_evicted_total";
@@ -201,8 +211,9 @@ impl Reference {
 
     /// The host's counts on the interface against tshark's, one line per difference: frames
     /// and received exactly; per pair, the flag counters, duplicate ACKs and zero windows
-    /// exactly, retransmissions plus out-of-order segments exactly, and each of those within
-    /// what two packet sockets' timestamps can move (see [`timing_allowance`]).
+    /// exactly, retransmissions plus out-of-order segments within [`NOT_ADVANCING_ALLOWANCE`],
+    /// and each of those within what two packet sockets' timestamps can move (see
+    /// [`timing_allowance`]).
     pub fn mismatches(&self, samples: &[Sample]) -> Vec<String> {
         let mut out = Vec::new();
         let c = DeviceCounts::of(samples, &self.device);
@@ -223,7 +234,7 @@ impl Reference {
                 (at(&host[i]), at(&self.counts[i].1))
             };
             let ((hr, tr), (ho, to)) = (both(RETRANSMISSIONS), both(OUT_OF_ORDER));
-            let bad = hr + ho != tr + to
+            let bad = (hr + ho).abs_diff(tr + to) > NOT_ADVANCING_ALLOWANCE
                 || self.counts.iter().any(|c| {
                     let (h, t) = both(c.0);
                     h.abs_diff(t) > self.allowed(c.0, tr + to)
