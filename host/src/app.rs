@@ -234,20 +234,23 @@ where
     let (changed_tx, changed_rx) = crossbeam_channel::bounded(1);
     let (first_tx, first_rx) = crossbeam_channel::bounded(1);
     tokio.spawn(interfaces::follow(links.clone(), changed_tx, first_tx));
-    match (&cfg.pods, &attribution) {
-        (PodSource::Cri(socket), Some(attribution)) => {
-            let pod_metrics =
-                cri::Metrics::register(&metrics).context("registering self-metrics")?;
-            tracing::info!(socket = %socket.display(), "attributing pods from the container runtime");
-            tokio.spawn(cri::follow(socket.clone(), attribution.clone(), pod_metrics));
+    if let Some(attribution) = &attribution {
+        let pod_metrics = cri::Metrics::register(&metrics).context("registering self-metrics")?;
+        match &cfg.pods {
+            PodSource::Cri(socket) => {
+                tracing::info!(socket = %socket.display(), "attributing pods from the container runtime");
+                tokio.spawn(cri::follow(socket.clone(), attribution.clone(), pod_metrics));
+            }
+            PodSource::File(listing) => {
+                pod_metrics.fixed(listing.pods.len());
+                tracing::info!(
+                    pods = listing.pods.len(),
+                    "attributing pods from {}",
+                    listing.source
+                );
+            }
+            PodSource::Off(_) => {}
         }
-        (PodSource::File(listing), Some(_)) => {
-            let pod_metrics =
-                cri::Metrics::register(&metrics).context("registering self-metrics")?;
-            pod_metrics.fixed(listing.pods.len());
-            tracing::info!(pods = listing.pods.len(), "attributing pods from {}", listing.source);
-        }
-        _ => {}
     }
     match first_rx.recv_timeout(LINKS_TIMEOUT) {
         Ok(Ok(())) => {}
