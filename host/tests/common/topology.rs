@@ -244,6 +244,16 @@ pub fn link_stat(ns: &str, dev: &str, stat: &str) -> u64 {
     text.trim().parse().unwrap_or_else(|e| panic!("{path} in {ns}: {text:?}: {e}"))
 }
 
+/// Makes bridge `name` in namespace `ns` and sets it up, quiet: no STP, no multicast snooping
+/// (see [`BridgeTopology`]).
+pub fn add_quiet_bridge(ns: &str, name: &str) {
+    let quiet = ["stp_state", "0", "mcast_snooping", "0"];
+    let mut args = vec!["-n", ns, "link", "add", name, "type", "bridge"];
+    args.extend(quiet);
+    ip(&args);
+    ip(&["-n", ns, "link", "set", name, "up"]);
+}
+
 /// TSO, GSO and GRO off, so that captures hold the real segments.
 pub fn offloads_off(ns: &str, dev: &str) {
     run_ok(
@@ -278,20 +288,7 @@ impl BridgeTopology {
         pods.v4_b = format!("10.77.{n}.2");
         let topo = BridgeTopology { node, pods, ports: ports.map(str::to_string) };
         let node = topo.node.name.as_str();
-        ip(&[
-            "-n",
-            node,
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "stp_state",
-            "0",
-            "mcast_snooping",
-            "0",
-        ]);
-        ip(&["-n", node, "link", "set", "br0", "up"]);
+        add_quiet_bridge(node, "br0");
         for (port, pod, addr) in
             [(ports[0], &topo.pods.a, &topo.pods.v4_a), (ports[1], &topo.pods.b, &topo.pods.v4_b)]
         {

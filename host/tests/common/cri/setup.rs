@@ -13,7 +13,7 @@ use super::{
     RUNC, SANDBOX_IMAGE,
 };
 use crate::common::process::{next_seq, require_tools, run_ok, run_with_timeout};
-use crate::common::topology::ip;
+use crate::common::topology::{add_quiet_bridge, ip};
 
 impl CriNode {
     /// The pods' cgroup parent (under the root of every hierarchy): the directory's name.
@@ -26,21 +26,8 @@ impl CriNode {
     /// attaches the pods' veths to it.
     pub(super) fn make_bridge(&self) {
         let node = self.node.name.as_str();
-        ip(&[
-            "-n",
-            node,
-            "link",
-            "add",
-            BRIDGE,
-            "type",
-            "bridge",
-            "stp_state",
-            "0",
-            "mcast_snooping",
-            "0",
-        ]);
+        add_quiet_bridge(node, BRIDGE);
         ip(&["-n", node, "addr", "add", &format!("{}/24", self.node_address()), "dev", BRIDGE]);
-        ip(&["-n", node, "link", "set", BRIDGE, "up"]);
     }
 
     /// containerd's config and the CNI network config (named `network`).
