@@ -31,6 +31,15 @@ pub mod header_flags {
 /// larger (readers skip the extra bytes), never smaller.
 pub const RECORD_LEN: usize = 96;
 
+/// Bytes of the tunnel extension that follows the [`RECORD_LEN`] bytes of layout 1 in a record
+/// of stride [`EXTENDED_LEN`] or more: the outermost tunnel a packet came through (see
+/// [`tunnel_offset`]). A reader built for layout 1 alone skips it by the stride.
+pub const TUNNEL_LEN: usize = 40;
+/// A record with the tunnel extension: the stride the host writes. A batch of a smaller stride
+/// (at least [`RECORD_LEN`]) has no extension, and its packets came through no tunnel the
+/// writer opened.
+pub const EXTENDED_LEN: usize = RECORD_LEN + TUNNEL_LEN;
+
 /// Byte offsets of the fields inside one record, exactly as in the WIT comment.
 pub mod offset {
     /// `u64` packet time, ns since the Unix epoch.
@@ -135,4 +144,51 @@ pub mod tcp_options {
     pub const WINDOW_SCALE: u8 = 0x08;
     /// SACK blocks (the block count is valid).
     pub const SACK_BLOCKS: u8 = 0x10;
+}
+
+/// Byte offsets of the tunnel extension's fields inside a record of stride [`EXTENDED_LEN`] or
+/// more. They describe the outermost tunnel the host opened: the one on the captured link,
+/// between two nodes. Everything in layout 1 describes the innermost packet.
+pub mod tunnel_offset {
+    /// `[16]` source address of the outermost IP header (IPv4 in the first 4 bytes).
+    pub const OUTER_SRC_ADDR: usize = 96;
+    /// `[16]` destination address of the outermost IP header.
+    pub const OUTER_DST_ADDR: usize = 112;
+    /// `u32` the outermost tunnel's id: VXLAN or Geneve VNI (24 bits), or GRE key (valid if
+    /// [`super::tunnel_bits::ID`]).
+    pub const TUNNEL_ID: usize = 128;
+    /// `u8` the outermost tunnel's kind ([`super::tunnel_kind`]); 0 if none was opened.
+    pub const TUNNEL_KIND: usize = 132;
+    /// `u8` tunnel headers opened to reach the packet, 0 to the host's limit of 3.
+    pub const TUNNEL_DEPTH: usize = 133;
+    /// `u8` tunnel bits ([`super::tunnel_bits`]).
+    pub const TUNNEL_BITS: usize = 134;
+    /// `u8` reserved, zero.
+    pub const TUNNEL_RESERVED: usize = 135;
+}
+
+/// Values of the tunnel-kind byte (offset 132).
+pub mod tunnel_kind {
+    /// Not tunnelled (or the extension is absent).
+    pub const NONE: u8 = 0;
+    /// VXLAN (RFC 7348) on one of the host's VXLAN UDP ports (`--vxlan-port`).
+    pub const VXLAN: u8 = 1;
+    /// Geneve (RFC 8926) on UDP 6081.
+    pub const GENEVE: u8 = 2;
+    /// GRE version 0 (RFC 2784/2890): IPv4, IPv6 or Ethernet inside.
+    pub const GRE: u8 = 3;
+    /// IPv4 directly inside IPv4 or IPv6 (IP protocol 4: Linux `ipip`, Calico's IP-in-IP).
+    pub const IPV4_IN_IP: u8 = 4;
+    /// IPv6 directly inside IPv4 or IPv6 (IP protocol 41: Linux `sit`, `ip6tnl`).
+    pub const IPV6_IN_IP: u8 = 5;
+}
+
+/// Bits of the record's tunnel-bits byte (offset 134).
+pub mod tunnel_bits {
+    /// The outermost IP header is IPv4.
+    pub const OUTER_IPV4: u8 = 0x01;
+    /// The outermost IP header is IPv6.
+    pub const OUTER_IPV6: u8 = 0x02;
+    /// The tunnel id is valid: a VXLAN or Geneve VNI, or a GRE header with its key.
+    pub const ID: u8 = 0x04;
 }

@@ -31,8 +31,9 @@ mod layout;
 use core::net::{Ipv4Addr, Ipv6Addr};
 
 pub use layout::{
-    HEADER_COUNT, HEADER_FLAGS, HEADER_LEN, HEADER_RESERVED, HEADER_STRIDE, HEADER_VERSION,
-    LAYOUT_VERSION, RECORD_LEN, header_flags, offset, packet_bits, tcp_flags, tcp_options,
+    EXTENDED_LEN, HEADER_COUNT, HEADER_FLAGS, HEADER_LEN, HEADER_RESERVED, HEADER_STRIDE,
+    HEADER_VERSION, LAYOUT_VERSION, RECORD_LEN, TUNNEL_LEN, header_flags, offset, packet_bits,
+    tcp_flags, tcp_options, tunnel_bits, tunnel_kind, tunnel_offset,
 };
 
 /// IP protocol number of TCP.
@@ -216,6 +217,43 @@ impl PacketFields {
     }
 }
 
+/// The tunnel extension of one record, by name (see [`tunnel_offset`]). Zero (the `Default`)
+/// means the packet came through no tunnel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TunnelFields {
+    /// Source address of the outermost IP header (IPv4 in the first 4 bytes).
+    pub outer_src: [u8; 16],
+    /// Destination address of the outermost IP header.
+    pub outer_dst: [u8; 16],
+    /// VNI or GRE key of the outermost tunnel (valid with [`tunnel_bits::ID`]).
+    pub id: u32,
+    /// The outermost tunnel's kind ([`tunnel_kind`]).
+    pub kind: u8,
+    /// Tunnel headers opened.
+    pub depth: u8,
+    /// Tunnel bits ([`tunnel_bits`]).
+    pub bits: u8,
+}
+
+impl TunnelFields {
+    /// Writes the extension into bytes [`RECORD_LEN`]..[`EXTENDED_LEN`] of the record `out`,
+    /// every byte of them (the reserved one zeroed).
+    ///
+    /// # Panics
+    /// If `out` is shorter than [`EXTENDED_LEN`] (a caller bug: the stride is fixed up front).
+    #[inline]
+    pub fn encode_into(&self, out: &mut [u8]) {
+        let r = &mut out[..EXTENDED_LEN];
+        put(r, tunnel_offset::OUTER_SRC_ADDR, self.outer_src);
+        put(r, tunnel_offset::OUTER_DST_ADDR, self.outer_dst);
+        put(r, tunnel_offset::TUNNEL_ID, self.id.to_le_bytes());
+        r[tunnel_offset::TUNNEL_KIND] = self.kind;
+        r[tunnel_offset::TUNNEL_DEPTH] = self.depth;
+        r[tunnel_offset::TUNNEL_BITS] = self.bits;
+        r[tunnel_offset::TUNNEL_RESERVED] = 0;
+    }
+}
+
 /// The 16-byte batch header of layout version 1 (the version itself is [`LAYOUT_VERSION`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {
@@ -232,9 +270,18 @@ impl BatchHeader {
     /// (96, far below `u16::MAX`).
     pub const MIN_STRIDE: u16 = RECORD_LEN as u16;
 
+    /// The stride of a writer that appends the tunnel extension: [`EXTENDED_LEN`] (136).
+    pub const EXTENDED_STRIDE: u16 = EXTENDED_LEN as u16;
+
     /// A header for `count` records of [`BatchHeader::MIN_STRIDE`] bytes, with no flags.
     pub const fn new(count: u32) -> Self {
         Self { stride: Self::MIN_STRIDE, count, flags: 0 }
+    }
+
+    /// A header for `count` records of [`BatchHeader::EXTENDED_STRIDE`] bytes (layout 1 and
+    /// the tunnel extension), with no flags.
+    pub const fn extended(count: u32) -> Self {
+        Self { stride: Self::EXTENDED_STRIDE, count, flags: 0 }
     }
 
     /// Writes the header into the first [`HEADER_LEN`] bytes of `out`, every byte of them:

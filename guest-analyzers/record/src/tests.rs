@@ -157,3 +157,29 @@ fn constructors_fill_the_fields_they_name() {
     assert_eq!((v6.packet_bits, v6.ip_len, v6.ttl), (0x02, 40, 64));
     assert_eq!(v6.src, Ipv6Addr::LOCALHOST.octets());
 }
+
+/// The tunnel extension at the offsets of the WIT comment (96..136), written as given.
+#[test]
+fn tunnel_extension_layout() {
+    let t = TunnelFields {
+        outer_src: [192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        outer_dst: core::array::from_fn(|i| 0x80 + i as u8),
+        id: 0x00ab_cdef,
+        kind: tunnel_kind::VXLAN,
+        depth: 2,
+        bits: tunnel_bits::OUTER_IPV4 | tunnel_bits::ID,
+    };
+    let mut r = [0xeeu8; 140];
+    t.encode_into(&mut r);
+    assert_eq!(&r[..96], &[0xee; 96], "layout 1's bytes are not touched");
+    assert_eq!(&r[96..112], &t.outer_src);
+    assert_eq!(&r[112..128], &t.outer_dst);
+    assert_eq!(u32_at(&r, 128), 0x00ab_cdef);
+    assert_eq!((r[132], r[133], r[134], r[135]), (1, 2, 0x05, 0));
+    assert_eq!(&r[136..], &[0xee; 4], "nothing past the extension is touched");
+    assert_eq!((EXTENDED_LEN, TUNNEL_LEN), (136, 40));
+
+    let mut buf = [0u8; HEADER_LEN];
+    BatchHeader::extended(3).encode_into(&mut buf);
+    assert_eq!((u16_at(&buf, 2), u32_at(&buf, 4)), (136, 3));
+}

@@ -92,3 +92,116 @@ impl Totals {
         }
     }
 }
+
+/// How tshark is to dissect a capture with tunnels in it: the UDP ports to decode as VXLAN
+/// besides 4789, which it knows (`-d udp.port==8472,vxlan` for the Linux kernel's default).
+#[derive(Debug, Clone, Default)]
+pub struct Dissect {
+    pub vxlan_ports: Vec<u16>,
+}
+
+impl Dissect {
+    /// VXLAN on `ports` as well as on 4789.
+    pub fn vxlan(ports: &[u16]) -> Dissect {
+        Dissect { vxlan_ports: ports.to_vec() }
+    }
+
+    fn args(&self) -> Vec<String> {
+        self.vxlan_ports
+            .iter()
+            .flat_map(|p| ["-d".to_owned(), format!("udp.port=={p},vxlan")])
+            .collect()
+    }
+}
+
+/// One frame as tshark dissects it, reduced to its innermost IP header: the one the host's
+/// records describe. A header quoted inside an ICMP error does not count: the host reads the
+/// ICMP packet's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InnerFrame {
+    /// The innermost source and destination, `None` for a frame without IP.
+    pub pair: Option<(IpAddr, IpAddr)>,
+    /// The innermost header is IPv4 with don't-fragment set.
+    pub dont_fragment: bool,
+    /// How many IP headers carry the innermost one (0 for a frame that is not tunnelled).
+    pub outer_ip_headers: usize,
+}
+
+/// The frames of `file` matching `filter` (all for `None`), each reduced to its innermost IP
+/// header, in capture order.
+pub fn tshark_inner_frames(
+    file: &Path,
+    filter: Option<&str>,
+    dissect: &Dissect,
+) -> Vec<InnerFrame> {
+    require_tools(&["tshark"]);
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-n").arg("-r").arg(file).args(dissect.args());
+    if let Some(f) = filter {
+        cmd.args(["-Y", f]);
+    }
+    cmd.args(["-T", "fields", "-E", "separator=/t", "-E", "occurrence=a", "-E", "aggregator=,"]);
+    for f in ["frame.protocols", "ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "ip.flags.df"] {
+        cmd.args(["-e", f]);
+    }
+    let out = run_ok(&mut cmd, Duration::from_secs(300));
+    out.lines().filter(|l| !l.is_empty()).map(inner_frame).collect()
+}
+
+/// Reads one row of [`tshark_inner_frames`]: the protocol stack says which IP header is the
+/// innermost (the last `ip` or `ipv6` before any `icmp`/`icmpv6`) and its index among the
+/// headers of its version; the address and DF lists are indexed by it.
+fn inner_frame(line: &str) -> InnerFrame {
+    let cols: Vec<&str> = line.split('\t').collect();
+    let col = |i: usize| -> Vec<&str> {
+        cols.get(i).map(|c| c.split(',').filter(|s| !s.is_empty()).collect()).unwrap_or_default()
+    };
+    let (mut v4, mut v6, mut last) = (0usize, 0usize, None);
+    for layer in cols.first().copied().unwrap_or("").split(':') {
+        match layer {
+            "icmp" | "icmpv6" => break,
+            "ip" => {
+                v4 += 1;
+                last = Some((4, v4 - 1));
+            }
+            "ipv6" => {
+                v6 += 1;
+                last = Some((6, v6 - 1));
+            }
+            _ => {}
+        }
+    }
+    let addr = |list: Vec<&str>, at: usize| -> IpAddr {
+        let s = list.get(at).unwrap_or_else(|| panic!("tshark row {line:?}: no address {at}"));
+        s.parse().unwrap_or_else(|e| panic!("tshark address {s:?} in {line:?}: {e}"))
+    };
+    match last {
+        None => InnerFrame { pair: None, dont_fragment: false, outer_ip_headers: 0 },
+        Some((4, at)) => InnerFrame {
+            pair: Some((addr(col(1), at), addr(col(2), at))),
+            dont_fragment: col(5).get(at).is_some_and(|d| *d == "1" || *d == "True"),
+            outer_ip_headers: v4 + v6 - 1,
+        },
+        Some((_, at)) => InnerFrame {
+            pair: Some((addr(col(3), at), addr(col(4), at))),
+            dont_fragment: false,
+            outer_ip_headers: v4 + v6 - 1,
+        },
+    }
+}
+
+/// Frames matching `filter` and `keep`, counted per innermost (source, destination).
+pub fn tshark_count_by_inner_pair(
+    file: &Path,
+    filter: &str,
+    dissect: &Dissect,
+    keep: impl Fn(&InnerFrame) -> bool,
+) -> BTreeMap<(IpAddr, IpAddr), u64> {
+    let mut out = BTreeMap::new();
+    for f in tshark_inner_frames(file, Some(filter), dissect) {
+        if let Some(pair) = f.pair.filter(|_| keep(&f)) {
+            *out.entry(pair).or_insert(0) += 1;
+        }
+    }
+    out
+}

@@ -12,7 +12,8 @@ use std::path::Path;
 
 use crate::common::live::{DeviceCounts, device_samples};
 use crate::common::{
-    Sample, as_count, sum_by_pair, sum_metric, tshark_count, tshark_count_by_pair,
+    Dissect, Sample, as_count, sum_by_pair, sum_metric, tshark_count, tshark_count_by_inner_pair,
+    tshark_count_by_pair,
 };
 
 /// The tcp-analysis analyzer's per-segment counters and the tshark field each one counts
@@ -173,6 +174,9 @@ pub const FLAG_COUNTERS: [(&str, &str); 4] = [
     ("wasmtap_tcp_data_segments_total", "tcp.len > 0"),
 ];
 
+/// The header-flags analyzer's don't-fragment counter.
+pub const DONT_FRAGMENT: &str = FLAG_COUNTERS[1].0;
+
 /// Frames showing a tshark field, per (src, dst).
 pub type ByPair = BTreeMap<(IpAddr, IpAddr), u64>;
 
@@ -191,6 +195,25 @@ impl Reference {
             .iter()
             .chain(&COUNTERS)
             .map(|&(metric, field)| (metric, tshark_count_by_pair(file, field)))
+            .collect();
+        Reference { device: device.into(), frames: tshark_count(file, None), counts }
+    }
+
+    /// The same for a capture with tunnels in it: every frame counts for its innermost
+    /// addresses, and don't-fragment is the innermost header's (`ip.flags.df==1` matches a
+    /// frame whose outer header has it, as a VXLAN underlay's often does).
+    pub fn read_inner(device: &str, file: &Path, dissect: &Dissect) -> Reference {
+        let counts = FLAG_COUNTERS
+            .iter()
+            .chain(&COUNTERS)
+            .map(|&(metric, field)| {
+                let by_pair = if metric == DONT_FRAGMENT {
+                    tshark_count_by_inner_pair(file, "ip", dissect, |f| f.dont_fragment)
+                } else {
+                    tshark_count_by_inner_pair(file, field, dissect, |_| true)
+                };
+                (metric, by_pair)
+            })
             .collect();
         Reference { device: device.into(), frames: tshark_count(file, None), counts }
     }
