@@ -2,19 +2,26 @@
 //! to `process`.
 //!
 //! Input: the `list<u8>` of one `process` call, laid out as documented on `process` in
-//! `wit/analyzer.wit` (layout version 1). Output: a [`Batch`] that yields one [`Packet`] per
-//! record; every field accessor reads the little-endian bytes in place, without copying or
-//! allocating. The offsets come from `wasmtap-record`, the crate the host writes batches with.
+//! `wit/analyzer.wit` (layout version 1, and the tunnel extension when the stride is at least
+//! 136). Output: a [`Batch`] that yields one [`Packet`] per record; every field accessor reads
+//! the little-endian bytes in place, without copying or allocating, and [`Packet::tunnel`]
+//! reads the extension ([`Tunnel`]). The offsets come from `wasmtap-record`, the crate the host
+//! writes batches with.
 
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use wasmtap_record::{
-    HEADER_COUNT, HEADER_FLAGS, HEADER_LEN, HEADER_STRIDE, HEADER_VERSION, LAYOUT_VERSION,
-    RECORD_LEN, header_flags, offset, packet_bits, tcp_flags, tcp_options,
+    EXTENDED_LEN, HEADER_COUNT, HEADER_FLAGS, HEADER_LEN, HEADER_STRIDE, HEADER_VERSION,
+    LAYOUT_VERSION, RECORD_LEN, TUNNEL_LEN, header_flags, offset, packet_bits, tcp_flags,
+    tcp_options,
 };
 
 use crate::family::Label;
+
+mod tunnel;
+
+pub use tunnel::{Tunnel, TunnelKind};
 
 /// Why a batch buffer was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,11 +140,18 @@ impl<'a> Batch<'a> {
         self.stride
     }
 
+    /// True if the records carry the tunnel extension (a stride of at least 136): the writer
+    /// opens tunnels, and [`Packet::tunnel`] says which packets came through one. Without it
+    /// no packet of the batch came through a tunnel.
+    pub fn has_tunnel_extension(&self) -> bool {
+        self.stride >= EXTENDED_LEN
+    }
+
     /// The record at `index`, if there is one.
     pub fn get(&self, index: usize) -> Option<Packet<'a>> {
         let start = index.checked_mul(self.stride)?;
-        let rec = self.records.get(start..)?.first_chunk::<RECORD_LEN>()?;
-        Some(Packet { rec })
+        let record = self.records.get(start..)?.get(..self.stride)?;
+        Packet::split(record)
     }
 
     /// Iterates the records in order.
@@ -167,10 +181,13 @@ impl<'a> Iterator for Packets<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Packet<'a>> {
-        let rec = self.rest.first_chunk::<RECORD_LEN>()?;
-        self.rest = self.rest.get(self.stride..).unwrap_or_default();
+        // Two length checks per record, as many as reading a layout-1 record and skipping the
+        // stride: the record's tail is a by-product of the split, not a third check.
+        let (record, rest) = self.rest.split_at_checked(self.stride)?;
+        let packet = Packet::split(record)?;
+        self.rest = rest;
         self.remaining = self.remaining.saturating_sub(1);
-        Some(Packet { rec })
+        Some(packet)
     }
 
     #[inline]
@@ -192,9 +209,18 @@ pub enum Direction {
 
 /// One packet record: accessors read the fields in place. Fields the packet does not carry
 /// read as zero.
+///
+/// For a tunnelled packet the addresses, ports, flags, lengths, TTL and other header fields
+/// describe the innermost packet, except [`Packet::wire_len`], the captured frame's;
+/// [`Packet::tunnel`] describes the outermost tunnel.
 #[derive(Clone, Copy)]
 pub struct Packet<'a> {
+    // The layout-1 bytes as a fixed-size array, so that the field accessors index it with
+    // constant offsets and no bounds check.
     rec: &'a [u8; RECORD_LEN],
+    // The record's bytes past layout 1: empty at stride 96, the tunnel extension (and whatever
+    // a later layout appends) from stride 136. Only `tunnel` checks its length.
+    tail: &'a [u8],
 }
 
 impl fmt::Debug for Packet<'_> {
@@ -206,11 +232,19 @@ impl fmt::Debug for Packet<'_> {
             .field("ports", &(self.src_port(), self.dst_port()))
             .field("tcp_flags", &self.tcp_flags())
             .field("device", &self.device())
+            .field("tunnel", &self.tunnel())
             .finish_non_exhaustive()
     }
 }
 
 impl<'a> Packet<'a> {
+    /// The view of one record of `stride` bytes, or `None` if it is shorter than layout 1.
+    #[inline]
+    fn split(record: &'a [u8]) -> Option<Self> {
+        let (rec, tail) = record.split_first_chunk::<RECORD_LEN>()?;
+        Some(Self { rec, tail })
+    }
+
     #[inline]
     fn u8(&self, at: usize) -> u8 {
         self.rec[at]
@@ -252,7 +286,8 @@ impl<'a> Packet<'a> {
     /// Key per-flow state by it alone: a connection seen on two interfaces (say a pod's veth
     /// and its peer's bridge port, both captured by `-i any`) has one flow id per interface,
     /// so each observation point is analyzed on its own and a copy of a segment on a second
-    /// interface is never mistaken for a retransmission.
+    /// interface is never mistaken for a retransmission. For a tunnelled packet it covers the
+    /// tunnel ids too, so two overlays with the same inner addresses are two flows.
     #[inline]
     pub fn flow_id(&self) -> u64 {
         self.u64(offset::FLOW_ID)
@@ -336,7 +371,8 @@ impl<'a> Packet<'a> {
     pub fn tsecr(&self) -> u32 {
         self.u32(offset::TSECR)
     }
-    /// Frame length on the wire.
+    /// Frame length on the wire: for a tunnelled packet, the captured frame's, outer headers
+    /// included.
     #[inline]
     pub fn wire_len(&self) -> u32 {
         self.u32(offset::WIRE_LEN)
@@ -532,6 +568,12 @@ impl<'a> Packet<'a> {
     #[inline]
     pub fn tcp_header_len(&self) -> u8 {
         self.u8(offset::TCP_HEADER_LEN)
+    }
+    /// The outermost tunnel the packet came through, or `None` if it came through none: the
+    /// batch's stride is below 136 (no extension), or the extension's kind byte is 0.
+    #[inline]
+    pub fn tunnel(&self) -> Option<Tunnel<'a>> {
+        Tunnel::read(self.tail.first_chunk::<TUNNEL_LEN>()?)
     }
 }
 

@@ -44,6 +44,36 @@
 //! the little-endian record in place. [`Packet::src_label`], [`Packet::dst_label`] and
 //! [`Packet::device_label`] give ready-made [`Label`]s.
 //!
+//! The record is layout version 1: the [`RECORD_LEN`] (96) bytes documented on `process` in
+//! `wit/analyzer.wit`, at offsets [`offset`], in records of the batch's stride (at least 96;
+//! readers skip what follows). The host writes stride [`EXTENDED_LEN`] (136): bytes 96..136 are
+//! the **tunnel extension** ([`tunnel_offset`]). When the host opens a tunnel (VXLAN, Geneve,
+//! GRE, IPv4 or IPv6 in IP), every layout-1 field (addresses, ports, flags, IP and payload
+//! lengths, TTL, …) describes the innermost packet, except the frame length
+//! ([`Packet::wire_len`]), which stays the captured frame's; the flow id covers the tunnel ids
+//! too, so two overlays with the same inner addresses are two flows. [`Packet::tunnel`] reads
+//! the extension: the outermost tunnel's [`TunnelKind`] (an unknown code is carried, not
+//! refused), its VNI or GRE key, the number of tunnel headers opened, and the outer addresses.
+//! It is `None` for a packet that came through no tunnel, and for every packet of a batch whose
+//! stride is below 136 (a writer that appends no extension). An analyzer that ignores it
+//! reads layout 1 alone, as before.
+//!
+//! ```
+//! use wasmtap_sdk::{Batch, Label, TunnelKind, Updates};
+//!
+//! /// Per VXLAN VNI, the bytes of the frames that carried it.
+//! fn vxlan_bytes(batch: &Batch<'_>, bytes: wasmtap_sdk::Counter, out: &mut Updates) {
+//!     for p in batch {
+//!         if let Some(t) = p.tunnel()
+//!             && t.kind() == TunnelKind::Vxlan
+//!             && let Some(vni) = t.id()
+//!         {
+//!             out.add(bytes, &[Label::Number(i64::from(vni))], f64::from(p.wire_len()));
+//!         }
+//!     }
+//! }
+//! ```
+//!
 //! ## 3. Emitting metrics
 //!
 //! [`Updates`] aggregates per series: [`Updates::inc`]/[`Updates::add`] sum counter adds,
@@ -97,15 +127,16 @@ mod family;
 mod runner;
 mod updates;
 
-pub use batch::{Batch, BatchError, Direction, Packet, Packets};
+pub use batch::{Batch, BatchError, Direction, Packet, Packets, Tunnel, TunnelKind};
 pub use builder::BatchBuilder;
 pub use family::{AnalyzerInfo, Counter, Gauge, Histogram, Label, MAX_LABELS};
 pub use runner::{HOLD_MAX_SERIES, Runner};
 pub use updates::{LabelMap, Updates};
 // The batch layout and the record's fields, from the crate the host writes batches with.
 pub use wasmtap_record::{
-    HEADER_FLAGS, HEADER_LEN, LAYOUT_VERSION, PacketFields, RECORD_LEN, header_flags, offset,
-    packet_bits, tcp_flags, tcp_options,
+    EXTENDED_LEN, HEADER_FLAGS, HEADER_LEN, LAYOUT_VERSION, PacketFields, RECORD_LEN, TUNNEL_LEN,
+    TunnelFields, header_flags, offset, packet_bits, tcp_flags, tcp_options, tunnel_bits,
+    tunnel_kind, tunnel_offset,
 };
 
 /// Bindings generated from the WIT contract (`wit/analyzer.wit`, world `analyzer-component`).
