@@ -154,11 +154,11 @@ fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
         Batcher::new(catalog.workers().queues(), p.batch_size, DEFAULT_MAX_AGE, FullQueue::Wait);
     let devices = registry.devices().clone();
     for path in &cfg.captures {
-        let name = path
-            .file_name()
-            .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-        let received = capture_metrics.received(&name);
-        match capture::replay(path, &mut batcher, &devices, &received, &|n| bar.inc(n)) {
+        let read =
+            capture::replay(path, &mut batcher, &devices, &p.vxlan, &capture_metrics, &|n| {
+                bar.inc(n)
+            });
+        match read {
             Ok(n) => tracing::debug!(capture = %path.display(), packets = n, "replayed"),
             Err(e) => {
                 bar.suspend(|| tracing::error!("{e}"));
@@ -262,6 +262,7 @@ where
         devices: registry.devices().clone(),
         metrics: Arc::new(CaptureMetrics::new(&metrics).context("registering self-metrics")?),
         selection: Arc::new(cfg.selection.clone()),
+        vxlan: p.vxlan,
     };
     let options = Options {
         snaplen: cfg.snaplen,

@@ -13,11 +13,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::batch::{Batch, Batcher, DEFAULT_MAX_AGE, FullQueue};
-use crate::capture;
+use crate::capture::{self, CaptureMetrics};
 use crate::config;
+use crate::decode::VxlanPorts;
 use crate::registry::{Devices, Registry};
 use crate::runtime::instance::{CallError, LogCounters};
 use crate::runtime::{ABI_VERSION, Runtime, Session, defaults};
+use crate::telemetry::SelfMetrics;
 
 /// The sample capture checked against when no `--pcap` is given: real IPv4 and IPv6 TCP
 /// traffic with handshakes, bulk data and resets.
@@ -105,13 +107,15 @@ pub fn check(cfg: &config::Check, out: &mut dyn Write) -> anyhow::Result<Outcome
     };
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(crate::batch::QUEUE_BATCHES);
     // Counted by the report itself; no self-metrics are shown.
-    let received = prometheus::IntCounter::new("check_packets", "unused")?;
+    let unshown = SelfMetrics::default();
+    let capture_metrics = CaptureMetrics::new(&unshown)?;
     let devices = registry.devices().clone();
     let report = std::thread::scope(|s| {
         let reader = s.spawn(move || {
             let mut batcher =
                 Batcher::new(vec![tx], CHECK_BATCH_SIZE, DEFAULT_MAX_AGE, FullQueue::Wait);
-            capture::replay(&capture, &mut batcher, &devices, &received, &|_| {})
+            let vxlan = VxlanPorts::default();
+            capture::replay(&capture, &mut batcher, &devices, &vxlan, &capture_metrics, &|_| {})
         });
         let report = run(session.as_mut(), &rx, &registry, &families);
         (reader.join(), report)

@@ -95,8 +95,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
 
-    /// Bytes captured per packet. The default holds Ethernet, VLAN tags, IPv6 with extension
-    /// headers and TCP with options; payload is never needed. Default: 256.
+    /// Bytes captured per packet. The default holds Ethernet, VLAN tags, three tunnels of IPv6,
+    /// UDP and VXLAN, and an inner IPv6 and TCP header with full options; payload is never
+    /// needed. Default: 384.
     #[arg(long, value_name = "BYTES")]
     pub snaplen: Option<u32>,
 
@@ -229,4 +230,11 @@ pub struct PipelineArgs {
     /// Packets per batch handed to the analyzers. Default: 1024.
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
+
+    /// UDP port whose datagrams are opened as VXLAN, so that the analyzers see the TCP inside
+    /// (repeat it, or separate ports with commas; at most 8). `none` opens no VXLAN. Geneve is
+    /// always opened on 6081. Default: 4789,8472 (the standard port and the Linux kernel's,
+    /// which flannel and Cilium use).
+    #[arg(long = "vxlan-port", value_name = "PORT", value_delimiter = ',')]
+    pub vxlan_ports: Vec<String>,
 }

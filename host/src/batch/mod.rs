@@ -11,7 +11,9 @@
 //!
 //! Every batch sent or dropped is tallied per device (read back from its records), so that a
 //! source can report, per interface, the packets that reached the analyzers and those lost to
-//! a full queue: [`Batcher::take_tally`].
+//! a full queue: [`Batcher::take_tally`]. Tunnelled packets are tallied per device as they come,
+//! by the tunnel headers read and the reason a tunnel was left unopened:
+//! [`Batcher::take_tunnel_tally`].
 
 pub mod record;
 
@@ -22,7 +24,7 @@ use std::collections::HashMap;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use foldhash::fast::RandomState;
 
-use crate::decode::PacketMeta;
+use crate::decode::{PacketMeta, TunnelKind, Undecoded};
 
 /// Packets per batch by default: enough to amortize a call into Wasm (≈1 µs fixed cost) to
 /// nothing per packet, small enough (≈96 KiB) that a batch stays in the L2 cache.
@@ -106,10 +108,23 @@ pub struct Batcher {
     max_age: Duration,
     full: FullQueue,
     tally: Tally,
+    tunnels: TunnelTally,
 }
 
 /// Packets per device since the last [`Batcher::take_tally`]: `(queued, dropped)`.
 type Tally = HashMap<u16, (u64, u64), RandomState>;
+
+/// What the batcher counts of a packet's tunnels, per device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TunnelCount {
+    /// A tunnel header of this kind read whole.
+    Read(TunnelKind),
+    /// A tunnel, or the packet inside one, left unopened for this reason.
+    Undecoded(Undecoded),
+}
+
+/// Tunnel events per device since the last [`Batcher::take_tunnel_tally`].
+type TunnelTally = HashMap<(u16, TunnelCount), u64, RandomState>;
 
 impl Batcher {
     /// `queues` has one sender per worker.
@@ -132,6 +147,7 @@ impl Batcher {
             max_age,
             full,
             tally: Tally::default(),
+            tunnels: TunnelTally::default(),
         };
         this.shards = (0..this.queues.len())
             .map(|_| Shard { buf: this.buffer(), count: 0, max_ts: 0, opened: None })
@@ -165,6 +181,21 @@ impl Batcher {
         }
         if shard.count >= self.batch_size {
             self.send(i);
+        }
+        if meta.tunnel.is_seen() {
+            self.count_tunnels(meta);
+        }
+    }
+
+    /// Counts the tunnel headers a packet came through and why one was not opened. Only
+    /// tunnelled packets get here; the map holds one entry per device and kind or reason, so
+    /// after the first packet of each it only adds.
+    fn count_tunnels(&mut self, meta: &PacketMeta) {
+        for kind in meta.tunnel.read() {
+            *self.tunnels.entry((meta.device, TunnelCount::Read(kind))).or_default() += 1;
+        }
+        if let Some(reason) = meta.tunnel.fault {
+            *self.tunnels.entry((meta.device, TunnelCount::Undecoded(reason))).or_default() += 1;
         }
     }
 
@@ -221,6 +252,14 @@ impl Batcher {
     pub fn take_tally(&mut self, mut f: impl FnMut(u16, u64, u64)) {
         for (device, (queued, dropped)) in self.tally.drain() {
             f(device, queued, dropped);
+        }
+    }
+
+    /// Hands over, and resets, the per-device counts of tunnel headers read and of tunnels
+    /// left unopened: `f(device, what, packets)`.
+    pub fn take_tunnel_tally(&mut self, mut f: impl FnMut(u16, TunnelCount, u64)) {
+        for ((device, what), n) in self.tunnels.drain() {
+            f(device, what, n);
         }
     }
 }

@@ -3,8 +3,9 @@
 //! Input: one interface, or libpcap's `any` pseudo-device, opened by [`Live::open`]; the
 //! interface table ([`Links`]: names by index).
 //! Output: decoded, device-labelled [`PacketMeta`]s pushed into a [`Batcher`] on the capture's
-//! own thread; per-device received and `queue_full` counts, the capture's kernel and
-//! interface drops (libpcap statistics), each exported at 0 from the start, and an [`Exit`]
+//! own thread; per-device received and `queue_full` counts, tunnels read and left unopened,
+//! the capture's kernel and interface drops (libpcap statistics), each exported at 0 from the
+//! start, and an [`Exit`]
 //! saying why the thread ended.
 //!
 //! The socket is non-blocking and the thread waits in `poll(2)` with a timeout, so partial
@@ -31,7 +32,7 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use super::links::{Links, Selection};
 use super::{CaptureMetrics, DropReason, Error, link_type, ts_ns};
 use crate::batch::Batcher;
-use crate::decode::{self, LinkType, PacketMeta};
+use crate::decode::{self, LinkType, PacketMeta, VxlanPorts};
 use crate::registry::Devices;
 
 /// How long the kernel may hold a partly filled ring block before handing it over: bounds
@@ -159,7 +160,7 @@ impl Live {
                     let ts = ts_ns(p.header);
                     match self.link {
                         Some(link) => {
-                            decode::decode(link, ts, p.header.len, p.data, &mut meta);
+                            decode::decode(link, ts, p.header.len, p.data, &ctx.vxlan, &mut meta);
                         }
                         None => meta = PacketMeta::non_ip(ts, p.header.len),
                     }
@@ -273,6 +274,8 @@ pub struct Context {
     pub metrics: Arc<CaptureMetrics>,
     /// Interfaces `any` must leave out (`--exclude`).
     pub selection: Arc<Selection>,
+    /// UDP ports read as VXLAN (`--vxlan-port`).
+    pub vxlan: VxlanPorts,
 }
 
 /// Device labels and counters of one capture thread, kept in thread-local maps that are
@@ -361,17 +364,22 @@ impl<'a> Labels<'a> {
         let (metrics, devices) = (&self.ctx.metrics, &self.ctx.devices);
         self.counters.entry(device).or_insert_with(|| {
             let name = devices.name(device);
+            metrics.show_tunnels(&name);
             (metrics.received(&name), metrics.dropped(&name, DropReason::QueueFull))
         })
     }
 
-    /// Adds what the batcher queued and dropped since the last call to the counters.
+    /// Adds what the batcher queued and dropped, and the tunnels it counted, since the last
+    /// call to the counters.
     fn publish(&mut self, batcher: &mut Batcher) {
         batcher.take_tally(|device, queued, dropped| {
             let (received, full) = self.handles(device);
             received.inc_by(queued);
             full.inc_by(dropped);
         });
+        let (metrics, devices) = (&self.ctx.metrics, &self.ctx.devices);
+        batcher
+            .take_tunnel_tally(|device, what, n| metrics.tunnels(&devices.name(device), what, n));
     }
 }
 

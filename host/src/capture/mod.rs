@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use pcap::{Capture, Linktype, Precision};
 use prometheus::{IntCounter, IntCounterVec};
 
-use crate::batch::Batcher;
-use crate::decode::{self, LinkType, PacketMeta};
+use crate::batch::{Batcher, TunnelCount};
+use crate::decode::{self, LinkType, PacketMeta, TunnelKind, Undecoded, VxlanPorts};
 use crate::registry::Devices;
 use crate::telemetry::SelfMetrics;
 
@@ -85,10 +85,13 @@ impl DropReason {
     }
 }
 
-/// The capture stage's self-metrics: packets received and dropped, per device.
+/// The capture stage's self-metrics: packets received and dropped, and tunnels read and left
+/// unopened, per device.
 pub struct CaptureMetrics {
     received: IntCounterVec,
     dropped: IntCounterVec,
+    tunnel_packets: IntCounterVec,
+    tunnel_undecoded: IntCounterVec,
 }
 
 impl CaptureMetrics {
@@ -106,7 +109,42 @@ impl CaptureMetrics {
                  statistics) or because a worker's queue was full (read, not received).",
                 &["device", "reason"],
             )?,
+            tunnel_packets: m.counter(
+                "wasmtap_host_tunnel_packets_total",
+                "Tunnel headers read whole, by kind (vxlan, geneve, gre, ipv4_in_ip, ipv6_in_ip): \
+                 a packet nested two deep counts twice. The analyzers see the innermost packet.",
+                &["device", "kind"],
+            )?,
+            tunnel_undecoded: m.counter(
+                "wasmtap_host_tunnel_undecoded_total",
+                "Tunnels, or packets inside one, that could not be opened, by reason (truncated, \
+                 malformed, unsupported, too_deep); the analyzers see the carrier instead.",
+                &["device", "reason"],
+            )?,
         })
+    }
+
+    /// Adds `n` to a device's tunnel counter for `what`.
+    pub fn tunnels(&self, device: &str, what: TunnelCount, n: u64) {
+        let counter = match what {
+            TunnelCount::Read(kind) => {
+                self.tunnel_packets.with_label_values(&[device, kind.as_str()])
+            }
+            TunnelCount::Undecoded(reason) => {
+                self.tunnel_undecoded.with_label_values(&[device, reason.as_str()])
+            }
+        };
+        counter.inc_by(n);
+    }
+
+    /// Exports every tunnel series of `device` (at 0 until something happens).
+    pub fn show_tunnels(&self, device: &str) {
+        for kind in TunnelKind::ALL {
+            self.tunnels(device, TunnelCount::Read(kind), 0);
+        }
+        for reason in Undecoded::ALL {
+            self.tunnels(device, TunnelCount::Undecoded(reason), 0);
+        }
     }
 
     /// Packets of `device` handed to the analyzers.
@@ -126,6 +164,12 @@ impl CaptureMetrics {
         for reason in DropReason::ALL {
             let _ = self.dropped.remove_label_values(&[device, reason.as_str()]);
         }
+        for kind in TunnelKind::ALL {
+            let _ = self.tunnel_packets.remove_label_values(&[device, kind.as_str()]);
+        }
+        for reason in Undecoded::ALL {
+            let _ = self.tunnel_undecoded.remove_label_values(&[device, reason.as_str()]);
+        }
     }
 }
 
@@ -133,12 +177,14 @@ fn link_type(l: Linktype) -> Option<LinkType> {
     LinkType::from_dlt(l.0)
 }
 
-/// Reads a capture file through the batcher. Returns the number of packets read.
+/// Reads a capture file through the batcher, its device named after the file, and counts its
+/// packets and tunnels in `metrics`. Returns the number of packets read.
 pub fn replay(
     path: &Path,
     batcher: &mut Batcher,
     devices: &Devices,
-    received: &IntCounter,
+    vxlan: &VxlanPorts,
+    metrics: &CaptureMetrics,
     progress: &dyn Fn(u64),
 ) -> Result<u64, Error> {
     if !path.exists() {
@@ -151,6 +197,8 @@ pub fn replay(
         .file_name()
         .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     let device = devices.intern(&name);
+    let received = metrics.received(&name);
+    metrics.show_tunnels(&name);
     let mut meta = PacketMeta::default();
     let (mut packets, mut bytes) = (0u64, 0u64);
     let result = loop {
@@ -159,7 +207,7 @@ pub fn replay(
                 let ts = ts_ns(p.header);
                 match link {
                     Some(link) => {
-                        decode::decode(link, ts, p.header.len, p.data, &mut meta);
+                        decode::decode(link, ts, p.header.len, p.data, vxlan, &mut meta);
                     }
                     None => meta = PacketMeta::non_ip(ts, p.header.len),
                 }
@@ -180,5 +228,6 @@ pub fn replay(
     };
     progress(bytes);
     received.inc_by(packets);
+    batcher.take_tunnel_tally(|d, what, n| metrics.tunnels(&devices.name(d), what, n));
     result
 }

@@ -50,6 +50,7 @@ pub struct File {
     pub pods: Option<PathBuf>,
     pub workers: Option<usize>,
     pub batch_size: Option<usize>,
+    pub vxlan_port: Option<Vec<u16>>,
     #[serde(default)]
     pub labels: Labels,
 }

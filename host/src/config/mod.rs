@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::capture::links::{Selection, is_pattern};
 use crate::cli::{AnalyzerArgs, CheckArgs, LimitArgs, PipelineArgs, ReplayArgs, RunArgs};
+use crate::decode::{GENEVE_PORT, MAX_VXLAN_PORTS, VxlanPorts};
 use crate::pods::{FileError as PodsFileError, Listing};
 use crate::registry::{DEFAULT_SERIES_CAP, DEFAULT_SERIES_TTL, PREFIX, Policy};
 use crate::runtime::Limits;
@@ -27,7 +28,11 @@ const MIN_SNAPLEN: u32 = 54;
 const MAX_SNAPLEN: u32 = 262_144;
 /// Defaults of the settings a file may also give (the flags' help texts name them).
 const DEFAULT_LISTEN: &str = "0.0.0.0:9725";
-const DEFAULT_SNAPLEN: u32 = 256;
+/// Holds the headers of the deepest tunnelled packet decode reads whole
+/// (`decode::DEEPEST_HEADERS`, 332 bytes) with room for Geneve options or IPv6 extension
+/// headers; payload is never needed.
+const DEFAULT_SNAPLEN: u32 = 384;
+const _: () = assert!(DEFAULT_SNAPLEN >= crate::decode::DEEPEST_HEADERS, "see DEFAULT_SNAPLEN");
 const DEFAULT_CALL_BUDGET_MS: u64 = 200;
 const DEFAULT_MEMORY_MIB: usize = 64;
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1); a pattern may be longer only
@@ -42,6 +47,8 @@ pub enum ConfigError {
     BatchSize(usize),
     #[error("--snaplen {0}: must be between {MIN_SNAPLEN} and {MAX_SNAPLEN}")]
     Snaplen(u32),
+    #[error("--vxlan-port {value}: {reason}")]
+    VxlanPort { value: String, reason: String },
     #[error("--call-budget-ms {0}: must be between 1 and 60000")]
     CallBudget(u64),
     #[error("--memory-mib {0}: must be between 1 and 4096")]
@@ -135,6 +142,8 @@ pub struct Pipeline {
     pub series_cap: usize,
     pub workers: usize,
     pub batch_size: usize,
+    /// UDP ports opened as VXLAN.
+    pub vxlan: VxlanPorts,
 }
 
 /// `wasmtap run`, checked.
@@ -219,6 +228,7 @@ fn pipeline(a: AnalyzerArgs, p: PipelineArgs, dir: bool) -> Result<Pipeline, Con
     if !(1..=MAX_BATCH_SIZE).contains(&batch_size) {
         return Err(ConfigError::BatchSize(batch_size));
     }
+    let vxlan = vxlan_ports(&p.vxlan_ports)?;
     let (limits, series_cap) = limits(&a.limits)?;
     if a.no_default_analyzers && a.analyzers.is_empty() && !dir {
         return Err(ConfigError::NoAnalyzers);
@@ -244,6 +254,7 @@ fn pipeline(a: AnalyzerArgs, p: PipelineArgs, dir: bool) -> Result<Pipeline, Con
         series_cap,
         workers,
         batch_size,
+        vxlan,
     })
 }
 
@@ -285,7 +296,47 @@ fn merged(mut a: RunArgs, f: file::File) -> RunArgs {
     or(&mut an.limits.series_cap, f.series_cap);
     or(&mut pl.workers, f.workers);
     or(&mut pl.batch_size, f.batch_size);
+    if pl.vxlan_ports.is_empty() {
+        pl.vxlan_ports = match f.vxlan_port {
+            Some(ports) if ports.is_empty() => vec![NO_VXLAN.to_owned()],
+            Some(ports) => ports.iter().map(u16::to_string).collect(),
+            None => Vec::new(),
+        };
+    }
     a
+}
+
+/// The `--vxlan-port` value that opens no VXLAN.
+const NO_VXLAN: &str = "none";
+
+/// The VXLAN ports from `--vxlan-port`, checked: numbers from 1 to 65535 other than Geneve's,
+/// at most [`MAX_VXLAN_PORTS`]; or `none`; or the defaults when not given.
+fn vxlan_ports(given: &[String]) -> Result<VxlanPorts, ConfigError> {
+    if given.is_empty() {
+        return Ok(VxlanPorts::default());
+    }
+    if given.len() == 1 && given[0] == NO_VXLAN {
+        return Ok(VxlanPorts::NONE);
+    }
+    let mut ports = Vec::with_capacity(given.len());
+    for text in given {
+        let port = match text.trim().parse::<u16>() {
+            Ok(0) | Err(_) => {
+                let reason = "not a UDP port (1 to 65535) or `none`".to_owned();
+                return Err(ConfigError::VxlanPort { value: text.clone(), reason });
+            }
+            Ok(GENEVE_PORT) => {
+                let reason = format!("{GENEVE_PORT} is Geneve's port, always opened as Geneve");
+                return Err(ConfigError::VxlanPort { value: text.clone(), reason });
+            }
+            Ok(port) => port,
+        };
+        ports.push(port);
+    }
+    VxlanPorts::new(&ports).ok_or_else(|| ConfigError::VxlanPort {
+        value: given.join(","),
+        reason: format!("at most {MAX_VXLAN_PORTS} ports"),
+    })
 }
 
 /// The label policy from the file, with family names prefixed as exposed.
@@ -395,6 +446,7 @@ impl Run {
             format!("label policy: {:?}", self.policy),
             format!("workers: {}", p.workers),
             format!("batch-size: {}", p.batch_size),
+            format!("vxlan-port: {:?}", p.vxlan.as_slice()),
         ];
         lines.join("\n")
     }
@@ -420,6 +472,7 @@ impl Run {
             ("cache-dir/no-cache", a.cache_dir != b.cache_dir),
             ("workers", a.workers != b.workers),
             ("batch-size", a.batch_size != b.batch_size),
+            ("vxlan-port", a.vxlan != b.vxlan),
         ]
         .into_iter()
         .filter_map(|(name, differs)| differs.then_some(name))
@@ -497,6 +550,34 @@ mod tests {
         let f = file("[labels.drop]\ntcp_resets_total = [\"Dst-IP\"]\n");
         let e = run(&["--config", f.path().to_str().unwrap()]).unwrap_err().to_string();
         assert!(e.contains("tcp_resets_total") && e.contains("Dst-IP"), "{e}");
+    }
+
+    #[test]
+    fn vxlan_ports_from_flags_file_and_default() {
+        let ports = |args: &[&str]| run(args).map(|r| r.pipeline.vxlan.as_slice().to_vec());
+        assert_eq!(ports(&[]).unwrap(), [4789, 8472], "default");
+        assert_eq!(ports(&["--vxlan-port", "8472"]).unwrap(), [8472]);
+        assert_eq!(
+            ports(&["--vxlan-port", "4789,9000", "--vxlan-port", "9001"]).unwrap(),
+            [4789, 9000, 9001]
+        );
+        assert_eq!(ports(&["--vxlan-port", "none"]).unwrap(), Vec::<u16>::new());
+        let f = file("vxlan-port = [8472]\n");
+        let path = f.path().to_str().unwrap();
+        assert_eq!(ports(&["--config", path]).unwrap(), [8472], "file");
+        assert_eq!(ports(&["--config", path, "--vxlan-port", "4789"]).unwrap(), [4789], "flag");
+        let f = file("vxlan-port = []\n");
+        assert_eq!(ports(&["--config", f.path().to_str().unwrap()]).unwrap(), Vec::<u16>::new());
+        for (bad, says) in [
+            ("0", "not a UDP port"),
+            ("65536", "not a UDP port"),
+            ("vxlan", "not a UDP port"),
+            ("6081", "Geneve"),
+            ("1,2,3,4,5,6,7,8,9", "at most 8"),
+        ] {
+            let e = ports(&["--vxlan-port", bad]).unwrap_err().to_string();
+            assert!(e.starts_with("--vxlan-port") && e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! Decode stage, network layer: the outermost IPv4 or IPv6 header (with IPv4 AH and IPv6
+//! Decode stage, network layer: one IPv4 or IPv6 header (the outermost, or one inside a tunnel) (with IPv4 AH and IPv6
 //! extension headers), then the transport header through `decode/tcp.rs`.
 //!
 //! Input: the captured bytes from the start of the IP header, and the IP length the wire
 //! implies (frame length on the wire minus the link header). The wire length stands in when the
 //! header's own length field is zero (TSO / BIG TCP / jumbograms), and caps a TCP payload
 //! length computed from a header that claims more than the frame had on the wire.
-//! Output: the IP, TCP and UDP-port fields of a [`PacketMeta`], and an [`IpOutcome`].
+//! Output: the IP, TCP and UDP-port fields of a [`PacketMeta`], and an [`IpOutcome`] that
+//! carries the transport bytes for `decode/tunnel.rs` to look into.
 //!
 //! Uses etherparse's lax `LaxIpSlice`, which accepts a capture shorter than the IP length.
 //! Where even the fixed IP header is cut off (etherparse refuses it), the fields that were
@@ -31,19 +32,34 @@ const IPV4_FRAG_OFFSET_MASK: u16 = 0x1fff;
 
 /// What the network layer found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum IpOutcome {
+pub(super) enum IpOutcome<'a> {
     /// Not an IPv4/IPv6 header (bad version or header length): nothing was filled.
     NotIp,
     /// An IP header so short that an address was not captured (no flow id).
     NoAddresses,
-    /// Addresses (and whatever else was captured) filled in.
-    Addressed,
+    /// Addresses (and whatever else was captured) filled in; what follows the IP header(s).
+    Addressed(Transport<'a>),
+    /// The addresses were captured, the rest of the IP header was cut off (by the snaplen):
+    /// the fields that were captured are filled in, and `truncated`.
+    Cut,
+}
+
+/// The transport layer that follows an IP header: where a tunnel header would start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Transport<'a> {
+    /// The captured bytes after the IP header(s) (empty when none were captured).
+    pub bytes: &'a [u8],
+    /// Its length per the IP header, bounded by what the frame had on the wire.
+    pub wire_len: u32,
+    /// The packet starts its transport header (not a fragment: a tunnel inside a fragment is
+    /// not opened, and a non-first fragment has no transport header at all).
+    pub whole: bool,
 }
 
 /// Decodes the IP layer starting at `packet[0]`. `wire_ip_len` is the IP length implied by
 /// the frame's length on the wire.
 #[inline]
-pub(super) fn ip(packet: &[u8], wire_ip_len: u32, m: &mut PacketMeta) -> IpOutcome {
+pub(super) fn ip<'a>(packet: &'a [u8], wire_ip_len: u32, m: &mut PacketMeta) -> IpOutcome<'a> {
     let slice = match LaxIpSlice::from_slice(packet) {
         // An extension-header stop error leaves the payload's ip_number at the header that
         // failed, so no transport is decoded after it; nothing else to do with it.
@@ -100,20 +116,22 @@ pub(super) fn ip(packet: &[u8], wire_ip_len: u32, m: &mut PacketMeta) -> IpOutco
     if (packet.len() as u64) < u64::from(m.ip_len) {
         m.truncated = true;
     }
+    // The transport length comes from the headers, not from what was captured; but a header
+    // claiming more than the frame had on the wire is bogus (tshark reports it as "total
+    // length exceeds packet length"), so the wire bounds it.
+    let transport = Transport {
+        bytes: payload.payload,
+        wire_len: m.ip_len.min(wire_ip_len).saturating_sub(headers_len),
+        whole: carries_transport && !m.fragment,
+    };
     if carries_transport {
         match payload.ip_number {
-            IpNumber::TCP => {
-                // The segment length comes from the headers, not from what was captured; but a
-                // header claiming more than the frame had on the wire is bogus (tshark reports it
-                // as "total length exceeds packet length"), so the wire bounds it.
-                let segment_len = m.ip_len.min(wire_ip_len).saturating_sub(headers_len);
-                tcp::tcp(payload.payload, segment_len, m);
-            }
-            IpNumber::UDP => tcp::udp(payload.payload, m),
+            IpNumber::TCP => tcp::tcp(transport.bytes, transport.wire_len, m),
+            IpNumber::UDP => tcp::udp(transport.bytes, m),
             _ => {}
         }
     }
-    IpOutcome::Addressed
+    IpOutcome::Addressed(transport)
 }
 
 /// A header length (at most a few hundred bytes from etherparse) as u32.
@@ -156,7 +174,7 @@ fn jumbo_payload_len(exts: &Ipv6ExtensionsSlice<'_>) -> Option<u32> {
 
 /// An IP header cut off by the snaplen before etherparse would take it (the fixed part, or
 /// IPv4 options, incomplete): reads the fixed fields that were captured and sets `truncated`.
-fn partial_header(packet: &[u8], m: &mut PacketMeta) -> IpOutcome {
+fn partial_header(packet: &[u8], m: &mut PacketMeta) -> IpOutcome<'static> {
     let byte = |at: usize| packet.get(at).copied();
     let be16 = |at: usize| packet.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
     let (src, dst) = match byte(0).map(|b| b >> 4) {
@@ -188,5 +206,5 @@ fn partial_header(packet: &[u8], m: &mut PacketMeta) -> IpOutcome {
     if let Some(dst) = dst {
         m.dst_addr[..dst.len()].copy_from_slice(dst);
     }
-    if src.is_some() && dst.is_some() { IpOutcome::Addressed } else { IpOutcome::NoAddresses }
+    if src.is_some() && dst.is_some() { IpOutcome::Cut } else { IpOutcome::NoAddresses }
 }

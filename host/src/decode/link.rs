@@ -9,7 +9,7 @@
 //! SLL2 parser, and reading Ethernet/VLAN/SLL by hand too keeps one code path for all of them.
 
 /// Ethernet II header: two MAC addresses and the ether type.
-const ETHERNET_LEN: usize = 14;
+pub(super) const ETHERNET_LEN: usize = 14;
 /// One 802.1Q / 802.1ad tag: TCI (2 bytes) followed by the inner ether type.
 const VLAN_TAG_LEN: usize = 4;
 /// At most this many stacked VLAN tags are skipped (QinQ is 2; a little slack for odd stacks,

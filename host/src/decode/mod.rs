@@ -7,20 +7,27 @@
 //! id and direction bit, and a [`Decoded`] saying whether the frame was IP and had TCP.
 //!
 //! [`decode`] never panics and never allocates, on any input. Link headers are read by hand
-//! (`link`), the outermost IP header by etherparse's lax parser (`ip`), and TCP by hand
-//! (`tcp`, which explains why). Only the outermost IP header is used: no tunnel decoding.
+//! (`link`), IP headers by etherparse's lax parser (`ip`), TCP by hand (`tcp`, which explains
+//! why), and VXLAN, Geneve, GRE and IP-in-IP are opened by `tunnel` down to the innermost IP
+//! packet, which is what the meta then describes (the tunnels' identity in
+//! [`PacketMeta::tunnel`]).
 
 mod ip;
 mod link;
 mod tcp;
 #[cfg(test)]
 mod tests;
+mod tunnel;
 
 use std::hash::{BuildHasher, Hasher};
 
 use foldhash::fast::FixedState;
 
 pub use link::LinkType;
+pub use tunnel::{
+    DEEPEST_HEADERS, GENEVE_PORT, MAX_DEPTH, MAX_VXLAN_PORTS, Tunnel, TunnelKind, Undecoded,
+    VxlanPorts,
+};
 
 /// Seed of the flow-id hash. Fixed so that a flow id is the same on every run and machine
 /// (a replay is deterministic and two hosts agree); the value itself is arbitrary.
@@ -28,6 +35,8 @@ const FLOW_SEED: u64 = 0x7761_736d_7461_7001;
 /// The flow-id hasher: foldhash's fast hash with the fixed seed above. Its output is pinned by
 /// a test, since foldhash does not promise the same values across its own versions.
 const FLOW_HASH: FixedState = FixedState::with_seed(FLOW_SEED);
+/// IP protocol number of TCP.
+const IPPROTO_TCP: u8 = 6;
 
 /// Which IP version a packet carried, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,8 +72,9 @@ pub enum Decoded {
 pub struct PacketMeta {
     /// Capture time, ns since the Unix epoch.
     pub ts_ns: u64,
-    /// Hash of the canonical (sorted) 5-tuple and, once [`PacketMeta::set_device`] has run,
-    /// of the device; equal for both directions; 0 when not IP.
+    /// Hash of the canonical (sorted) 5-tuple, the ids of the tunnels opened to reach it and,
+    /// once [`PacketMeta::set_device`] has run, the device; equal for both directions; 0 when
+    /// not IP.
     pub flow_id: u64,
     /// Source address (IPv4 in the first 4 bytes, rest zero).
     pub src_addr: [u8; 16],
@@ -129,6 +139,8 @@ pub struct PacketMeta {
     pub has_mss: bool,
     /// TCP window scale option present.
     pub has_wscale: bool,
+    /// The tunnels the packet came through, and the outermost one's identity.
+    pub tunnel: Tunnel,
 }
 
 impl PacketMeta {
@@ -158,13 +170,15 @@ impl PacketMeta {
 /// Decodes one frame into `out`, overwriting every field except `device`.
 ///
 /// `wire_len` is the frame's length on the wire (pcap `len`), `data` the captured bytes
-/// (pcap `caplen` of them). Never panics and never allocates.
+/// (pcap `caplen` of them); UDP to or from one of `vxlan` is read as VXLAN. Never panics and
+/// never allocates.
 #[inline]
 pub fn decode(
     link: LinkType,
     ts_ns: u64,
     wire_len: u32,
     data: &[u8],
+    vxlan: &VxlanPorts,
     out: &mut PacketMeta,
 ) -> Decoded {
     *out = PacketMeta { device: out.device, ..PacketMeta::non_ip(ts_ns, wire_len) };
@@ -180,7 +194,14 @@ pub fn decode(
     match ip::ip(packet, wire_len.saturating_sub(link_len), out) {
         ip::IpOutcome::NotIp => Decoded::NonIp,
         ip::IpOutcome::NoAddresses => Decoded::Ip,
-        ip::IpOutcome::Addressed => {
+        ip::IpOutcome::Cut => {
+            set_flow(out);
+            Decoded::Ip
+        }
+        ip::IpOutcome::Addressed(transport) => {
+            if tunnel::may_carry(out) {
+                tunnel::open(out, transport, vxlan);
+            }
             set_flow(out);
             if out.has_tcp { Decoded::Tcp } else { Decoded::Ip }
         }
@@ -204,5 +225,8 @@ fn set_flow(m: &mut PacketMeta) {
             | u64::from(m.ip_proto) << 8
             | m.family as u64,
     );
+    if m.tunnel.key != 0 {
+        h.write_u64(m.tunnel.key);
+    }
     m.flow_id = h.finish();
 }

@@ -54,7 +54,7 @@ fn run(link: LinkType, frame: &[u8]) -> (Decoded, PacketMeta) {
 /// Decodes the first `caplen` bytes of `frame`, as a snaplen would cut it.
 fn run_cut(link: LinkType, frame: &[u8], caplen: usize) -> (Decoded, PacketMeta) {
     let mut m = PacketMeta { device: 3, ..PacketMeta::default() };
-    let d = decode(link, TS, frame.len() as u32, &frame[..caplen], &mut m);
+    let d = decode(link, TS, frame.len() as u32, &frame[..caplen], &VxlanPorts::default(), &mut m);
     (d, m)
 }
 
@@ -326,7 +326,7 @@ fn arp_is_not_ip() {
     frame.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
     frame.extend_from_slice(&[0; 20]);
     let mut m = PacketMeta { device: 5, flow_id: 77, has_tcp: true, ..PacketMeta::default() };
-    let d = decode(LinkType::Ethernet, TS, 60, &frame, &mut m);
+    let d = decode(LinkType::Ethernet, TS, 60, &frame, &VxlanPorts::default(), &mut m);
     assert_eq!(d, Decoded::NonIp);
     // Everything but time, wire length and device is reset.
     let expected = PacketMeta { ts_ns: TS, wire_len: 60, device: 5, ..PacketMeta::default() };
@@ -354,7 +354,10 @@ fn tso_zero_total_length_uses_the_wire_length() {
     frame[14 + 2..14 + 4].fill(0);
     let mut m = PacketMeta::default();
     // 64 000 bytes on the wire, 194 captured.
-    assert_eq!(decode(LinkType::Ethernet, TS, 64_000, &frame, &mut m), Decoded::Tcp);
+    assert_eq!(
+        decode(LinkType::Ethernet, TS, 64_000, &frame, &VxlanPorts::default(), &mut m),
+        Decoded::Tcp
+    );
     assert_eq!(m.ip_len, 64_000 - 14);
     assert_eq!(m.payload_len, 64_000 - 14 - 20 - 60);
     assert!(m.truncated);
@@ -382,15 +385,18 @@ fn next(state: &mut u64) -> u64 {
 fn random_and_garbled_bytes_never_panic() {
     let mut sll2_frame = sll2(0x86dd, 1);
     sll2_frame.extend(syn_ack(PacketBuilder::ipv6(SRC6, DST6, 8)));
-    let seeds: [(LinkType, Vec<u8>); 4] = [
+    let pod = tunnel::tests::pod_frame_v4();
+    let seeds: [(LinkType, Vec<u8>); 6] = [
         (LinkType::Ethernet, syn_ack(eth().ipv4(SRC4, DST4, 64))),
         (LinkType::RawIp, syn_ack(PacketBuilder::ipv6(SRC6, DST6, 8))),
         (LinkType::LinuxSll2, sll2_frame),
         (LinkType::Ethernet, syn_ack(eth().single_vlan(VlanId::ZERO).ipv4(SRC4, DST4, 1))),
+        (LinkType::Ethernet, tunnel::tests::in_vxlan(&pod, 42, 8472)),
+        (LinkType::Ethernet, tunnel::tests::three_deep(&pod)),
     ];
     let mut state = 0x9e37_79b9_7f4a_7c15;
     let mut m = PacketMeta::default();
-    let mut tcp_seen = 0;
+    let (mut tcp_seen, mut tunnels_seen) = (0, 0);
     for i in 0..60_000 {
         let frame: Vec<u8> = if i % 2 == 0 {
             let len = (next(&mut state) % 200) as usize;
@@ -412,7 +418,7 @@ fn random_and_garbled_bytes_never_panic() {
             seeds[(i / 2) % seeds.len()].0
         };
         let wire = (next(&mut state) % 70_000) as u32;
-        let d = decode(link, i as u64, wire, &frame, &mut m);
+        let d = decode(link, i as u64, wire, &frame, &VxlanPorts::default(), &mut m);
         // Invariants that hold for any input.
         assert_eq!(d == Decoded::Tcp, m.has_tcp);
         if m.has_tcp {
@@ -423,8 +429,13 @@ fn random_and_garbled_bytes_never_panic() {
             assert_eq!((m.family, m.flow_id), (IpFamily::NotIp, 0));
         }
         assert!(m.sack_blocks <= 4);
+        let (depth, read) = (usize::from(m.tunnel.depth), m.tunnel.read().count());
+        assert!(depth <= MAX_DEPTH && (read == depth || read == depth + 1), "{:?}", m.tunnel);
+        assert_eq!(m.tunnel.kind.is_some(), depth > 0);
+        tunnels_seen += usize::from(depth > 0);
     }
     assert!(tcp_seen > 1000, "the garbled frames still reach TCP often: {tcp_seen}");
+    assert!(tunnels_seen > 1000, "and open tunnels often: {tunnels_seen}");
 }
 
 #[test]
