@@ -221,6 +221,9 @@ fn values_schema_refuses_bad_values_and_accepts_edge_values() {
         bad("pull policy", json!({"image": {"pullPolicy": "Sometimes"}}), "'/image/pullPolicy'"),
         bad("unknown image key", json!({"image": {"tags": "1"}}), "'/image'"),
         bad("snaplen too small for headers", json!({"snaplen": 10}), "'/snaplen'"),
+        bad("Geneve's port as VXLAN", json!({"vxlanPorts": [8472, 6081]}), "'/vxlanPorts/1'"),
+        bad("VXLAN port 0", json!({"vxlanPorts": [0]}), "'/vxlanPorts/0'"),
+        bad("VXLAN ports as a string", json!({"vxlanPorts": "8472"}), "'/vxlanPorts'"),
         bad("promisc as a string", json!({"promisc": "true"}), "'/promisc'"),
         bad("log level with a space", json!({"logLevel": "debug warn"}), "'/logLevel'"),
         bad("series cap 0", json!({"config": {"seriesCap": 0}}), "'/config/seriesCap'"),
@@ -378,6 +381,7 @@ fn values_schema_refuses_bad_values_and_accepts_edge_values() {
         good("highest port", json!({"port": 65535})),
         good("maxUnavailable 100%", json!({"updateStrategy": {"maxUnavailable": "100%"}})),
         good("series kept for ever", json!({"config": {"seriesTtl": "0s"}})),
+        good("no VXLAN port", json!({"vxlanPorts": []})),
         good("compound TTL", json!({"config": {"seriesTtl": "1h30m"}})),
         good(
             "prefixed family",

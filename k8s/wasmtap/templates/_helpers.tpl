@@ -53,6 +53,7 @@ filter = {{ . | toJson }}
 {{- end }}
 listen = {{ printf "0.0.0.0:%d" (int .Values.port) | toJson }}
 snaplen = {{ int .Values.snaplen }}
+vxlan-port = {{ .Values.vxlanPorts | toJson }}
 promisc = {{ .Values.promisc }}
 workers = {{ int .Values.workers }}
 batch-size = {{ int .Values.batchSize }}
