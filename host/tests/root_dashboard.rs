@@ -74,7 +74,7 @@ const MAY_BE_EMPTY: [(&str, &str); 0] = [];
 /// kube-state-metrics series the dashboard may name (its pod-name join).
 const KSM_METRICS: [&str; 2] = ["kube_pod_info", "kube_pod_status_phase"];
 /// Every metric of the default analyzers and every self-metric: each must have a panel.
-const MUST_HAVE_A_PANEL: [&str; 32] = [
+const MUST_HAVE_A_PANEL: [&str; 34] = [
     "wasmtap_packets_total",
     "wasmtap_ip_packet_size_bytes",
     "wasmtap_tcp_payload_size_bytes",
@@ -107,6 +107,8 @@ const MUST_HAVE_A_PANEL: [&str; 32] = [
     "wasmtap_host_pod_source_up",
     "wasmtap_host_pod_polls_total",
     "wasmtap_host_pod_poll_errors_total",
+    "wasmtap_host_tunnel_packets_total",
+    "wasmtap_host_tunnel_undecoded_total",
 ];
 
 /// A pod of the table the hosts get with `--pods`.
