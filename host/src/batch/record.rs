@@ -11,9 +11,9 @@
 //! Passing packed bytes rather than a `list<record>` costs ≈18 ns instead of ≈120 ns per packet
 //! per analyzer (DESIGN.md, "pass the batch as bytes"). Nothing here allocates.
 
-use wasmtap_record::{BatchHeader, PacketFields, TunnelFields, tunnel_bits, tunnel_kind};
+use wasmtap_record::{BatchHeader, PacketFields, TunnelFields, tunnel_bits};
 
-use crate::decode::{IpFamily, PacketMeta, TunnelKind};
+use crate::decode::{IpFamily, PacketMeta};
 
 // The layout comes from `wasmtap-record`, the crate the guest SDK reads and builds batches
 // with: one definition for both sides of the contract (the `process` comment in
@@ -76,13 +76,7 @@ fn tunnel_of(m: &PacketMeta) -> TunnelFields {
         outer_src: t.outer_src,
         outer_dst: t.outer_dst,
         id: t.id.unwrap_or(0),
-        kind: match kind {
-            TunnelKind::Vxlan => tunnel_kind::VXLAN,
-            TunnelKind::Geneve => tunnel_kind::GENEVE,
-            TunnelKind::Gre => tunnel_kind::GRE,
-            TunnelKind::Ipv4InIp => tunnel_kind::IPV4_IN_IP,
-            TunnelKind::Ipv6InIp => tunnel_kind::IPV6_IN_IP,
-        },
+        kind: kind.code(),
         depth: t.depth,
         bits: family | flag(t.id.is_some(), tunnel_bits::ID),
     }
@@ -157,7 +151,8 @@ fn flag(on: bool, bit: u8) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::Tunnel;
+    use crate::decode::{Tunnel, TunnelKind};
+    use wasmtap_record::tunnel_kind;
 
     /// A packet with a distinct value in every field, so a swapped field shows.
     fn sample() -> PacketMeta {

@@ -139,7 +139,7 @@ impl CaptureMetrics {
 
     /// Exports every tunnel series of `device` (at 0 until something happens).
     pub fn show_tunnels(&self, device: &str) {
-        for kind in TunnelKind::ALL {
+        for kind in TunnelKind::KNOWN {
             self.tunnels(device, TunnelCount::Read(kind), 0);
         }
         for reason in Undecoded::ALL {
@@ -164,7 +164,7 @@ impl CaptureMetrics {
         for reason in DropReason::ALL {
             let _ = self.dropped.remove_label_values(&[device, reason.as_str()]);
         }
-        for kind in TunnelKind::ALL {
+        for kind in TunnelKind::KNOWN {
             let _ = self.tunnel_packets.remove_label_values(&[device, kind.as_str()]);
         }
         for reason in Undecoded::ALL {

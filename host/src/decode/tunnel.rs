@@ -7,11 +7,15 @@
 //! Output: the same meta, rewritten to describe the innermost IP packet when a tunnel was
 //! opened, with the tunnels' identity in [`Tunnel`]; or left describing the carrier, with the
 //! reason in [`Tunnel::fault`], when a tunnel header or the packet inside it could not be read.
+//! The kinds, with their record codes and label values, are the record layout's
+//! ([`TunnelKind`], from `wasmtap-record`): the analyzers read the same names.
 //!
 //! The tunnel headers are read by hand: etherparse 0.21 parses none of them. The layers inside
 //! (Ethernet, IP, TCP) go through the same code as the outermost ones. Nothing here allocates
 //! or loops more than [`MAX_DEPTH`] times; a packet that is not UDP, GRE or IP-in-IP costs one
 //! comparison of its IP protocol.
+
+pub use wasmtap_record::TunnelKind;
 
 use super::ip::{self, IpOutcome, Transport};
 use super::link::{self, LinkType};
@@ -113,43 +117,6 @@ impl VxlanPorts {
     #[inline]
     fn contains(&self, port: u16) -> bool {
         self.as_slice().contains(&port)
-    }
-}
-
-/// A kind of tunnel, as the `kind` label of `wasmtap_host_tunnel_packets_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TunnelKind {
-    /// VXLAN on one of the [`VxlanPorts`].
-    Vxlan,
-    /// Geneve on UDP 6081.
-    Geneve,
-    /// GRE version 0 with IPv4, IPv6 or Ethernet inside.
-    Gre,
-    /// IPv4 directly inside IP (protocol 4).
-    Ipv4InIp,
-    /// IPv6 directly inside IP (protocol 41).
-    Ipv6InIp,
-}
-
-impl TunnelKind {
-    /// Every kind, each exported at 0 for a captured interface from the start.
-    pub const ALL: [TunnelKind; 5] = [
-        TunnelKind::Vxlan,
-        TunnelKind::Geneve,
-        TunnelKind::Gre,
-        TunnelKind::Ipv4InIp,
-        TunnelKind::Ipv6InIp,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TunnelKind::Vxlan => "vxlan",
-            TunnelKind::Geneve => "geneve",
-            TunnelKind::Gre => "gre",
-            TunnelKind::Ipv4InIp => "ipv4_in_ip",
-            TunnelKind::Ipv6InIp => "ipv6_in_ip",
-        }
     }
 }
 
@@ -288,8 +255,9 @@ pub(super) fn open(m: &mut PacketMeta, mut transport: Transport<'_>, ports: &Vxl
             t.outer_dst = carrier.dst_addr;
         }
         t.depth += 1;
-        t.key =
-            t.key.rotate_left(24) ^ (found.kind as u64) << 32 ^ u64::from(found.id.unwrap_or(0));
+        t.key = t.key.rotate_left(24)
+            ^ u64::from(found.kind.code()) << 32
+            ^ u64::from(found.id.unwrap_or(0));
         if transport.whole && m.truncated && transport_cut(m, transport) {
             // The inner IP header was read, the TCP or UDP header after it was cut off. The
             // meta describes the inner IP packet, with the TCP fields that were captured (the

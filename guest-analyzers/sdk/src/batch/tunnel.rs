@@ -8,7 +8,8 @@
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use wasmtap_record::{RECORD_LEN, TUNNEL_LEN, tunnel_bits, tunnel_kind, tunnel_offset};
+pub use wasmtap_record::TunnelKind;
+use wasmtap_record::{RECORD_LEN, TUNNEL_LEN, tunnel_bits, tunnel_offset};
 
 use super::u32_at;
 
@@ -22,81 +23,6 @@ const ID: usize = tunnel_offset::TUNNEL_ID - RECORD_LEN;
 const KIND: usize = tunnel_offset::TUNNEL_KIND - RECORD_LEN;
 const DEPTH: usize = tunnel_offset::TUNNEL_DEPTH - RECORD_LEN;
 const BITS: usize = tunnel_offset::TUNNEL_BITS - RECORD_LEN;
-
-/// The kind of the outermost tunnel (the record's kind byte, offset 132).
-///
-/// A code this SDK does not name (a newer host's) is carried as [`TunnelKind::Unknown`] rather
-/// than refused, so an analyzer built today keeps reading batches from a later host. The enum
-/// is non-exhaustive: a later SDK may name more codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum TunnelKind {
-    /// VXLAN (RFC 7348), on one of the host's VXLAN UDP ports.
-    Vxlan,
-    /// Geneve (RFC 8926), on UDP 6081.
-    Geneve,
-    /// GRE version 0 (RFC 2784/2890), with IPv4, IPv6 or Ethernet inside.
-    Gre,
-    /// IPv4 directly inside IPv4 or IPv6 (IP protocol 4).
-    Ipv4InIp,
-    /// IPv6 directly inside IPv4 or IPv6 (IP protocol 41).
-    Ipv6InIp,
-    /// A non-zero code this SDK does not know.
-    Unknown(u8),
-}
-
-impl TunnelKind {
-    /// The kind of a kind byte, or `None` for 0 (no tunnel).
-    #[inline]
-    pub const fn from_code(code: u8) -> Option<Self> {
-        Some(match code {
-            tunnel_kind::NONE => return None,
-            tunnel_kind::VXLAN => Self::Vxlan,
-            tunnel_kind::GENEVE => Self::Geneve,
-            tunnel_kind::GRE => Self::Gre,
-            tunnel_kind::IPV4_IN_IP => Self::Ipv4InIp,
-            tunnel_kind::IPV6_IN_IP => Self::Ipv6InIp,
-            other => Self::Unknown(other),
-        })
-    }
-
-    /// The kind byte as the record carries it (see [`tunnel_kind`]).
-    #[inline]
-    pub const fn code(self) -> u8 {
-        match self {
-            Self::Vxlan => tunnel_kind::VXLAN,
-            Self::Geneve => tunnel_kind::GENEVE,
-            Self::Gre => tunnel_kind::GRE,
-            Self::Ipv4InIp => tunnel_kind::IPV4_IN_IP,
-            Self::Ipv6InIp => tunnel_kind::IPV6_IN_IP,
-            Self::Unknown(code) => code,
-        }
-    }
-
-    /// A name for a text label: the `kind` label values of the host's
-    /// `wasmtap_host_tunnel_packets_total` (`vxlan`, `geneve`, `gre`, `ipv4_in_ip`,
-    /// `ipv6_in_ip`), so an analyzer's series join the host's; `unknown` for every code this
-    /// SDK does not name (use [`TunnelKind::code`] to tell them apart).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Vxlan => "vxlan",
-            Self::Geneve => "geneve",
-            Self::Gre => "gre",
-            Self::Ipv4InIp => "ipv4_in_ip",
-            Self::Ipv6InIp => "ipv6_in_ip",
-            Self::Unknown(_) => "unknown",
-        }
-    }
-}
-
-impl fmt::Display for TunnelKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Unknown(code) => write!(f, "unknown ({code})"),
-            known => f.write_str(known.as_str()),
-        }
-    }
-}
 
 /// The outermost tunnel a packet came through, read in place from the record's extension
 /// (see [`crate::Packet::tunnel`]). Everything else in the record describes the innermost
