@@ -23,6 +23,7 @@ pub mod topology;
 pub mod traffic;
 pub mod tshark;
 pub mod tunnel;
+pub mod vxlan;
 
 pub use exposition::*;
 pub use host::*;
