@@ -201,6 +201,10 @@ pub fn decode(
         ip::IpOutcome::Addressed(transport) => {
             if tunnel::may_carry(out) {
                 tunnel::open(out, transport, vxlan);
+                if out.family == IpFamily::NotIp {
+                    // A tunnel whose Ethernet frame carries no IP (ARP): that frame, as such.
+                    return Decoded::NonIp;
+                }
             }
             set_flow(out);
             if out.has_tcp { Decoded::Tcp } else { Decoded::Ip }

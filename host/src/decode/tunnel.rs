@@ -238,14 +238,14 @@ pub(super) fn open(m: &mut PacketMeta, mut transport: Transport<'_>, ports: &Vxl
         };
         *slot = Some(found.kind);
         let carrier = *m;
-        match inner(m, &found) {
-            Ok(next) => transport = next,
+        let next = match inner(m, &found) {
+            Ok(next) => next,
             Err(fault) => {
                 *m = carrier;
-                m.tunnel.fault = fault;
+                m.tunnel.fault = Some(fault);
                 return;
             }
-        }
+        };
         let t = &mut m.tunnel;
         if t.depth == 0 {
             t.kind = Some(found.kind);
@@ -258,6 +258,11 @@ pub(super) fn open(m: &mut PacketMeta, mut transport: Transport<'_>, ports: &Vxl
         t.key = t.key.rotate_left(24)
             ^ u64::from(found.kind.code()) << 32
             ^ u64::from(found.id.unwrap_or(0));
+        let Some(next) = next else {
+            // An Ethernet frame without IP: opened, and nothing further inside.
+            return;
+        };
+        transport = next;
         if transport.whole && m.truncated && transport_cut(m, transport) {
             // The inner IP header was read, the TCP or UDP header after it was cut off. The
             // meta describes the inner IP packet, with the TCP fields that were captured (the
@@ -280,16 +285,28 @@ fn transport_cut(m: &PacketMeta, transport: Transport<'_>) -> bool {
     }
 }
 
-/// Decodes the IP packet inside `found` into `m`. `Err(None)` leaves the carrier without a
-/// fault (an Ethernet payload that is not IP, such as ARP); `Err(Some(reason))` with one.
-fn inner<'a>(m: &mut PacketMeta, found: &Found<'a>) -> Result<Transport<'a>, Option<Undecoded>> {
+/// Decodes the packet inside `found` into `m`: `Ok(Some)` with its transport for an IP
+/// packet, `Ok(None)` for an Ethernet frame that carries no IP (ARP, LLDP), which `m` then
+/// describes as such a frame would on its own, `Err` when it cannot be read (the caller puts
+/// the carrier back).
+fn inner<'a>(m: &mut PacketMeta, found: &Found<'a>) -> Result<Option<Transport<'a>>, Undecoded> {
+    let emptied = PacketMeta {
+        ts_ns: m.ts_ns,
+        wire_len: m.wire_len,
+        ifindex: m.ifindex,
+        device: m.device,
+        tunnel: m.tunnel,
+        ..PacketMeta::default()
+    };
     let (bytes, wire_len) = match found.payload {
         Payload::Ethernet => {
             let net = link::network(LinkType::Ethernet, found.bytes);
+            if found.bytes.len() < link::ETHERNET_LEN {
+                return Err(Undecoded::Truncated);
+            }
             if !net.is_ip {
-                // Too short for an Ethernet header, or not IP inside it.
-                let cut = found.bytes.len() < link::ETHERNET_LEN;
-                return Err(cut.then_some(Undecoded::Truncated));
+                *m = emptied;
+                return Ok(None);
             }
             let link_len = u32::try_from(net.offset).unwrap_or(u32::MAX);
             (
@@ -306,24 +323,17 @@ fn inner<'a>(m: &mut PacketMeta, found: &Found<'a>) -> Result<Transport<'a>, Opt
         Payload::Ethernet => None,
     };
     match (version, announced) {
-        (None, _) => return Err(Some(Undecoded::Truncated)),
-        (Some(v), Some(a)) if v != a => return Err(Some(Undecoded::Malformed)),
+        (None, _) => return Err(Undecoded::Truncated),
+        (Some(v), Some(a)) if v != a => return Err(Undecoded::Malformed),
         _ => {}
     }
-    *m = PacketMeta {
-        ts_ns: m.ts_ns,
-        wire_len: m.wire_len,
-        ifindex: m.ifindex,
-        device: m.device,
-        tunnel: m.tunnel,
-        ..PacketMeta::default()
-    };
+    *m = emptied;
     match ip::ip(bytes, wire_len, m) {
-        IpOutcome::NotIp => Err(Some(Undecoded::Malformed)),
-        IpOutcome::NoAddresses | IpOutcome::Cut => Err(Some(Undecoded::Truncated)),
+        IpOutcome::NotIp => Err(Undecoded::Malformed),
+        IpOutcome::NoAddresses | IpOutcome::Cut => Err(Undecoded::Truncated),
         // An inner packet longer than the tunnel carried: its lengths cannot be trusted.
-        IpOutcome::Addressed(_) if m.ip_len > wire_len => Err(Some(Undecoded::Malformed)),
-        IpOutcome::Addressed(t) => Ok(t),
+        IpOutcome::Addressed(_) if m.ip_len > wire_len => Err(Undecoded::Malformed),
+        IpOutcome::Addressed(t) => Ok(Some(t)),
     }
 }
 

@@ -354,17 +354,21 @@ fn flow_ids_cover_the_tunnel_and_both_directions_share_one() {
     assert_ne!(r.direction, a.direction);
 }
 
+/// ARP inside VXLAN is what ARP is without it: a frame that is not IP, here with its tunnel.
 #[test]
-fn an_inner_frame_that_is_not_ip_leaves_the_carrier() {
+fn an_inner_frame_that_is_not_ip_is_opened_as_such() {
     let mut arp = vec![0xff; 12];
     arp.extend(ETHERTYPE_ARP.to_be_bytes());
     arp.extend([0u8; 28]);
     let frame = in_vxlan(&arp, 42, 4789);
     let (d, m) = run(&frame);
-    assert_eq!(d, Decoded::Ip);
-    assert_eq!((m.ip_proto, m.dst_port), (17, 4789));
-    assert_eq!(m.tunnel.read().collect::<Vec<_>>(), [TunnelKind::Vxlan]);
-    assert_eq!((m.tunnel.depth, m.tunnel.fault), (0, None));
+    assert_eq!(d, Decoded::NonIp);
+    assert_eq!((m.family, m.flow_id, m.ip_len, m.ip_proto), (IpFamily::NotIp, 0, 0, 0));
+    assert_eq!((m.wire_len as usize, m.ts_ns, m.device), (frame.len(), TS, 5));
+    assert_tunnel_v4(&m, &[TunnelKind::Vxlan], Some(42));
+    // Cut inside the inner Ethernet header: that is a truncated tunnel, and the carrier stays.
+    let (d, m) = run_with(&frame, frame.len() - arp.len() + 10, &VxlanPorts::default());
+    assert_eq!((d, m.ip_proto, m.tunnel.fault), (Decoded::Ip, 17, Some(Undecoded::Truncated)));
 }
 
 /// Every case of the bad-input set: the reason, and the record left as the carrier.
