@@ -52,6 +52,9 @@ pub enum FullQueue {
 pub struct Batch {
     buf: Vec<u8>,
     count: usize,
+    /// Bytes per record: [`record::BASE_STRIDE`], or [`record::EXTENDED_STRIDE`] when a packet
+    /// of the batch came through a tunnel.
+    stride: usize,
     max_ts: u64,
     pool: Sender<Vec<u8>>,
 }
@@ -59,7 +62,7 @@ pub struct Batch {
 impl Batch {
     /// The packed bytes: header and records.
     pub fn bytes(&self) -> &[u8] {
-        &self.buf[..record::HEADER_LEN + self.count * record::RECORD_STRIDE]
+        &self.buf[..record::HEADER_LEN + self.count * self.stride]
     }
 
     /// Number of packet records.
@@ -93,6 +96,8 @@ impl Drop for Batch {
 struct Shard {
     buf: Vec<u8>,
     count: usize,
+    /// Stride of the records written so far: base until a tunnelled packet comes.
+    stride: usize,
     max_ts: u64,
     /// Packet time of the shard's first packet, for live flushing by age.
     opened: Option<u64>,
@@ -150,13 +155,20 @@ impl Batcher {
             tunnels: TunnelTally::default(),
         };
         this.shards = (0..this.queues.len())
-            .map(|_| Shard { buf: this.buffer(), count: 0, max_ts: 0, opened: None })
+            .map(|_| Shard {
+                buf: this.buffer(),
+                count: 0,
+                stride: record::BASE_STRIDE,
+                max_ts: 0,
+                opened: None,
+            })
             .collect();
         this
     }
 
     fn buffer(&self) -> Vec<u8> {
-        let len = record::HEADER_LEN + self.batch_size * record::RECORD_STRIDE;
+        // Room for extended records, so that a batch can widen in place.
+        let len = record::HEADER_LEN + self.batch_size * record::EXTENDED_STRIDE;
         match self.pool_rx.try_recv() {
             Ok(buf) if buf.len() == len => buf,
             _ => vec![0; len],
@@ -172,8 +184,17 @@ impl Batcher {
         // Sharding by flow id keeps both directions of a connection on one worker.
         let i = (meta.flow_id % n as u64) as usize;
         let shard = &mut self.shards[i];
-        let at = record::HEADER_LEN + shard.count * record::RECORD_STRIDE;
-        record::write_record(meta, &mut shard.buf[at..at + record::RECORD_STRIDE]);
+        if meta.tunnel.depth != 0 && shard.stride == record::BASE_STRIDE {
+            // The batch's first tunnelled packet: every record gets the extension.
+            record::widen(&mut shard.buf[record::HEADER_LEN..], shard.count);
+            shard.stride = record::EXTENDED_STRIDE;
+        }
+        let at = record::HEADER_LEN + shard.count * shard.stride;
+        let out = &mut shard.buf[at..at + shard.stride];
+        record::write_record(meta, out);
+        if shard.stride == record::EXTENDED_STRIDE {
+            record::write_tunnel(meta, out);
+        }
         shard.count += 1;
         shard.max_ts = shard.max_ts.max(meta.ts_ns);
         if shard.count == 1 {
@@ -194,7 +215,7 @@ impl Batcher {
         for kind in meta.tunnel.read() {
             *self.tunnels.entry((meta.device, TunnelCount::Read(kind))).or_default() += 1;
         }
-        if let Some(reason) = meta.tunnel.fault {
+        if let Some(reason) = meta.tunnel.fault() {
             *self.tunnels.entry((meta.device, TunnelCount::Undecoded(reason))).or_default() += 1;
         }
     }
@@ -226,10 +247,11 @@ impl Batcher {
         let shard = &mut self.shards[i];
         let mut buf = std::mem::replace(&mut shard.buf, fresh);
         let count = std::mem::take(&mut shard.count);
+        let stride = std::mem::replace(&mut shard.stride, record::BASE_STRIDE);
         let max_ts = std::mem::take(&mut shard.max_ts);
         shard.opened = None;
-        record::write_header(&mut buf, u32::try_from(count).unwrap_or(u32::MAX));
-        let batch = Batch { buf, count, max_ts, pool: self.pool_tx.clone() };
+        record::write_header(&mut buf, u32::try_from(count).unwrap_or(u32::MAX), stride);
+        let batch = Batch { buf, count, stride, max_ts, pool: self.pool_tx.clone() };
         // Counted as queued before it leaves; moved to dropped below if it finds no room.
         tally(&mut self.tally, &batch, |e, n| e.0 += n);
         let queue = &self.queues[i];
@@ -271,7 +293,7 @@ fn tally(t: &mut Tally, batch: &Batch, f: impl Fn(&mut (u64, u64), u64)) {
     let bytes = batch.bytes();
     let mut run: Option<(u16, u64)> = None;
     for k in 0..batch.len() {
-        let at = record::HEADER_LEN + k * record::RECORD_STRIDE + record::offset::DEVICE;
+        let at = record::HEADER_LEN + k * batch.stride + record::offset::DEVICE;
         let device = bytes.get(at..at + 2).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
         run = match run {
             Some((d, n)) if d == device => Some((d, n + 1)),

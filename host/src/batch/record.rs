@@ -2,9 +2,10 @@
 //! fixed-stride buffer that analyzers receive in `process`.
 //!
 //! Input: a [`PacketMeta`] per packet, and the record count of a batch.
-//! Output: the 16-byte batch header and one 136-byte record per packet, byte-for-byte as the
-//! comment on `process` in `wit/analyzer.wit` specifies: layout version 1's 96 bytes, then the
-//! tunnel extension. This module only
+//! Output: the 16-byte batch header and one record per packet, byte-for-byte as the comment on
+//! `process` in `wit/analyzer.wit` specifies: layout version 1's 96 bytes, and in a batch that
+//! holds a tunnelled packet, the 40 bytes of the tunnel extension after each (stride 136). A
+//! batch without one keeps stride 96, so traffic without tunnels pays nothing for them. This module only
 //! maps the decoder's fields onto the record's; the bytes are written by `wasmtap-record`, the
 //! crate whose layout the guest SDK reads.
 //!
@@ -18,18 +19,25 @@ use crate::decode::{IpFamily, PacketMeta};
 // The layout comes from `wasmtap-record`, the crate the guest SDK reads and builds batches
 // with: one definition for both sides of the contract (the `process` comment in
 // `wit/analyzer.wit`).
-pub use wasmtap_record::EXTENDED_LEN as RECORD_STRIDE;
+/// The stride of a batch with a tunnelled packet in it: layout 1 and the tunnel extension. The
+/// batch buffers are sized for it.
+pub use wasmtap_record::EXTENDED_LEN as EXTENDED_STRIDE;
+/// The stride of a batch none of whose packets came through a tunnel: layout 1 alone.
+pub use wasmtap_record::RECORD_LEN as BASE_STRIDE;
 pub use wasmtap_record::header_flags::HOLD;
 pub use wasmtap_record::tcp_options as tcp_option_bits;
 pub use wasmtap_record::{HEADER_FLAGS, HEADER_LEN, LAYOUT_VERSION, offset, packet_bits};
 
-/// Writes the batch header for `count` records into the first [`HEADER_LEN`] bytes of `buf`
-/// (no flags: [`write_flags`] sets them once the batch is complete).
+/// Writes the batch header for `count` records of `stride` bytes ([`BASE_STRIDE`] or
+/// [`EXTENDED_STRIDE`]) into the first [`HEADER_LEN`] bytes of `buf` (no flags:
+/// [`write_flags`] sets them once the batch is complete).
 ///
 /// # Panics
 /// If `buf` is shorter than [`HEADER_LEN`] (a caller bug: the batch buffer is sized up front).
-pub fn write_header(buf: &mut [u8], count: u32) {
-    BatchHeader::extended(count).encode_into(buf);
+pub fn write_header(buf: &mut [u8], count: u32, stride: usize) {
+    let header = BatchHeader::new(count);
+    let stride = u16::try_from(stride).unwrap_or(BatchHeader::EXTENDED_STRIDE);
+    BatchHeader { stride, ..header }.encode_into(buf);
 }
 
 /// Writes the header's flags word (bits of `wasmtap_record::header_flags`).
@@ -44,19 +52,41 @@ pub fn write_flags(buf: &mut [u8], flags: u32) {
 /// hold.
 pub fn empty_batch() -> [u8; HEADER_LEN] {
     let mut buf = [0; HEADER_LEN];
-    write_header(&mut buf, 0);
+    write_header(&mut buf, 0, BASE_STRIDE);
     buf
 }
 
-/// Writes one record into the first [`RECORD_STRIDE`] bytes of `out`, every byte of it
-/// (reserved ones zeroed).
+/// Writes one record of layout 1 into the first [`BASE_STRIDE`] bytes of `out`, every byte of
+/// it (reserved ones zeroed).
 ///
 /// # Panics
-/// If `out` is shorter than [`RECORD_STRIDE`] (a caller bug: records are one stride each).
+/// If `out` is shorter than [`BASE_STRIDE`] (a caller bug: records are one stride each).
 #[inline]
 pub fn write_record(meta: &PacketMeta, out: &mut [u8]) {
     fields_of(meta).encode_into(out);
+}
+
+/// Writes the tunnel extension of one record: bytes [`BASE_STRIDE`]..[`EXTENDED_STRIDE`] of
+/// `out` (all zero for a packet that came through no tunnel).
+///
+/// # Panics
+/// If `out` is shorter than [`EXTENDED_STRIDE`].
+#[inline]
+pub fn write_tunnel(meta: &PacketMeta, out: &mut [u8]) {
     tunnel_of(meta).encode_into(out);
+}
+
+/// Turns the first `count` records of `records` from [`BASE_STRIDE`] into [`EXTENDED_STRIDE`],
+/// in place, with empty extensions: what a batch becomes when its first tunnelled packet comes.
+///
+/// # Panics
+/// If `records` is shorter than `count` extended records.
+pub fn widen(records: &mut [u8], count: usize) {
+    for k in (0..count).rev() {
+        let (from, to) = (k * BASE_STRIDE, k * EXTENDED_STRIDE);
+        records.copy_within(from..from + BASE_STRIDE, to);
+        records[to + BASE_STRIDE..to + EXTENDED_STRIDE].fill(0);
+    }
 }
 
 /// The tunnel extension of a record: the outermost tunnel, all zero for a packet that came
@@ -64,7 +94,7 @@ pub fn write_record(meta: &PacketMeta, out: &mut [u8]) {
 #[inline]
 fn tunnel_of(m: &PacketMeta) -> TunnelFields {
     let t = &m.tunnel;
-    let Some(kind) = t.kind else {
+    let Some(kind) = t.kind() else {
         return TunnelFields::default();
     };
     let family = match t.outer_family {
@@ -196,14 +226,13 @@ mod tests {
 
     /// A packet that came through two tunnels, the outermost VXLAN over IPv6.
     fn tunnelled() -> PacketMeta {
-        let mut t = Tunnel::default();
-        t.kind = Some(TunnelKind::Vxlan);
-        t.id = Some(0x00ab_cdef);
-        t.depth = 2;
-        t.outer_family = IpFamily::V6;
-        t.outer_src = core::array::from_fn(|i| 0x40 + i as u8);
-        t.outer_dst = core::array::from_fn(|i| 0x60 + i as u8);
-        PacketMeta { tunnel: t, ..sample() }
+        let outer = (
+            IpFamily::V6,
+            core::array::from_fn(|i| 0x40 + i as u8),
+            core::array::from_fn(|i| 0x60 + i as u8),
+        );
+        let tunnel = Tunnel::opened(TunnelKind::Vxlan, Some(0x00ab_cdef), 2, outer);
+        PacketMeta { tunnel, ..sample() }
     }
 
     /// Every decoded field lands in its record field, and that is what is written; the byte
@@ -227,9 +256,11 @@ mod tests {
         assert_eq!(f.tcp_options, 0x02 | 0x04 | 0x10);
         assert_eq!((f.sack_blocks, f.tcp_header_len), (2, 52));
 
-        let mut r = [0xeeu8; RECORD_STRIDE];
+        let mut r = [0xeeu8; EXTENDED_STRIDE];
         write_record(&m, &mut r);
         assert_eq!(r[..96], f.encode());
+        assert!(r[96..].iter().all(|&b| b == 0xee), "layout 1 alone");
+        write_tunnel(&m, &mut r);
         assert!(r[96..].iter().all(|&b| b == 0), "no tunnel: the extension is all zero");
     }
 
@@ -242,17 +273,17 @@ mod tests {
         assert_eq!((t.id, t.kind, t.depth), (0x00ab_cdef, tunnel_kind::VXLAN, 2));
         assert_eq!(t.bits, tunnel_bits::OUTER_IPV6 | tunnel_bits::ID);
 
-        let mut r = [0xeeu8; RECORD_STRIDE];
+        let mut r = [0xeeu8; EXTENDED_STRIDE];
         write_record(&m, &mut r);
+        write_tunnel(&m, &mut r);
         assert_eq!(r[..96], fields_of(&m).encode());
-        let mut alone = [0u8; RECORD_STRIDE];
+        let mut alone = [0u8; EXTENDED_STRIDE];
         t.encode_into(&mut alone);
         assert_eq!(r[96..], alone[96..]);
 
         // Without an id (IP-in-IP), over IPv4.
-        let mut m = tunnelled();
-        (m.tunnel.kind, m.tunnel.id, m.tunnel.outer_family) =
-            (Some(TunnelKind::Ipv6InIp), None, IpFamily::V4);
+        let outer = (IpFamily::V4, [0; 16], [0; 16]);
+        let m = PacketMeta { tunnel: Tunnel::opened(TunnelKind::Ipv6InIp, None, 1, outer), ..m };
         let t = tunnel_of(&m);
         assert_eq!((t.id, t.kind, t.bits), (0, tunnel_kind::IPV6_IN_IP, tunnel_bits::OUTER_IPV4));
     }
@@ -270,7 +301,7 @@ mod tests {
         assert_eq!(f.packet_bits, 0x02 | 0x08);
         assert_eq!(f.tcp_options, 0x01 | 0x08);
 
-        let mut r = [0xaau8; RECORD_STRIDE];
+        let mut r = [0xaau8; BASE_STRIDE];
         write_record(&PacketMeta::default(), &mut r);
         assert!(r.iter().all(|&b| b == 0), "a non-IP record is all zero");
     }
@@ -278,9 +309,26 @@ mod tests {
     #[test]
     fn header_count_and_flags() {
         let mut buf = empty_batch();
-        assert_eq!(buf, [1, 0, 136, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        write_header(&mut buf, 3);
+        assert_eq!(buf, [1, 0, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        write_header(&mut buf, 3, EXTENDED_STRIDE);
         write_flags(&mut buf, HOLD);
         assert_eq!(buf, [1, 0, 136, 0, 3, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    /// Widening moves every record to its extended place and zeroes the extensions.
+    #[test]
+    fn widening_keeps_every_record() {
+        let metas: Vec<PacketMeta> =
+            (0..3).map(|i| PacketMeta { ts_ns: i + 1, seq: 100 + i as u32, ..sample() }).collect();
+        let mut buf = vec![0xffu8; 3 * EXTENDED_STRIDE];
+        for (k, m) in metas.iter().enumerate() {
+            write_record(m, &mut buf[k * BASE_STRIDE..]);
+        }
+        widen(&mut buf, 3);
+        for (k, m) in metas.iter().enumerate() {
+            let r = &buf[k * EXTENDED_STRIDE..(k + 1) * EXTENDED_STRIDE];
+            assert_eq!(r[..96], fields_of(m).encode(), "record {k}");
+            assert!(r[96..].iter().all(|&b| b == 0), "record {k}");
+        }
     }
 }

@@ -33,7 +33,7 @@ fn shards_by_flow_and_flushes_full_batches() {
     assert!(rx1.try_iter().next().is_none());
     let first = &full[0];
     assert_eq!(first.max_ts(), 12);
-    assert_eq!(first.bytes().len(), record::HEADER_LEN + 3 * record::RECORD_STRIDE);
+    assert_eq!(first.bytes().len(), record::HEADER_LEN + 3 * record::BASE_STRIDE);
     assert_eq!(u32_at(first.bytes(), 4), 3, "count in header");
     drop(b); // flushes the rest
     assert_eq!(rx0.try_iter().map(|b| b.len()).collect::<Vec<_>>(), vec![1]);
@@ -91,4 +91,34 @@ fn buffers_return_to_the_pool() {
     b.push(&meta(1, 6));
     let reused = rx.try_iter().any(|x| x.bytes().as_ptr() == ptr);
     assert!(reused, "a returned buffer is used again");
+}
+
+/// A batch keeps the base stride until a tunnelled packet comes, then holds every record with
+/// the extension; the next batch starts at the base stride again.
+#[test]
+fn a_tunnelled_packet_widens_its_batch() {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut b = Batcher::new(vec![tx], 3, DEFAULT_MAX_AGE, FullQueue::Wait);
+    let plain = |ts| PacketMeta { device: 7, ..meta(1, ts) };
+    let outer = (crate::decode::IpFamily::V4, [0; 16], [0; 16]);
+    let kind = crate::decode::TunnelKind::Vxlan;
+    let tunnelled =
+        PacketMeta { tunnel: crate::decode::Tunnel::opened(kind, Some(42), 1, outer), ..plain(3) };
+    for m in [plain(1), plain(2), tunnelled, plain(4)] {
+        b.push(&m);
+    }
+    b.flush();
+    let batches: Vec<Batch> = rx.try_iter().collect();
+    let (wide, base) = (batches[0].bytes(), batches[1].bytes());
+    assert_eq!(u16::from_le_bytes([wide[2], wide[3]]), 136);
+    assert_eq!(wide.len(), record::HEADER_LEN + 3 * record::EXTENDED_STRIDE);
+    assert_eq!(u16::from_le_bytes([base[2], base[3]]), 96);
+    assert_eq!(base.len(), record::HEADER_LEN + record::BASE_STRIDE);
+    for k in 0..3 {
+        let r = &wide[record::HEADER_LEN + k * 136..][..136];
+        assert_eq!(u64::from_le_bytes(r[..8].try_into().unwrap()), k as u64 + 1, "time of {k}");
+        let kind = r[wasmtap_record::tunnel_offset::TUNNEL_KIND];
+        assert_eq!(kind, if k == 2 { wasmtap_record::tunnel_kind::VXLAN } else { 0 }, "{k}");
+    }
+    assert_eq!(tally(&mut b), vec![(7, 4, 0)], "the tally reads devices at either stride");
 }

@@ -5,8 +5,8 @@
 //! implies (frame length on the wire minus the link header). The wire length stands in when the
 //! header's own length field is zero (TSO / BIG TCP / jumbograms), and caps a TCP payload
 //! length computed from a header that claims more than the frame had on the wire.
-//! Output: the IP, TCP and UDP-port fields of a [`PacketMeta`], and an [`IpOutcome`] that
-//! carries the transport bytes for `decode/tunnel.rs` to look into.
+//! Output: the IP, TCP and UDP-port fields of a [`PacketMeta`], an [`IpOutcome`], and the
+//! transport bytes ([`Transport`]) for `decode/tunnel.rs` to look into.
 //!
 //! Uses etherparse's lax `LaxIpSlice`, which accepts a capture shorter than the IP length.
 //! Where even the fixed IP header is cut off (etherparse refuses it), the fields that were
@@ -32,19 +32,21 @@ const IPV4_FRAG_OFFSET_MASK: u16 = 0x1fff;
 
 /// What the network layer found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum IpOutcome<'a> {
+pub(super) enum IpOutcome {
     /// Not an IPv4/IPv6 header (bad version or header length): nothing was filled.
     NotIp,
     /// An IP header so short that an address was not captured (no flow id).
     NoAddresses,
-    /// Addresses (and whatever else was captured) filled in; what follows the IP header(s).
-    Addressed(Transport<'a>),
+    /// Addresses (and whatever else was captured) filled in, and the [`Transport`].
+    Addressed,
     /// The addresses were captured, the rest of the IP header was cut off (by the snaplen):
     /// the fields that were captured are filled in, and `truncated`.
     Cut,
 }
 
-/// The transport layer that follows an IP header: where a tunnel header would start.
+/// The transport layer that follows an IP header: where a tunnel header would start. Filled
+/// through a `&mut` rather than returned inside [`IpOutcome`]: moving the returned enum about
+/// cost the decoder of every packet a store-forwarding stall.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Transport<'a> {
     /// The captured bytes after the IP header(s) (empty when none were captured).
@@ -56,10 +58,20 @@ pub(super) struct Transport<'a> {
     pub whole: bool,
 }
 
+impl Transport<'_> {
+    /// No transport: nothing after the IP header was read.
+    pub const NONE: Transport<'static> = Transport { bytes: &[], wire_len: 0, whole: false };
+}
+
 /// Decodes the IP layer starting at `packet[0]`. `wire_ip_len` is the IP length implied by
 /// the frame's length on the wire.
 #[inline]
-pub(super) fn ip<'a>(packet: &'a [u8], wire_ip_len: u32, m: &mut PacketMeta) -> IpOutcome<'a> {
+pub(super) fn ip<'a>(
+    packet: &'a [u8],
+    wire_ip_len: u32,
+    m: &mut PacketMeta,
+    transport: &mut Transport<'a>,
+) -> IpOutcome {
     let slice = match LaxIpSlice::from_slice(packet) {
         // An extension-header stop error leaves the payload's ip_number at the header that
         // failed, so no transport is decoded after it; nothing else to do with it.
@@ -119,7 +131,7 @@ pub(super) fn ip<'a>(packet: &'a [u8], wire_ip_len: u32, m: &mut PacketMeta) -> 
     // The transport length comes from the headers, not from what was captured; but a header
     // claiming more than the frame had on the wire is bogus (tshark reports it as "total
     // length exceeds packet length"), so the wire bounds it.
-    let transport = Transport {
+    *transport = Transport {
         bytes: payload.payload,
         wire_len: m.ip_len.min(wire_ip_len).saturating_sub(headers_len),
         whole: carries_transport && !m.fragment,
@@ -131,7 +143,7 @@ pub(super) fn ip<'a>(packet: &'a [u8], wire_ip_len: u32, m: &mut PacketMeta) -> 
             _ => {}
         }
     }
-    IpOutcome::Addressed(transport)
+    IpOutcome::Addressed
 }
 
 /// A header length (at most a few hundred bytes from etherparse) as u32.
@@ -174,7 +186,7 @@ fn jumbo_payload_len(exts: &Ipv6ExtensionsSlice<'_>) -> Option<u32> {
 
 /// An IP header cut off by the snaplen before etherparse would take it (the fixed part, or
 /// IPv4 options, incomplete): reads the fixed fields that were captured and sets `truncated`.
-fn partial_header(packet: &[u8], m: &mut PacketMeta) -> IpOutcome<'static> {
+fn partial_header(packet: &[u8], m: &mut PacketMeta) -> IpOutcome {
     let byte = |at: usize| packet.get(at).copied();
     let be16 = |at: usize| packet.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
     let (src, dst) = match byte(0).map(|b| b >> 4) {

@@ -144,6 +144,46 @@ pub struct PacketMeta {
 }
 
 impl PacketMeta {
+    /// Every field zero: what [`decode`] starts each packet from. A constant rather than
+    /// `Default::default()`, whose arrays were built in a temporary and copied, stalling every
+    /// packet's decode on store forwarding.
+    const EMPTY: PacketMeta = PacketMeta {
+        ts_ns: 0,
+        flow_id: 0,
+        src_addr: [0; 16],
+        dst_addr: [0; 16],
+        seq: 0,
+        ack: 0,
+        tsval: 0,
+        tsecr: 0,
+        wire_len: 0,
+        ip_len: 0,
+        payload_len: 0,
+        ifindex: 0,
+        src_port: 0,
+        dst_port: 0,
+        window: 0,
+        mss: 0,
+        device: 0,
+        family: IpFamily::NotIp,
+        ip_proto: 0,
+        tcp_flags: 0,
+        ttl: 0,
+        wscale: 0,
+        sack_blocks: 0,
+        tcp_hdr_len: 0,
+        dont_fragment: false,
+        fragment: false,
+        has_tcp: false,
+        truncated: false,
+        direction: false,
+        sack_permitted: false,
+        has_timestamps: false,
+        has_mss: false,
+        has_wscale: false,
+        tunnel: Tunnel::NONE,
+    };
+
     /// The meta of a frame that carries no IP (or whose link type is unknown): only the time
     /// and the wire length set; `device` 0 for the caller to fill.
     pub fn non_ip(ts_ns: u64, wire_len: u32) -> PacketMeta {
@@ -181,7 +221,11 @@ pub fn decode(
     vxlan: &VxlanPorts,
     out: &mut PacketMeta,
 ) -> Decoded {
-    *out = PacketMeta { device: out.device, ..PacketMeta::non_ip(ts_ns, wire_len) };
+    // From the constant, then field by field: copying a value just built in pieces stalled on
+    // store forwarding, in every packet's decode.
+    let device = out.device;
+    *out = PacketMeta::EMPTY;
+    (out.ts_ns, out.wire_len, out.device) = (ts_ns, wire_len, device);
     let net = link::network(link, data);
     out.ifindex = net.ifindex;
     if !net.is_ip {
@@ -191,14 +235,15 @@ pub fn decode(
         return Decoded::NonIp;
     };
     let link_len = u32::try_from(net.offset).unwrap_or(u32::MAX);
-    match ip::ip(packet, wire_len.saturating_sub(link_len), out) {
+    let mut transport = ip::Transport::NONE;
+    match ip::ip(packet, wire_len.saturating_sub(link_len), out, &mut transport) {
         ip::IpOutcome::NotIp => Decoded::NonIp,
         ip::IpOutcome::NoAddresses => Decoded::Ip,
         ip::IpOutcome::Cut => {
             set_flow(out);
             Decoded::Ip
         }
-        ip::IpOutcome::Addressed(transport) => {
+        ip::IpOutcome::Addressed => {
             if tunnel::may_carry(out) {
                 tunnel::open(out, transport, vxlan);
                 if out.family == IpFamily::NotIp {

@@ -431,7 +431,7 @@ fn random_and_garbled_bytes_never_panic() {
         assert!(m.sack_blocks <= 4);
         let (depth, read) = (usize::from(m.tunnel.depth), m.tunnel.read().count());
         assert!(depth <= MAX_DEPTH && (read == depth || read == depth + 1), "{:?}", m.tunnel);
-        assert_eq!(m.tunnel.kind.is_some(), depth > 0);
+        assert_eq!(m.tunnel.kind().is_some(), depth > 0);
         tunnels_seen += usize::from(depth > 0);
     }
     assert!(tcp_seen > 1000, "the garbled frames still reach TCP often: {tcp_seen}");

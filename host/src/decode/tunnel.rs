@@ -125,10 +125,11 @@ impl VxlanPorts {
 /// packet that was read whole), or for [`Undecoded::Truncated`] after an opened tunnel, the
 /// inner IP packet without its TCP header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum Undecoded {
     /// The capture ends inside a tunnel header, or inside the inner packet's IP or TCP
     /// header (the snap length, or a frame cut short).
-    Truncated,
+    Truncated = 1,
     /// A header that breaks its own rules: VXLAN without the I flag, a Geneve version other
     /// than 0, options or an inner IP packet longer than the tunnel carried, an inner header
     /// that is not the IP version the tunnel announced.
@@ -145,6 +146,11 @@ impl Undecoded {
     pub const ALL: [Undecoded; 4] =
         [Undecoded::Truncated, Undecoded::Malformed, Undecoded::Unsupported, Undecoded::TooDeep];
 
+    /// The reason of a [`Tunnel`]'s code, `None` for 0.
+    fn from_code(code: u8) -> Option<Undecoded> {
+        Undecoded::ALL.into_iter().find(|r| *r as u8 == code)
+    }
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -157,10 +163,12 @@ impl Undecoded {
 }
 
 /// The tunnels a packet came through. All empty for a packet that came through none.
+///
+/// Its `Default` is all zero bytes, so that resetting it for every packet is a plain memset:
+/// kinds and the reason are kept as codes (0 for none), not as `Option`s of enums, whose
+/// non-zero `None` made the reset copy a template and stall on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Tunnel {
-    /// The outermost tunnel's kind, if one was opened.
-    pub kind: Option<TunnelKind>,
     /// The outermost tunnel's VNI or GRE key, if it has one.
     pub id: Option<u32>,
     /// Tunnels opened to reach the packet the meta describes.
@@ -171,27 +179,73 @@ pub struct Tunnel {
     pub outer_src: [u8; 16],
     /// The outermost IP header's destination address.
     pub outer_dst: [u8; 16],
-    /// Every tunnel header read whole, outermost first (`read` of them): what
-    /// `wasmtap_host_tunnel_packets_total` counts. One more than `depth` when the last one's
-    /// payload was not opened.
-    pub kinds: [Option<TunnelKind>; MAX_DEPTH],
-    /// Why the last tunnel, or the packet inside it, was not opened.
-    pub fault: Option<Undecoded>,
+    /// The record codes ([`TunnelKind::code`]) of every tunnel header read whole, outermost
+    /// first, 0 after the last: what `wasmtap_host_tunnel_packets_total` counts. One more than
+    /// `depth` when the last one's payload was not opened.
+    codes: [u8; MAX_DEPTH],
+    /// Why the last tunnel, or the packet inside it, was not opened: [`Undecoded`] as a code,
+    /// 0 for none.
+    fault: u8,
     /// The identities of the tunnels opened, folded together: the flow id covers them, so two
     /// overlays that carry the same inner addresses stay two flows. 0 when none was opened.
     pub(super) key: u64,
 }
 
 impl Tunnel {
+    /// No tunnel: all zero.
+    pub const NONE: Tunnel = Tunnel {
+        id: None,
+        depth: 0,
+        outer_family: IpFamily::NotIp,
+        outer_src: [0; 16],
+        outer_dst: [0; 16],
+        codes: [0; MAX_DEPTH],
+        fault: 0,
+        key: 0,
+    };
+
+    /// The outermost tunnel's kind, if one was opened.
+    #[inline]
+    pub fn kind(&self) -> Option<TunnelKind> {
+        if self.depth == 0 { None } else { TunnelKind::from_code(self.codes[0]) }
+    }
+
+    /// Why the last tunnel, or the packet inside it, was not opened.
+    #[inline]
+    pub fn fault(&self) -> Option<Undecoded> {
+        Undecoded::from_code(self.fault)
+    }
+
     /// Whether there is anything to count: a tunnel header read, or one that could not be.
     #[inline]
     pub fn is_seen(&self) -> bool {
-        self.kinds[0].is_some() || self.fault.is_some()
+        self.codes[0] != 0 || self.fault != 0
     }
 
     /// The tunnel headers read whole, outermost first.
     pub fn read(&self) -> impl Iterator<Item = TunnelKind> + '_ {
-        self.kinds.iter().map_while(|k| *k)
+        self.codes.iter().map_while(|&c| TunnelKind::from_code(c))
+    }
+
+    fn set_fault(&mut self, reason: Undecoded) {
+        self.fault = reason as u8;
+    }
+
+    /// A tunnel of `kind` with `id`, opened `depth` deep, between the IPv4 or IPv6 `outer`
+    /// addresses: for the tests of the stages after decode.
+    #[cfg(test)]
+    pub fn opened(
+        kind: TunnelKind,
+        id: Option<u32>,
+        depth: u8,
+        outer: (IpFamily, [u8; 16], [u8; 16]),
+    ) -> Tunnel {
+        let mut codes = [0; MAX_DEPTH];
+        for c in codes.iter_mut().take(usize::from(depth)) {
+            *c = kind.code();
+        }
+        let (outer_family, outer_src, outer_dst) = outer;
+        Tunnel { id, depth, outer_family, outer_src, outer_dst, codes, fault: 0, key: 1 }
     }
 }
 
@@ -225,30 +279,31 @@ struct Found<'a> {
 
 /// Opens the tunnels in the packet `m` describes, whose transport bytes are `transport`, as
 /// far as they go and [`MAX_DEPTH`] allows.
+// Kept out of `decode`, so that the path of a packet without a tunnel stays as short as it was.
+#[inline(never)]
 pub(super) fn open(m: &mut PacketMeta, mut transport: Transport<'_>, ports: &VxlanPorts) {
     loop {
         let found = match find(m, transport, ports) {
             None => return,
-            Some(Err(fault)) => return m.tunnel.fault = Some(fault),
+            Some(Err(fault)) => return m.tunnel.set_fault(fault),
             Some(Ok(found)) => found,
         };
         let depth = usize::from(m.tunnel.depth);
-        let Some(slot) = m.tunnel.kinds.get_mut(depth) else {
-            return m.tunnel.fault = Some(Undecoded::TooDeep);
+        let Some(slot) = m.tunnel.codes.get_mut(depth) else {
+            return m.tunnel.set_fault(Undecoded::TooDeep);
         };
-        *slot = Some(found.kind);
+        *slot = found.kind.code();
         let carrier = *m;
         let next = match inner(m, &found) {
             Ok(next) => next,
             Err(fault) => {
                 *m = carrier;
-                m.tunnel.fault = Some(fault);
+                m.tunnel.set_fault(fault);
                 return;
             }
         };
         let t = &mut m.tunnel;
         if t.depth == 0 {
-            t.kind = Some(found.kind);
             t.id = found.id;
             t.outer_family = carrier.family;
             t.outer_src = carrier.src_addr;
@@ -267,7 +322,7 @@ pub(super) fn open(m: &mut PacketMeta, mut transport: Transport<'_>, ports: &Vxl
             // The inner IP header was read, the TCP or UDP header after it was cut off. The
             // meta describes the inner IP packet, with the TCP fields that were captured (the
             // fixed header alone is enough to count a segment, as without a tunnel).
-            return m.tunnel.fault = Some(Undecoded::Truncated);
+            return m.tunnel.set_fault(Undecoded::Truncated);
         }
         if !may_carry(m) {
             return;
@@ -328,12 +383,13 @@ fn inner<'a>(m: &mut PacketMeta, found: &Found<'a>) -> Result<Option<Transport<'
         _ => {}
     }
     *m = emptied;
-    match ip::ip(bytes, wire_len, m) {
+    let mut transport = Transport::NONE;
+    match ip::ip(bytes, wire_len, m, &mut transport) {
         IpOutcome::NotIp => Err(Undecoded::Malformed),
         IpOutcome::NoAddresses | IpOutcome::Cut => Err(Undecoded::Truncated),
         // An inner packet longer than the tunnel carried: its lengths cannot be trusted.
-        IpOutcome::Addressed(_) if m.ip_len > wire_len => Err(Undecoded::Malformed),
-        IpOutcome::Addressed(t) => Ok(Some(t)),
+        IpOutcome::Addressed if m.ip_len > wire_len => Err(Undecoded::Malformed),
+        IpOutcome::Addressed => Ok(Some(transport)),
     }
 }
 

@@ -171,13 +171,13 @@ fn assert_inner(m: &PacketMeta, inner: &PacketMeta, frame_len: usize) {
 /// tunnel has `id`, over the IPv4 node addresses.
 fn assert_tunnel_v4(m: &PacketMeta, kinds: &[TunnelKind], id: Option<u32>) {
     let t = &m.tunnel;
-    assert_eq!(t.kind, kinds.first().copied());
+    assert_eq!(t.kind(), kinds.first().copied());
     assert_eq!(t.id, id);
     assert_eq!(usize::from(t.depth), kinds.len());
     assert_eq!(t.read().collect::<Vec<_>>(), kinds);
     assert_eq!(t.outer_family, IpFamily::V4);
     assert_eq!((&t.outer_src[..4], &t.outer_dst[..4]), (&NODE_A[..], &NODE_B[..]));
-    assert_eq!(t.fault, None);
+    assert_eq!(t.fault(), None);
 }
 
 #[test]
@@ -296,7 +296,7 @@ fn nesting_to_the_limit_and_past_it() {
     let four = three_deep(&in_vxlan(&pod, 6, 4789));
     let (d, m) = run(&four);
     assert_eq!(d, Decoded::Ip);
-    assert_eq!(m.tunnel.fault, Some(Undecoded::TooDeep));
+    assert_eq!(m.tunnel.fault(), Some(Undecoded::TooDeep));
     assert_eq!(m.tunnel.read().collect::<Vec<_>>(), kinds);
     assert_eq!((m.ip_proto, m.dst_port, m.tunnel.depth), (17, 4789, 3));
     assert_eq!(&m.src_addr[..4], &NODE_A);
@@ -324,7 +324,7 @@ fn the_deepest_headers_fit_their_constant() {
     // read, that option is not, and the cut is counted.
     let (d, m) = run_with(&frame, headers - 3, &VxlanPorts::default());
     assert!(d == Decoded::Tcp && m.truncated && m.sack_blocks == 0 && m.has_timestamps);
-    assert_eq!(m.tunnel.fault, Some(Undecoded::Truncated));
+    assert_eq!(m.tunnel.fault(), Some(Undecoded::Truncated));
 }
 
 #[test]
@@ -368,7 +368,7 @@ fn an_inner_frame_that_is_not_ip_is_opened_as_such() {
     assert_tunnel_v4(&m, &[TunnelKind::Vxlan], Some(42));
     // Cut inside the inner Ethernet header: that is a truncated tunnel, and the carrier stays.
     let (d, m) = run_with(&frame, frame.len() - arp.len() + 10, &VxlanPorts::default());
-    assert_eq!((d, m.ip_proto, m.tunnel.fault), (Decoded::Ip, 17, Some(Undecoded::Truncated)));
+    assert_eq!((d, m.ip_proto, m.tunnel.fault()), (Decoded::Ip, 17, Some(Undecoded::Truncated)));
 }
 
 /// Every case of the bad-input set: the reason, and the record left as the carrier.
@@ -444,7 +444,7 @@ fn bad_tunnel_headers_are_counted_by_reason() {
     ];
     for (what, frame, reason, carrier_proto) in cases {
         let (d, m) = run(&frame);
-        assert_eq!(m.tunnel.fault, Some(reason), "{what}");
+        assert_eq!(m.tunnel.fault(), Some(reason), "{what}");
         assert_eq!(d, Decoded::Ip, "{what}: nothing analysed as TCP");
         assert_eq!(
             (m.ip_proto, &m.src_addr[..4]),
@@ -496,13 +496,13 @@ fn every_tunnel_cut_at_every_byte() {
                 assert_ne!(d, Decoded::Tcp, "{what} cut at {caplen}: no TCP from a cut header");
             } else if caplen >= headers {
                 assert_eq!(d, Decoded::Tcp, "{what} cut at {caplen}");
-                assert_eq!(m.tunnel.fault, None, "{what} cut at {caplen}");
+                assert_eq!(m.tunnel.fault(), None, "{what} cut at {caplen}");
             }
             // The UDP header's 8 bytes are read before VXLAN or Geneve is known.
             let seen_at =
                 if what == "vxlan" || what == "geneve" { tunnel_at - 4 } else { tunnel_at };
             if (seen_at..headers).contains(&caplen) {
-                assert_eq!(m.tunnel.fault, Some(Undecoded::Truncated), "{what} cut at {caplen}");
+                assert_eq!(m.tunnel.fault(), Some(Undecoded::Truncated), "{what} cut at {caplen}");
             }
         }
     }
