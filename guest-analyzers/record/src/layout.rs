@@ -35,9 +35,9 @@ pub const RECORD_LEN: usize = 96;
 /// of stride [`EXTENDED_LEN`] or more: the outermost tunnel a packet came through (see
 /// [`tunnel_offset`]). A reader built for layout 1 alone skips it by the stride.
 pub const TUNNEL_LEN: usize = 40;
-/// A record with the tunnel extension: the stride the host writes. A batch of a smaller stride
-/// (at least [`RECORD_LEN`]) has no extension, and its packets came through no tunnel the
-/// writer opened.
+/// A record with the tunnel extension: the stride the host writes for a batch that holds a
+/// tunnelled packet. A batch of a smaller stride (at least [`RECORD_LEN`]) has no extension,
+/// and its packets came through no tunnel the writer opened.
 pub const EXTENDED_LEN: usize = RECORD_LEN + TUNNEL_LEN;
 
 /// Byte offsets of the fields inside one record, exactly as in the WIT comment.

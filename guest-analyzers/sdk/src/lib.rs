@@ -46,8 +46,9 @@
 //!
 //! The record is layout version 1: the [`RECORD_LEN`] (96) bytes documented on `process` in
 //! `wit/analyzer.wit`, at offsets [`offset`], in records of the batch's stride (at least 96;
-//! readers skip what follows). The host writes stride [`EXTENDED_LEN`] (136): bytes 96..136 are
-//! the **tunnel extension** ([`tunnel_offset`]). When the host opens a tunnel (VXLAN, Geneve,
+//! readers skip what follows). In a batch that holds a tunnelled packet the host writes stride
+//! [`EXTENDED_LEN`] (136): bytes 96..136 are the **tunnel extension** ([`tunnel_offset`]); a
+//! batch without one keeps stride 96. When the host opens a tunnel (VXLAN, Geneve,
 //! GRE, IPv4 or IPv6 in IP), every layout-1 field (addresses, ports, flags, IP and payload
 //! lengths, TTL, …) describes the innermost packet, except the frame length
 //! ([`Packet::wire_len`]), which stays the captured frame's; the flow id covers the tunnel ids
@@ -55,7 +56,7 @@
 //! the extension: the outermost tunnel's [`TunnelKind`] (an unknown code is carried, not
 //! refused), its VNI or GRE key, the number of tunnel headers opened, and the outer addresses.
 //! It is `None` for a packet that came through no tunnel, and for every packet of a batch whose
-//! stride is below 136 (a writer that appends no extension). An analyzer that ignores it
+//! stride is below 136 (no tunnelled packet in it). An analyzer that ignores it
 //! reads layout 1 alone, as before.
 //!
 //! ```
