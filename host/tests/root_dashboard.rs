@@ -299,6 +299,31 @@ fn pods_table(pair: &NetnsPair) -> Value {
     })
 }
 
+/// Two ARP frames (a request and its reply, between MACs no test interface has, so that no
+/// stack answers them), each wrapped in VXLAN on 4789.
+fn vxlan_arp_capture(dir: &TempDir) -> std::path::PathBuf {
+    let arp = |op: u8, from: u8, to: u8| -> Vec<u8> {
+        let (mac, peer) = ([2, 0, 0, 0, 0, from], [2, 0, 0, 0, 0, to]);
+        let mut f = [peer, mac].concat();
+        f.extend([0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, op]);
+        f.extend(mac);
+        f.extend([192, 0, 2, from]);
+        f.extend(if op == 1 { [0; 6] } else { peer });
+        f.extend([192, 0, 2, to]);
+        f
+    };
+    let plain = dir.join("arp.pcap");
+    common::frames::write_pcap(&plain, &[arp(1, 1, 2), arp(2, 2, 1)]);
+    let wrapped = dir.join("arp-in-vxlan.pcap");
+    let vxlan = common::tunnel::Layer::Vxlan {
+        underlay: common::tunnel::Underlay::v4(9),
+        port: 4789,
+        vni: 9,
+    };
+    common::tunnel::wrap_capture(&plain, &wrapped, common::tunnel::Frames::All, &[vxlan]);
+    wrapped
+}
+
 /// kube-state-metrics series in its documented format (docs/pod-metrics.md): the two test
 /// pods (client in namespace a, server in b), a completed job pod whose address the server
 /// reused, and a host-network pod on the node's address.
@@ -471,6 +496,7 @@ fn root_every_panel_query_runs_and_shows_live_data() {
         ("off-node", IpAddr::from([192, 0, 2, 1]), IpAddr::from([192, 0, 2, 2])),
         ("pods", pods_v4(&pair.v4_a), pods_v4(&pair.v4_b)),
     ];
+    let vxlan_arp = vxlan_arp_capture(&dir);
     for round in 0..2u16 {
         for addr in [&pair.v4_b, &pair.v6_b] {
             let summary = run_lossy_traffic_client(&pair, addr, PORT, BULK_BYTES, SLOW_BYTES);
@@ -488,6 +514,10 @@ fn root_every_panel_query_runs_and_shows_live_data() {
             let sent = common::live::tcpreplay(&pair.b, &pair.veth_b, &pcap);
             assert_eq!(sent, 8, "tcpreplay sent {sent} of 8 frames ({what})");
         }
+        // Two ARP frames in VXLAN, for the tunnel panel: a tunnel's series appear on the
+        // device that carries it. Not IP inside, so no pair and no other panel changes.
+        let sent = common::live::tcpreplay(&pair.b, &pair.veth_b, &vxlan_arp);
+        assert_eq!(sent, 2, "tcpreplay sent {sent} of 2 VXLAN frames");
         // Three scrapes of this round's counts before the next one.
         thread::sleep(Duration::from_secs(3));
     }
@@ -505,6 +535,7 @@ fn root_every_panel_query_runs_and_shows_live_data() {
         "wasmtap_tcp_zero_window_total",
         "wasmtap_analyzer_state{analyzer=\"panic-nth-batch\",state=\"quarantined\"} == 1",
         "wasmtap_host_series_refused_total > 0",
+        "wasmtap_host_tunnel_packets_total{kind=\"vxlan\"} > 2",
         "kube_pod_info",
     ] {
         assert!(

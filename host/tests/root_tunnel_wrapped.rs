@@ -23,7 +23,8 @@
 //!   unwrapped, the device label aside: the records describe the innermost packet;
 //! - `wasmtap_host_tunnel_packets_total{kind}` is the number of tunnel headers of that kind
 //!   written (frames times the layers of that kind), every kind exported, and
-//!   `wasmtap_host_tunnel_undecoded_total` is 0 for every reason;
+//!   `wasmtap_host_tunnel_undecoded_total` is 0 for every reason (the unwrapped replay has no
+//!   tunnel series);
 //!
 //! and the replay of the unwrapped frames equals tshark's reading of them exactly, with no
 //! tunnel counted. A failure names the kind, the counter, the pair and both counts. Skipped
@@ -209,13 +210,22 @@ fn against_tshark(
 }
 
 /// The host's tunnel self-metrics for `device` against the headers written per kind: every
-/// kind and every undecoded reason exported, the packets as built, nothing undecoded.
+/// kind and every undecoded reason exported, the packets as built, nothing undecoded; and for a
+/// capture without tunnels, no tunnel series at all (a device's appear with its first tunnel).
 fn tunnel_metric_failures(
     what: &str,
     samples: &[Sample],
     device: &str,
     built: &BTreeMap<Kind, u64>,
 ) -> Vec<String> {
+    if built.values().all(|n| *n == 0) {
+        return samples
+            .iter()
+            .filter(|s| s.name == TUNNEL_PACKETS || s.name == TUNNEL_UNDECODED)
+            .filter(|s| s.labels.get("device").map(String::as_str) == Some(device))
+            .map(|s| format!("{what}: a tunnel series without any tunnel: {s:?}"))
+            .collect();
+    }
     let mut out = Vec::new();
     for (kind, want) in built {
         let labels = [("device", device), ("kind", kind.label())];

@@ -166,11 +166,12 @@ impl Batcher {
         this
     }
 
+    /// A buffer for a batch of base records, from the pool when it has one. A buffer that a
+    /// tunnel widened comes back wide and is reused as it is.
     fn buffer(&self) -> Vec<u8> {
-        // Room for extended records, so that a batch can widen in place.
-        let len = record::HEADER_LEN + self.batch_size * record::EXTENDED_STRIDE;
+        let len = record::HEADER_LEN + self.batch_size * record::BASE_STRIDE;
         match self.pool_rx.try_recv() {
-            Ok(buf) if buf.len() == len => buf,
+            Ok(buf) if buf.len() >= len => buf,
             _ => vec![0; len],
         }
     }
@@ -185,7 +186,14 @@ impl Batcher {
         let i = (meta.flow_id % n as u64) as usize;
         let shard = &mut self.shards[i];
         if meta.tunnel.depth != 0 && shard.stride == record::BASE_STRIDE {
-            // The batch's first tunnelled packet: every record gets the extension.
+            // The batch's first tunnelled packet: every record gets the extension. A buffer grows
+            // once in its life (it goes back to the pool wide): buffers are sized for base
+            // records, since most traffic has no tunnel and a live source keeps up to
+            // `QUEUE_BATCHES` of them per worker.
+            let wide = record::HEADER_LEN + self.batch_size * record::EXTENDED_STRIDE;
+            if shard.buf.len() < wide {
+                shard.buf.resize(wide, 0);
+            }
             record::widen(&mut shard.buf[record::HEADER_LEN..], shard.count);
             shard.stride = record::EXTENDED_STRIDE;
         }

@@ -3,9 +3,9 @@
 //! Input: one interface, or libpcap's `any` pseudo-device, opened by [`Live::open`]; the
 //! interface table ([`Links`]: names by index).
 //! Output: decoded, device-labelled [`PacketMeta`]s pushed into a [`Batcher`] on the capture's
-//! own thread; per-device received and `queue_full` counts, tunnels read and left unopened,
-//! the capture's kernel and interface drops (libpcap statistics), each exported at 0 from the
-//! start, and an [`Exit`]
+//! own thread; per-device received and `queue_full` counts and the capture's kernel and
+//! interface drops (libpcap statistics), each exported at 0 from the start; tunnels read and
+//! left unopened, per device from its first tunnel; and an [`Exit`]
 //! saying why the thread ended.
 //!
 //! The socket is non-blocking and the thread waits in `poll(2)` with a timeout, so partial
@@ -18,7 +18,7 @@
 //! nothing when the interface is the same as the last packet's) and pushes; it does not
 //! allocate, lock or log.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -290,6 +290,8 @@ struct Labels<'a> {
     last: (u32, Option<u16>),
     /// Device index → its received and queue-full counters.
     counters: HashMap<u16, (IntCounter, IntCounter), RandomState>,
+    /// Devices whose tunnel series this thread has shown (with their first tunnel).
+    tunnels_shown: HashSet<u16, RandomState>,
 }
 
 impl<'a> Labels<'a> {
@@ -301,6 +303,7 @@ impl<'a> Labels<'a> {
             by_ifindex: HashMap::default(),
             last: (u32::MAX, None),
             counters: HashMap::default(),
+            tunnels_shown: HashSet::default(),
         }
     }
 
@@ -314,6 +317,7 @@ impl<'a> Labels<'a> {
             self.generation = generation;
             self.by_ifindex.clear();
             self.counters.clear();
+            self.tunnels_shown.clear();
             self.last = (u32::MAX, None);
         }
         if ifindex == self.last.0 {
@@ -364,7 +368,6 @@ impl<'a> Labels<'a> {
         let (metrics, devices) = (&self.ctx.metrics, &self.ctx.devices);
         self.counters.entry(device).or_insert_with(|| {
             let name = devices.name(device);
-            metrics.show_tunnels(&name);
             (metrics.received(&name), metrics.dropped(&name, DropReason::QueueFull))
         })
     }
@@ -378,8 +381,11 @@ impl<'a> Labels<'a> {
             full.inc_by(dropped);
         });
         let (metrics, devices) = (&self.ctx.metrics, &self.ctx.devices);
-        batcher
-            .take_tunnel_tally(|device, what, n| metrics.tunnels(&devices.name(device), what, n));
+        let shown = &mut self.tunnels_shown;
+        batcher.take_tunnel_tally(|device, what, n| {
+            let name = devices.name(device);
+            metrics.tunnels(&name, what, n, shown.insert(device));
+        });
     }
 }
 

@@ -124,8 +124,14 @@ impl CaptureMetrics {
         })
     }
 
-    /// Adds `n` to a device's tunnel counter for `what`.
-    pub fn tunnels(&self, device: &str, what: TunnelCount, n: u64) {
+    /// Adds `n` to a device's tunnel counter for `what`. With `first` (the caller's first tunnel
+    /// on this device), every tunnel series of the device appears, each kind and reason at 0
+    /// until it happens: only interfaces that carry tunnels (an uplink, not the pods' veths)
+    /// have them.
+    pub fn tunnels(&self, device: &str, what: TunnelCount, n: u64, first: bool) {
+        if first {
+            self.show_tunnels(device);
+        }
         let counter = match what {
             TunnelCount::Read(kind) => {
                 self.tunnel_packets.with_label_values(&[device, kind.as_str()])
@@ -138,12 +144,12 @@ impl CaptureMetrics {
     }
 
     /// Exports every tunnel series of `device` (at 0 until something happens).
-    pub fn show_tunnels(&self, device: &str) {
+    fn show_tunnels(&self, device: &str) {
         for kind in TunnelKind::KNOWN {
-            self.tunnels(device, TunnelCount::Read(kind), 0);
+            self.tunnel_packets.with_label_values(&[device, kind.as_str()]);
         }
         for reason in Undecoded::ALL {
-            self.tunnels(device, TunnelCount::Undecoded(reason), 0);
+            self.tunnel_undecoded.with_label_values(&[device, reason.as_str()]);
         }
     }
 
@@ -198,7 +204,6 @@ pub fn replay(
         .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
     let device = devices.intern(&name);
     let received = metrics.received(&name);
-    metrics.show_tunnels(&name);
     let mut meta = PacketMeta::default();
     let (mut packets, mut bytes) = (0u64, 0u64);
     let result = loop {
@@ -228,6 +233,10 @@ pub fn replay(
     };
     progress(bytes);
     received.inc_by(packets);
-    batcher.take_tunnel_tally(|d, what, n| metrics.tunnels(&devices.name(d), what, n));
+    // One device per file: its first tally shows its tunnel series.
+    let mut first = true;
+    batcher.take_tunnel_tally(|d, what, n| {
+        metrics.tunnels(&devices.name(d), what, n, std::mem::take(&mut first));
+    });
     result
 }
