@@ -286,8 +286,9 @@ impl<'a> Packet<'a> {
     /// Key per-flow state by it alone: a connection seen on two interfaces (say a pod's veth
     /// and its peer's bridge port, both captured by `-i any`) has one flow id per interface,
     /// so each observation point is analyzed on its own and a copy of a segment on a second
-    /// interface is never mistaken for a retransmission. For a tunnelled packet it covers the
-    /// tunnel ids too, so two overlays with the same inner addresses are two flows.
+    /// interface is never mistaken for a retransmission. For a tunnelled packet it covers each
+    /// tunnel's kind and outer addresses too (in either order; not the VNI, which Cilium sets
+    /// per direction), so the same inner addresses between other nodes are another flow.
     #[inline]
     pub fn flow_id(&self) -> u64 {
         self.u64(offset::FLOW_ID)

@@ -51,8 +51,9 @@
 //! batch without one keeps stride 96. When the host opens a tunnel (VXLAN, Geneve,
 //! GRE, IPv4 or IPv6 in IP), every layout-1 field (addresses, ports, flags, IP and payload
 //! lengths, TTL, …) describes the innermost packet, except the frame length
-//! ([`Packet::wire_len`]), which stays the captured frame's; the flow id covers the tunnel ids
-//! too, so two overlays with the same inner addresses are two flows. [`Packet::tunnel`] reads
+//! ([`Packet::wire_len`]), which stays the captured frame's; the flow id covers the tunnels'
+//! kinds and outer addresses too (not the VNI, which Cilium sets per direction), so the same
+//! inner addresses between other nodes are another flow. [`Packet::tunnel`] reads
 //! the extension: the outermost tunnel's [`TunnelKind`] (an unknown code is carried, not
 //! refused), its VNI or GRE key, the number of tunnel headers opened, and the outer addresses.
 //! It is `None` for a packet that came through no tunnel, and for every packet of a batch whose

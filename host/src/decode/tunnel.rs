@@ -37,6 +37,10 @@ pub const LINUX_VXLAN_PORT: u16 = 8472;
 /// The Geneve port (RFC 8926), fixed by IANA: Cilium and OVN.
 pub const GENEVE_PORT: u16 = 6081;
 
+/// Odd multipliers (from the golden ratio and from pi) that spread a tunnel's two endpoint
+/// addresses over a key before the flow hash takes it; any two distinct odd constants would do.
+const ENDPOINT_MIX: [u64; 2] = [0x9e37_79b9_7f4a_7c15, 0x243f_6a88_85a3_08d3];
+
 /// IP protocol numbers that carry a tunnel.
 const IPPROTO_IPV4: u8 = 4;
 const IPPROTO_UDP: u8 = 17;
@@ -186,8 +190,11 @@ pub struct Tunnel {
     /// Why the last tunnel, or the packet inside it, was not opened: [`Undecoded`] as a code,
     /// 0 for none.
     fault: u8,
-    /// The identities of the tunnels opened, folded together: the flow id covers them, so two
-    /// overlays that carry the same inner addresses stay two flows. 0 when none was opened.
+    /// The tunnels opened, folded together by kind and endpoints (the carrier's two addresses,
+    /// in either order): the flow id covers them, so the same inner addresses in tunnels between
+    /// two other nodes are another flow. Not the VNI or key: Cilium puts the sender's security
+    /// identity in the VNI, which then differs between the two directions of one connection,
+    /// and tshark follows a connection across both. 0 when none was opened.
     pub(super) key: u64,
 }
 
@@ -310,9 +317,7 @@ pub(super) fn open(m: &mut PacketMeta, mut transport: Transport<'_>, ports: &Vxl
             t.outer_dst = carrier.dst_addr;
         }
         t.depth += 1;
-        t.key = t.key.rotate_left(24)
-            ^ u64::from(found.kind.code()) << 32
-            ^ u64::from(found.id.unwrap_or(0));
+        t.key = t.key.rotate_left(24) ^ endpoints(&carrier, found.kind);
         let Some(next) = next else {
             // An Ethernet frame without IP: opened, and nothing further inside.
             return;
@@ -328,6 +333,18 @@ pub(super) fn open(m: &mut PacketMeta, mut transport: Transport<'_>, ports: &Vxl
             return;
         }
     }
+}
+
+/// A tunnel's kind and endpoints as one number, the same in both directions: the carrier's
+/// addresses in order, mixed by two odd constants so that swapping them changes nothing and
+/// the low and high halves both count.
+fn endpoints(carrier: &PacketMeta, kind: TunnelKind) -> u64 {
+    let (a, b) = (u128::from_be_bytes(carrier.src_addr), u128::from_be_bytes(carrier.dst_addr));
+    let (low, high) = if a <= b { (a, b) } else { (b, a) };
+    let fold = |x: u128| (x as u64) ^ ((x >> 64) as u64).rotate_left(32);
+    fold(low).wrapping_mul(ENDPOINT_MIX[0])
+        ^ fold(high).wrapping_mul(ENDPOINT_MIX[1])
+        ^ u64::from(kind.code())
 }
 
 /// Whether the TCP header, or the UDP ports that would say whether another tunnel follows,

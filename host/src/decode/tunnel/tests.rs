@@ -327,14 +327,25 @@ fn the_deepest_headers_fit_their_constant() {
     assert_eq!(m.tunnel.fault(), Some(Undecoded::Truncated));
 }
 
+/// The flow id covers the tunnel's endpoints, not its VNI: a reply in another VNI (Cilium puts
+/// the sender's identity there) is the same connection, as tshark takes it; the same inner
+/// packet between two other nodes is another flow.
 #[test]
-fn flow_ids_cover_the_tunnel_and_both_directions_share_one() {
+fn flow_ids_cover_the_tunnel_endpoints_and_both_directions_share_one() {
     let pod = pod_frame_v4();
     let a = run(&in_vxlan(&pod, 1, 8472)).1;
-    let b = run(&in_vxlan(&pod, 2, 8472)).1;
-    assert_ne!(a.flow_id, b.flow_id, "two VNIs, two flows");
     let plain = run(&pod).1;
     assert_ne!(a.flow_id, plain.flow_id, "the tunnelled flow is not the bare one");
+    assert_eq!(run(&in_vxlan(&pod, 2, 8472)).1.flow_id, a.flow_id, "another VNI, the same flow");
+    let mut elsewhere = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4([198, 51, 100, 1], NODE_B, 64)
+        .udp(51234, 8472)
+        .write(&mut elsewhere, &cat(&[&vxlan_header(1), &pod]))
+        .unwrap();
+    assert_ne!(run(&elsewhere).1.flow_id, a.flow_id, "another node, another flow");
+    let in_geneve = udp4(51234, GENEVE_PORT, &cat(&[&geneve_header(1, ETHERTYPE_TEB, &[]), &pod]));
+    assert_ne!(run(&in_geneve).1.flow_id, a.flow_id, "another kind, another flow");
 
     let reply = PacketBuilder::ethernet2(MAC_B, MAC_A)
         .ipv4(POD_B, POD_A, 63)
@@ -342,12 +353,12 @@ fn flow_ids_cover_the_tunnel_and_both_directions_share_one() {
         .ack(1020);
     let mut back = Vec::new();
     reply.write(&mut back, &[]).unwrap();
-    // The reply's outer header goes the other way, from another source port.
+    // The reply's outer header goes the other way, from another source port, in another VNI.
     let mut outer = Vec::new();
     PacketBuilder::ethernet2(MAC_B, MAC_A)
         .ipv4(NODE_B, NODE_A, 64)
         .udp(60000, 8472)
-        .write(&mut outer, &cat(&[&vxlan_header(1), &back]))
+        .write(&mut outer, &cat(&[&vxlan_header(7), &back]))
         .unwrap();
     let r = run(&outer).1;
     assert_eq!(r.flow_id, a.flow_id);
