@@ -25,9 +25,10 @@
 //! pod attribution (on by default) mounts the runtime socket's directory and the pods' network
 //! namespaces read-only and passes `--cri-socket`, and off mounts no host path and passes
 //! `--cri-socket=none`, with the same capabilities either way; the PrometheusRule carries
-//! exactly the rules of `dashboard/wasmtap-alerts.yaml`; the scrape objects select the Service
-//! and the pods, name their port, and drop the target labels that would clash with the
-//! attribution's `namespace` and `pod`.
+//! exactly the rules of `dashboard/wasmtap-alerts.yaml`, and with `prometheusRule.ackRttRise`
+//! on, the group of `dashboard/wasmtap-alerts-rtt.yaml` after them; the scrape objects select
+//! the Service and the pods, name their port, and drop the target labels that would clash with
+//! the attribution's `namespace` and `pod`.
 
 mod common;
 
@@ -341,6 +342,41 @@ fn values_schema_refuses_bad_values_and_accepts_edge_values() {
             json!({"prometheusRule": {"drops": {"perSecond": -1}}}),
             "'/prometheusRule/drops/perSecond'",
         ),
+        bad(
+            "ACK RTT rise ratio 1 (a steady pair would alert)",
+            json!({"prometheusRule": {"ackRttRise": {"ratio": 1}}}),
+            "'/prometheusRule/ackRttRise/ratio'",
+        ),
+        bad(
+            "ACK RTT rise ratio under 1",
+            json!({"prometheusRule": {"ackRttRise": {"ratio": 0.5}}}),
+            "'/prometheusRule/ackRttRise/ratio'",
+        ),
+        bad(
+            "ACK RTT rise ratio as a string",
+            json!({"prometheusRule": {"ackRttRise": {"ratio": "3x"}}}),
+            "'/prometheusRule/ackRttRise/ratio'",
+        ),
+        bad(
+            "ACK RTT rise without a sample guard",
+            json!({"prometheusRule": {"ackRttRise": {"minSamplesPerSecond": 0}}}),
+            "'/prometheusRule/ackRttRise/minSamplesPerSecond'",
+        ),
+        bad(
+            "ACK RTT rise on as a string",
+            json!({"prometheusRule": {"ackRttRise": {"enabled": "true"}}}),
+            "'/prometheusRule/ackRttRise/enabled'",
+        ),
+        bad(
+            "ACK RTT rise duration in words",
+            json!({"prometheusRule": {"ackRttRise": {"for": "a quarter hour"}}}),
+            "'/prometheusRule/ackRttRise/for'",
+        ),
+        bad(
+            "unknown ACK RTT rise key",
+            json!({"prometheusRule": {"ackRttRise": {"threshold": 3}}}),
+            "'/prometheusRule/ackRttRise'",
+        ),
         bad("unknown top-level key", json!({"prot": 9725}), "'prot' not allowed"),
         bad("attribution on as a string", json!({"cri": {"enabled": "yes"}}), "'/cri/enabled'"),
         bad(
@@ -378,6 +414,12 @@ fn values_schema_refuses_bad_values_and_accepts_edge_values() {
             "'/cri/netnsDir'",
         ),
         good("lowest port", json!({"port": 1})),
+        good(
+            "ACK RTT rise on, ratio 1.5, 0.2 samples per second",
+            json!({"prometheusRule": {"ackRttRise": {
+                "enabled": true, "ratio": 1.5, "minSamplesPerSecond": 0.2
+            }}}),
+        ),
         good("highest port", json!({"port": 65535})),
         good("maxUnavailable 100%", json!({"updateStrategy": {"maxUnavailable": "100%"}})),
         good("series kept for ever", json!({"config": {"seriesTtl": "0s"}})),
@@ -751,28 +793,54 @@ fn container_arguments_and_config_file_parse_with_the_built_binary() {
     assert!(r.stderr_text().contains("series-capp"), "{}", r.describe());
 }
 
+/// The groups of a rules file under `dashboard/`.
+fn rule_groups(name: &str) -> Vec<Value> {
+    let file = repo_root().join("dashboard").join(name);
+    let loaded = chart_check(&["load", file.to_str().expect("utf-8")]);
+    let groups = loaded["documents"][0]["groups"].as_array().cloned().unwrap_or_default();
+    assert!(!groups.is_empty(), "no groups in {}", file.display());
+    groups
+}
+
 #[test]
 fn prometheus_rule_carries_the_alerts_file_rules() {
-    let file = repo_root().join("dashboard/wasmtap-alerts.yaml");
-    let loaded = chart_check(&["load", file.to_str().expect("utf-8")]);
-    let expected = &loaded["documents"][0]["groups"];
-    assert!(expected.as_array().is_some_and(|g| !g.is_empty()), "no groups in {}", file.display());
+    let main = rule_groups("wasmtap-alerts.yaml");
+    let rtt = rule_groups("wasmtap-alerts-rtt.yaml");
     let dir = TempDir::new("chart-rules");
+    // Default values: exactly the main file's rules; the optional ACK RTT alert is off.
     let objects = render_with(&json!({"prometheusRule": {"enabled": true}}), &dir);
     let rule = one(&objects, "PrometheusRule");
     assert_eq!(
-        &rule["spec"]["groups"],
-        expected,
-        "the chart's PrometheusRule (default values) differs from {}",
-        file.display()
+        rule["spec"]["groups"],
+        Value::Array(main.clone()),
+        "the chart's PrometheusRule (default values) differs from dashboard/wasmtap-alerts.yaml"
     );
+    // ackRttRise on, with its defaults: the main file's groups, then the optional file's.
+    let objects = render_with(
+        &json!({"prometheusRule": {"enabled": true, "ackRttRise": {"enabled": true}}}),
+        &dir,
+    );
+    let rule = one(&objects, "PrometheusRule");
+    assert_eq!(
+        rule["spec"]["groups"],
+        Value::Array([main, rtt].concat()),
+        "the chart's PrometheusRule (ackRttRise.enabled) differs from dashboard/wasmtap-alerts.yaml \
+         followed by dashboard/wasmtap-alerts-rtt.yaml"
+    );
+    // ackRttRise alone renders no PrometheusRule: it needs prometheusRule.enabled.
+    let objects = render_with(&json!({"prometheusRule": {"ackRttRise": {"enabled": true}}}), &dir);
+    assert!(objects.iter().all(|o| o["kind"] != "PrometheusRule"), "{objects:?}");
 
     // With other values: the thresholds, durations and extra labels land in the rules, and
     // promtool accepts them.
     let all = render(Some(&all_options_values()));
     let rule = one(&all, "PrometheusRule");
     assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
-    let rules = rule["spec"]["groups"][0]["rules"].as_array().expect("rules");
+    let groups = rule["spec"]["groups"].as_array().expect("groups");
+    let names: Vec<&Value> = groups.iter().map(|g| &g["name"]).collect();
+    assert_eq!(names, [&json!("wasmtap"), &json!("wasmtap-rtt")]);
+    let rules: Vec<&Value> =
+        groups.iter().flat_map(|g| g["rules"].as_array().expect("rules")).collect();
     let by_name =
         |n: &str| rules.iter().find(|r| r["alert"] == n).unwrap_or_else(|| panic!("no alert {n}"));
     let ratio = by_name("WasmtapTcpRetransmissionRatioHigh");
@@ -795,7 +863,15 @@ fn prometheus_rule_carries_the_alerts_file_rules() {
     let set = &one(&set, "PrometheusRule")["spec"]["groups"][0]["rules"];
     let set = set.as_array().expect("rules").iter().find(|r| r["alert"] == "WasmtapPodSourceDown");
     assert_eq!(set.map(|r| &r["for"]), Some(&json!("30m")));
-    for r in rules {
+    // The optional alert, on in the every-option values, with their ratio, guard and `for`.
+    let rtt = by_name("WasmtapTcpAckRttRise");
+    let expr = rtt["expr"].as_str().expect("expr");
+    assert!(expr.contains(">\n  2.5 * histogram_quantile(0.5,"), "{expr}");
+    assert_eq!(expr.matches(">= 2\n").count(), 2, "both sample guards: {expr}");
+    assert_eq!(rtt["for"], "30m");
+    let description = rtt["annotations"]["description"].as_str().expect("description");
+    assert!(description.contains("more than 2.5 times its median"), "{description}");
+    for r in &rules {
         assert_eq!(r["labels"]["team"], "network", "{}", r["alert"]);
         assert_eq!(r["labels"]["severity"], "warning", "{}", r["alert"]);
     }
@@ -808,7 +884,7 @@ fn prometheus_rule_carries_the_alerts_file_rules() {
         Command::new("promtool").arg("check").arg("rules").arg(&rules_file),
         Duration::from_secs(60),
     );
-    assert!(out.contains("SUCCESS: 6 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 7 rules found"), "{out}");
 }
 
 #[test]
