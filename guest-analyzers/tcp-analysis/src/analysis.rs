@@ -2,8 +2,9 @@
 //! connection.
 //!
 //! Input: a [`Segment`] (the TCP fields of one packet record) and the index of the direction it
-//! travels in. Output: the [`flag`] bits tshark would set on it (`tcp.analysis.*`) and, when the
-//! segment completes the handshake, the initial RTT; the per-direction state is updated in place.
+//! travels in. Output: the [`flag`] bits tshark would set on it (`tcp.analysis.*`); the
+//! per-direction state is updated in place, and with it the connection's initial RTT, which
+//! [`Connection::show_initial_rtt`] hands out once, when tshark would first show it.
 //!
 //! The rules follow `tcp_analyze_sequence_number` and the conversation handling of `dissect_tcp`
 //! in Wireshark 4.0's `epan/dissectors/packet-tcp.c`, with tshark's default preferences (analyze
@@ -120,6 +121,17 @@ impl Segment {
     pub fn is_fin(&self) -> bool {
         self.has(th::FIN)
     }
+
+    /// SYN or FIN set: the segment takes one sequence number besides its payload.
+    pub fn takes_sequence_number(&self) -> bool {
+        self.has(th::SYN | th::FIN)
+    }
+
+    /// The sequence number just past the segment: its payload, plus one for SYN or FIN (one for
+    /// both together), modulo 2^32.
+    pub fn end(&self) -> u32 {
+        self.seq.wrapping_add(self.len).wrapping_add(u32::from(self.takes_sequence_number()))
+    }
 }
 
 /// What Wireshark keeps per direction (`tcp_flow_t` and its `tcp_analyze_seq_flow_info_t`).
@@ -173,6 +185,10 @@ pub struct Connection {
     /// Initial RTT (`tcp.analysis.initial_rtt`) in ns; 0 = not known. Signed because a capture
     /// whose clock steps back can make it negative, as in Wireshark.
     first_rtt_ns: i64,
+    /// Direction of the most recent SYN (without ACK) up to the initial RTT: the client's.
+    client_dir: u8,
+    /// Whether [`Connection::show_initial_rtt`] has handed the initial RTT out.
+    first_rtt_shown: bool,
 }
 
 /// What one segment got.
@@ -180,8 +196,6 @@ pub struct Connection {
 pub struct Outcome {
     /// The [`flag`] bits.
     pub flags: u16,
-    /// The initial RTT in ns, if this segment is the one that completed the handshake.
-    pub handshake_ns: Option<u64>,
 }
 
 impl Default for Connection {
@@ -192,7 +206,13 @@ impl Default for Connection {
 
 impl Connection {
     /// A connection with nothing seen.
-    pub const NEW: Self = Self { dirs: [Direction::NEW; 2], mru_syn_ns: 0, first_rtt_ns: 0 };
+    pub const NEW: Self = Self {
+        dirs: [Direction::NEW; 2],
+        mru_syn_ns: 0,
+        first_rtt_ns: 0,
+        client_dir: 0,
+        first_rtt_shown: false,
+    };
 
     /// Whether `seg`, sent in direction `dir`, starts a new connection on the same ports: a SYN
     /// (without ACK) whose sequence number differs from the one this direction started with.
@@ -221,21 +241,36 @@ impl Connection {
             }
         }
         let flags = analyze_sequence(fwd, rev, seg, first_rtt_ns);
-        let mut handshake_ns = None;
         if seg.is_syn_only() {
             self.mru_syn_ns = seg.time_ns;
+            if self.first_rtt_ns == 0 {
+                self.client_dir = (dir & 1) as u8;
+            }
         }
         if seg.flags & (th::SYN | th::ACK) == th::ACK
             && self.mru_syn_ns != 0
             && self.first_rtt_ns == 0
         {
-            // The first pure ACK after a SYN completes the handshake (tshark's iRTT).
+            // The first segment with ACK and without SYN after a SYN completes the handshake
+            // (tshark's iRTT). A result of 0 leaves it unknown: the next one computes it again.
             self.first_rtt_ns = seg.time_ns.wrapping_sub(self.mru_syn_ns) as i64;
-            if self.first_rtt_ns > 0 {
-                handshake_ns = Some(self.first_rtt_ns as u64);
-            }
         }
-        Outcome { flags, handshake_ns }
+        Outcome { flags }
+    }
+
+    /// The initial RTT in ns (not 0; negative if the capture's clock stepped back) and the
+    /// client's direction (the sender of the SYN it was measured from), once per connection: on
+    /// the first segment, from the one that completed the handshake on, that tshark shows it on.
+    /// tshark shows `tcp.analysis.initial_rtt` only on a segment with an analysis subtree, which
+    /// from the handshake on is one that acknowledges the end of a timed segment exactly
+    /// (`acked_exactly`: it shows `tcp.analysis.acks_frame`) or that carries payload; a
+    /// connection with no such segment never shows it. Call after [`Connection::analyze`].
+    pub fn show_initial_rtt(&mut self, acked_exactly: bool, seg: &Segment) -> Option<(i64, usize)> {
+        if self.first_rtt_ns == 0 || self.first_rtt_shown || !(acked_exactly || seg.len > 0) {
+            return None;
+        }
+        self.first_rtt_shown = true;
+        Some((self.first_rtt_ns, usize::from(self.client_dir)))
     }
 
     fn split(&mut self, dir: usize) -> (&mut Direction, &mut Direction) {
@@ -288,10 +323,7 @@ fn analyze_sequence(
     }
 
     // Where this segment ends; SYN and FIN take one sequence number.
-    let mut next_seq = seq.wrapping_add(len);
-    if seg.has(th::SYN | th::FIN) {
-        next_seq = next_seq.wrapping_add(1);
-    }
+    let next_seq = seg.end();
     // A zero-window probe does not advance the sequence space.
     let probe = flags & flag::ZERO_WINDOW_PROBE != 0;
     if (gt_seq(next_seq, fwd.next_seq) || fwd.next_seq == 0) && !probe {
@@ -386,8 +418,7 @@ fn classify_retransmission(
     // Came soon after the highest segment so far and fills a gap below it.
     let since_next = seg.time_ns.wrapping_sub(fwd.next_seq_time_ns);
     let threshold = if first_rtt_ns == 0 { DEFAULT_OUT_OF_ORDER_NS } else { first_rtt_ns as u64 };
-    let end = seq.wrapping_add(len).wrapping_add(u32::from(seg.has(th::SYN | th::FIN)));
-    if not_advanced && since_next < threshold && fwd.next_seq != end {
+    if not_advanced && since_next < threshold && fwd.next_seq != seg.end() {
         return flag::OUT_OF_ORDER;
     }
     if not_advanced { flag::RETRANSMISSION } else { 0 }

@@ -5,8 +5,10 @@
 //! prefixes `wasmtap_`), and per-connection state bounded by a flow table.
 //!
 //! ```text
-//! records ─▶ flow table (table.rs) ─▶ sequence analysis (analysis.rs) ─▶ updates (metrics.rs)
-//!            by flow id, LRU, idle     tshark's rules, per direction      counters, histograms
+//! records ─▶ flow table (table.rs) ─▶ sequence analysis (analysis.rs) ─┬▶ updates (metrics.rs)
+//!            by flow id, LRU, idle     tshark's rules, per direction    │  counters, histograms
+//!                                   ─▶ round trips (rtt.rs) ───────────┘
+//!                                      timed segments, per direction
 //! ```
 //!
 //! # Metrics
@@ -73,49 +75,115 @@
 //!   sequence space; a retransmitted SYN first restores `nextseq` as Wireshark does, so that a
 //!   RST in between does not hide it.
 //!
-//! # Histograms (label `device`: the device of the connection's first packet)
+//! # Round-trip times
 //!
-//! - `tcp_handshake_seconds`: tshark's `tcp.analysis.initial_rtt`, observed once per connection:
-//!   the time from the most recent SYN (without ACK) to the first segment with ACK and without
-//!   SYN after it (a RST/ACK or FIN/ACK too), in either direction. Buckets 100 µs … 3 s.
-//! - `tcp_connection_duration_seconds`: observed once per connection, from its first packet
-//!   (the first SYN, or the first segment seen if the capture missed the SYN) to the packet that
-//!   closed it: the second direction's first FIN, or the first RST. A connection that is not
-//!   closed is observed up to its last packet when it leaves the flow table: idle expiry,
-//!   eviction, a new SYN reusing its ports, or the end of the capture (`tick` with
-//!   `end_of_capture`): open connections count as closed by the end of the capture.
-//!   tshark has no such field; this is wasmtap's definition. Times are packet times.
+//! `tcp_ack_rtt_seconds{src_ip,dst_ip,device}` holds one observation for every value tshark 4.0
+//! gives `tcp.analysis.ack_rtt`, and `tcp_handshake_seconds{src_ip,dst_ip,device}` one per
+//! connection for `tcp.analysis.initial_rtt`, as `tcp_analyze_sequence_number` and `dissect_tcp`
+//! in Wireshark's `packet-tcp.c` compute them (sequence analysis on, its default).
+//!
+//! **ACK RTT.** Labels: `src_ip` sent the acknowledged data, `dst_ip` acknowledged it (the ACK's
+//! sender), `device` is the ACK's, so a pair's RTT sits beside its retransmission counters.
+//! - *Timed*: every segment with payload, SYN or FIN, whatever else tshark says of it:
+//!   retransmissions (fast, spurious), out-of-order segments, keep-alives that carry their byte,
+//!   zero-window probes, SYN/ACKs, FIN/ACKs, RSTs with payload. Its end is `seq + len`, plus one
+//!   for SYN or FIN (one for both), modulo 2^32. Pure ACKs, window updates, keep-alives without
+//!   a byte and RSTs without payload are not timed.
+//! - *Which ACK gives a sample*: the acknowledgement number of every analyzed segment, whatever
+//!   its flags (that of a SYN or a bare RST too, usually 0), is checked against the other
+//!   direction's timed segments. If one of them ends exactly there, the sample is this
+//!   segment's packet time minus the time that segment was first sent.
+//! - *Cumulative and partial ACKs*: every timed segment that the ACK reaches — ending at or
+//!   before it, modulo 2^32 (`(ack - end) as i32 >= 0`) — is forgotten; only one ending exactly
+//!   at it gives a sample, so a cumulative ACK samples the last segment it covers, if it ends
+//!   there, and drops the others unsampled. An ACK inside a segment keeps it, to be sampled by a
+//!   later ACK of its end, from its send time; an ACK beyond every end drops them all unsampled.
+//!   SACK blocks are not read.
+//! - *Retransmissions*: a retransmitted segment is timed again, but a sample is measured from the
+//!   first send of that end still remembered (no Karn filtering: Wireshark's oldest list entry
+//!   wins), so a retransmission timeout shows as a long RTT. A retransmission sent after the
+//!   last ACK is remembered anew, so a duplicate ACK of its end samples it.
+//! - *Zero and negative values*: a sample of exactly 0 (ACK and data with the same capture
+//!   timestamp, common in microsecond captures) is not observed: tshark then shows
+//!   `acks_frame` without `ack_rtt`. A negative one (the capture clock stepped back) is observed
+//!   as tshark shows it: in the first bucket, subtracted from the sum.
+//! - *Caps*: a direction remembers at most 10 000 timed segments (repeats included),
+//!   Wireshark's `TCP_MAX_UNACKED_SEGMENTS`; and the records of all flows (16 bytes per distinct
+//!   end, in buffers that double as they fill and are freed as ACKs empty them) share a budget
+//!   of 128 bytes per flow of `max_flows` (8 MiB by default). A segment either cap refuses is
+//!   counted in `tcp_analysis_rtt_segments_untimed_total` (no labels) and not timed: its ACK
+//!   gives no sample. Before refusing for the budget the analyzer forgets the connections that
+//!   have expired, so the result does not depend on when expiry last ran.
+//!
+//! **Handshake.** `src_ip` is the client (the sender of the SYN the time is measured from),
+//! `dst_ip` the server, `device` that of the connection's first packet. The value is tshark's
+//! initial RTT: from the most recent SYN without ACK to the first segment after it with ACK and
+//! without SYN, from either side (the client's ACK, or the server's data, FIN/ACK or RST/ACK).
+//! A result of 0 leaves it unknown (the next such segment computes it again); a negative one is
+//! observed. It is observed once per connection (a SYN with a new initial sequence number on the
+//! same ports starts a new one), and only if tshark shows it: tshark prints it on segments with
+//! an analysis subtree, which from the completing segment on means one that acknowledges the
+//! end of a timed segment exactly (even with a 0 sample) or carries payload. The value waits
+//! for such a segment; a connection without one is never observed. A retransmitted SYN does not
+//! inflate it: tshark measures from the last SYN.
+//!
+//! **Buckets** (both histograms, seconds): 25 µs, 50 µs, 100 µs, 250 µs, 500 µs, 1 ms, 2.5 ms,
+//! 5 ms, 10 ms, 25 ms, 50 ms, 100 ms, 250 ms, 500 ms, 1 s, 2.5 s, 5 s, 10 s: about ×2.5 apart
+//! from a veth pair or loopback (tens of µs) through one data centre (hundreds of µs),
+//! regional and intercontinental paths (ms to hundreds of ms) to retransmission timeouts (1 s
+//! and its doublings).
+//!
+//! # Connection duration (label `device`: the device of the connection's first packet)
+//!
+//! `tcp_connection_duration_seconds` is observed once per connection, from its first packet
+//! (the first SYN, or the first segment seen if the capture missed the SYN) to the packet that
+//! closed it: the second direction's first FIN, or the first RST. A connection that is not
+//! closed is observed up to its last packet when it leaves the flow table: idle expiry,
+//! eviction, a new SYN reusing its ports, or the end of the capture (`tick` with
+//! `end_of_capture`): open connections count as closed by the end of the capture. tshark has no
+//! such field; this is wasmtap's definition. Times are packet times.
 //!
 //! # Flow state, and the counter `tcp_analysis_flows_evicted_total`
 //!
 //! Connections are keyed by the host's flow id (a hash of the 5-tuple, the same both ways) and
-//! the direction bit; both directions share one entry of about 150 bytes. The table holds at
-//! most `max_flows` connections (config key `max_flows`, default 65 536: about 12 MiB with the
-//! index, well inside the host's 64 MiB per instance). Packet time, made monotonic (the latest
-//! packet time seen so far), drives expiry: an open connection with no packet for
-//! `idle_timeout_seconds` (default 300) is forgotten, and a closed one is kept for
-//! `closed_linger_seconds` (default 60, Linux's TIME_WAIT) so that late ACKs and retransmitted
-//! FINs are still classified. Expiry is checked when the connection's next packet arrives, when
-//! the table is full, and in every `tick`, with the same rule, so results do not depend on batch
-//! boundaries or tick timing. When the table is full and nothing has expired, the least recently
-//! seen closed connection, else the least recently seen open one, is evicted and counted in
-//! `tcp_analysis_flows_evicted_total` (no labels). A connection seen again after it was
-//! forgotten starts over as if the capture began there.
+//! the direction bit; both directions share one entry of 160 bytes. A connection that times a
+//! segment also gets a timing entry (40 bytes in wasm) and record buffers within the shared
+//! budget above, all freed when it leaves the table. The table holds at most `max_flows`
+//! connections (config key `max_flows`, default 65 536: about 23 MiB in wasm with the index,
+//! the timing entries and the RTT budget, if all are in use; the analyzer refuses a `max_flows`
+//! whose total would pass 40 MiB, about 110 000, inside the host's 64 MiB per instance). Packet
+//! time, made monotonic (the latest packet time seen so far), drives expiry: an open connection
+//! with no packet for `idle_timeout_seconds` (default 300) is forgotten, and a closed one is
+//! kept for `closed_linger_seconds` (default 60, Linux's TIME_WAIT) so that late ACKs (the one
+//! of the last FIN, which gives its RTT) and retransmitted FINs are still classified. Expiry is
+//! checked when the connection's next packet arrives, when the table is full or the RTT budget
+//! short, and in every `tick`, with the same rule, so results do not depend on batch
+//! boundaries or tick timing. When the table is full and nothing has expired, the least
+//! recently seen closed connection, else the least recently seen open one, is evicted and
+//! counted in `tcp_analysis_flows_evicted_total` (no labels). A connection seen again after it
+//! was forgotten starts over as if the capture began there.
 //!
 //! # Where this can differ from tshark
 //!
 //! - Wireshark never forgets a connection; this analyzer does after the timeouts above or an
-//!   eviction, and a long-silent connection that resumes is then analyzed afresh. So does a
-//!   connection in a capture whose clock steps back by more than the idle timeout.
-//! - Only the TCP the host decodes is analyzed: not TCP inside tunnels (VXLAN, Geneve, GRE) or
-//!   link types the host does not read, which tshark dissects.
-//! - IP fragments are skipped (tshark analyzes the reassembled segment).
+//!   eviction, and a long-silent connection that resumes is then analyzed afresh (its timed
+//!   segments forgotten). So does a connection in a capture whose clock steps back by more than
+//!   the idle timeout.
+//! - Wireshark has no memory budget: a segment refused for it (counted) is one tshark times.
+//! - Only the TCP the host decodes is analyzed (inside a tunnel, the innermost packet of the
+//!   tunnels it opens), not link types or tunnels it does not read, which tshark may dissect.
+//! - The host's flow id covers the tunnel's id (VNI, GRE key): a connection whose two
+//!   directions travel with different ids (tcpdump's `geneve.pcap`: VNI 10 one way, 11 back) is
+//!   two one-way flows here, so its ACKs never meet its data (no ACK RTT) and each direction is
+//!   analyzed alone; tshark pairs them by the inner addresses and ports.
+//! - IP fragments are skipped (tshark analyzes the reassembled segment, and its ACK).
 //! - Wireshark stops adding the SYN/FIN sequence number to `nextseq` once 10 000 segments of a
 //!   direction are unacknowledged (one-sided captures); this analyzer always adds it.
 //! - Two connections whose 64-bit flow ids collide share state.
 
 mod analysis;
 mod metrics;
+mod rtt;
 mod table;
 
 use wasmtap_sdk::{Analyzer, AnalyzerInfo, Batch, Config, Direction, Updates};
@@ -125,12 +193,15 @@ use crate::table::{FlowTable, Stage};
 
 pub use crate::analysis::{Connection, Outcome, Segment, flag};
 
-/// Default `max_flows`: 65 536 connections take about 12 MiB (slab and index), a fifth of the
-/// host's 64 MiB per-instance cap, and cover a busy server's concurrent connections per worker.
+/// Default `max_flows`: 65 536 connections take at most about 23 MiB in wasm (slab and index,
+/// 12 MiB; timing entries and the RTT budget, 11 MiB, allocated only as flows time segments),
+/// a third of the host's 64 MiB per-instance cap, and cover a busy server's concurrent
+/// connections per worker.
 const DEFAULT_MAX_FLOWS: usize = 65_536;
 
-/// Largest flow table `max_flows` may ask for: 40 MiB leaves room for the batch buffer, the
-/// update lists and the allocator inside the host's 64 MiB per-instance cap.
+/// Largest flow table, with its timing state, that `max_flows` may ask for: 40 MiB leaves room
+/// for the batch buffer, the update lists and the allocator inside the host's 64 MiB
+/// per-instance cap.
 const MAX_TABLE_BYTES: usize = 40 << 20;
 
 /// Default `idle_timeout_seconds`: 5 minutes, as long as common proxies and load balancers
@@ -196,6 +267,13 @@ impl TcpAnalysis {
     pub fn flows(&self) -> usize {
         self.table.len()
     }
+
+    /// Connections holding timing state, and the bytes their records take (buffer capacity and
+    /// allocation overhead, what the shared budget counts).
+    pub fn timing_memory(&self) -> (usize, usize) {
+        let t = self.table.timings();
+        (t.flows(), t.used_bytes())
+    }
 }
 
 impl Analyzer for TcpAnalysis {
@@ -241,13 +319,23 @@ impl Analyzer for TcpAnalysis {
                 if !closed {
                     metrics.duration(flow, out);
                 }
-                flow.restart(now, p.device());
+                table.restart(slot, now, p.device());
                 closed = false;
             }
-            let outcome = flow.conn.analyze(dir, &seg);
+            let outcome = table.flow_mut(slot).conn.analyze(dir, &seg);
             metrics.segment(&p, outcome.flags, out);
-            if let Some(rtt) = outcome.handshake_ns {
-                metrics.handshake(flow.device, rtt, out);
+            let timing =
+                table.time(slot, dir, &seg, now, &mut |flow, why| metrics.removed(flow, why, out));
+            if timing.refused.is_some() {
+                metrics.untimed(out);
+            }
+            if let Some(rtt) = timing.acked_ns {
+                metrics.ack_rtt(&p, rtt, out);
+            }
+            let flow = table.flow_mut(slot);
+            if let Some((rtt, client)) = flow.conn.show_initial_rtt(timing.acked_ns.is_some(), &seg)
+            {
+                metrics.handshake(&p, dir == client, flow.device, rtt, out);
             }
             if seg.is_fin() {
                 flow.fins |= 1 << dir;

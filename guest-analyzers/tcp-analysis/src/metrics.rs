@@ -1,8 +1,9 @@
 //! Metrics stage: the families this analyzer declares and how analysis results become updates.
 //!
 //! Input: the [`flag`](crate::analysis::flag) bits of each segment with its packet's labels,
-//! initial RTTs, and flows leaving the table. Output: counter increments and histogram
-//! observations in the call's [`Updates`] (which aggregates them per series).
+//! ACK round-trip times and initial RTTs with the packet that shows them, segments a cap left
+//! untimed, and flows leaving the table. Output: counter increments and histogram observations
+//! in the call's [`Updates`] (which aggregates them per series).
 
 use wasmtap_sdk::{AnalyzerInfo, Counter, Histogram, Label, Packet, Updates};
 
@@ -12,12 +13,20 @@ use crate::table::{Flow, Removal};
 /// Labels of the per-segment counters: sender, receiver and device of the flagged segment.
 const SEGMENT_LABELS: [&str; 3] = ["src_ip", "dst_ip", "device"];
 
-/// Initial RTT buckets, in seconds. 100 µs–1 ms covers veth pairs, loopback and one data
-/// centre; 2.5–50 ms regional paths; 100–500 ms intercontinental and mobile paths; 1 s and 3 s
-/// catch handshakes that waited for a retransmitted SYN/ACK (Linux's initial RTO is 1 s; 3 s was
-/// the classic one). A retransmitted SYN does not inflate it: tshark measures from the last SYN.
-const HANDSHAKE_BUCKETS: [f64; 14] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 3.0];
+/// Buckets of both round-trip histograms (ACK RTT and handshake), in seconds: 1, 2.5, 5 per
+/// decade (about ×2.5 apart, 18 bounds) from 25 µs to 10 s, so that one set serves data-centre
+/// and internet paths alike. 25–100 µs: loopback, veth pairs and one host's pods (a quantile
+/// still resolves there); 250 µs–1 ms: one data centre, across nodes and racks; 2.5–50 ms:
+/// regional and continental paths; 100–500 ms: intercontinental, satellite and mobile paths and
+/// delayed ACKs (Linux waits up to 40 ms, others up to 200 ms); 1–10 s: retransmission
+/// timeouts (Linux's initial one is 1 s, then it doubles), so a sample measured from a segment's
+/// first send across its retransmissions, or a handshake that waited for a retransmitted SYN/ACK,
+/// lands in a bucket of its own. A zero-window probe answered after a long stall goes to +Inf.
+/// Negative values (a capture clock that stepped back) fall in the first bucket.
+const RTT_BUCKETS: [f64; 18] = [
+    25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3,
+    500e-3, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// Connection duration buckets, in seconds: 1–100 ms for single request/response exchanges on
 /// a LAN, 0.5–10 s for page loads and short transfers, 30 s–1 h for long-lived and pooled
@@ -28,6 +37,11 @@ const DURATION_BUCKETS: [f64; 13] =
 
 /// Nanoseconds per second, for converting packet-time differences.
 const NS_PER_S: f64 = 1e9;
+
+/// A packet-time difference in seconds (the SDK sums it back to the exact nanosecond).
+fn seconds(ns: i64) -> f64 {
+    ns as f64 / NS_PER_S
+}
 
 /// Handles of the declared families.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +55,8 @@ pub struct Metrics {
     handshake: Histogram,
     duration: Histogram,
     evicted: Counter,
+    ack_rtt: Histogram,
+    untimed: Counter,
 }
 
 impl Metrics {
@@ -86,10 +102,11 @@ impl Metrics {
             ),
             handshake: info.histogram(
                 "tcp_handshake_seconds",
-                "TCP handshake time: from the last SYN to the first ACK after it, in seconds \
+                "TCP handshake time per connection, src_ip the client (the SYN's sender): from \
+                 the last SYN to the first ACK after it, in seconds \
                  (tshark: tcp.analysis.initial_rtt).",
-                &["device"],
-                &HANDSHAKE_BUCKETS,
+                l,
+                &RTT_BUCKETS,
             ),
             duration: info.histogram(
                 "tcp_connection_duration_seconds",
@@ -103,6 +120,21 @@ impl Metrics {
                 "tcp_analysis_flows_evicted_total",
                 "Connections the tcp-analysis analyzer dropped from its flow table because the \
                  table was full (idle expiry is not counted).",
+                &[],
+            ),
+            ack_rtt: info.histogram(
+                "tcp_ack_rtt_seconds",
+                "TCP round-trip time from a segment (payload, SYN or FIN; its first send) to \
+                 the ACK that acknowledges its end exactly, src_ip the data sender, dst_ip the \
+                 acknowledger, in seconds (tshark: tcp.analysis.ack_rtt).",
+                l,
+                &RTT_BUCKETS,
+            ),
+            untimed: info.counter(
+                "tcp_analysis_rtt_segments_untimed_total",
+                "TCP segments with payload, SYN or FIN that the tcp-analysis analyzer did not \
+                 time because a cap was reached (10 000 unacknowledged segments in a direction, \
+                 or the memory budget of all flows); their ACKs give no RTT sample.",
                 &[],
             ),
         }
@@ -133,9 +165,37 @@ impl Metrics {
         }
     }
 
-    /// Observes an initial RTT.
-    pub fn handshake(&self, device: u16, rtt_ns: u64, out: &mut Updates) {
-        out.observe(self.handshake, &[Label::Device(device)], rtt_ns as f64 / NS_PER_S);
+    /// Observes the initial RTT `rtt_ns` of a connection first seen on `device`, shown on
+    /// packet `p`, which the client sent if `from_client`.
+    pub fn handshake(
+        &self,
+        p: &Packet<'_>,
+        from_client: bool,
+        device: u16,
+        rtt_ns: i64,
+        out: &mut Updates,
+    ) {
+        let (client, server) = if from_client {
+            (p.src_label(), p.dst_label())
+        } else {
+            (p.dst_label(), p.src_label())
+        };
+        out.observe(self.handshake, &[client, server, Label::Device(device)], seconds(rtt_ns));
+    }
+
+    /// Observes the ACK RTT `rtt_ns` of ACK `p` (not observed if 0, as tshark does not show it):
+    /// the data's sender is `p`'s destination.
+    #[inline]
+    pub fn ack_rtt(&self, p: &Packet<'_>, rtt_ns: i64, out: &mut Updates) {
+        if rtt_ns != 0 {
+            let labels = [p.dst_label(), p.src_label(), p.device_label()];
+            out.observe(self.ack_rtt, &labels, seconds(rtt_ns));
+        }
+    }
+
+    /// Counts a segment a cap left untimed.
+    pub fn untimed(&self, out: &mut Updates) {
+        out.inc(self.untimed, &[]);
     }
 
     /// Observes the duration of `flow`, ended at its last packet.

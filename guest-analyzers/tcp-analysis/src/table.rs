@@ -1,8 +1,9 @@
 //! Flow-state stage: the bounded table of TCP connections, keyed by the host's flow id.
 //!
 //! Input: flow ids and packet times (made monotonic by the caller). Output: a slot holding each
-//! flow's [`Flow`] state, and the flows that leave the table — idle-expired, evicted because the
-//! table was full, or drained at the end of the capture — handed to a callback with the reason.
+//! flow's [`Flow`] state and its timed segments ([`Timings`]), and the flows that leave the
+//! table — idle-expired, evicted because the table was full, or drained at the end of the
+//! capture — handed to a callback with the reason; their timing state is freed with them.
 //!
 //! Layout, fixed at `init` so that steady state allocates nothing:
 //! - a slab of at most `max_flows` [`Flow`]s, with a free list;
@@ -11,12 +12,17 @@
 //! - two intrusive doubly-linked lists through the slab, each in order of last activity: open
 //!   connections, and closed ones (both FINs or a RST) that linger for late segments.
 //!
+//! Besides, allocated as flows time segments: the timing state (`rtt.rs`), one entry per flow
+//! that has one and rings of records within a byte budget of
+//! [`BUDGET_BYTES_PER_FLOW`](crate::rtt::BUDGET_BYTES_PER_FLOW) per flow of the table.
+//!
 //! Packet time only moves the lists forward, so each list is sorted by last activity and its
 //! head is the first to expire. That makes expiry independent of when it is checked: a flow is
 //! expired once `now - last_ns` exceeds its list's timeout, whether the sweep in `tick`, the
 //! lookup of its next packet, or the insertion of a new flow into a full table notices it.
 
-use crate::analysis::Connection;
+use crate::analysis::{Connection, Segment};
+use crate::rtt::{self, Cap, Timing, Timings};
 
 /// Marks an empty index entry and the ends of a list.
 const NONE: u32 = u32::MAX;
@@ -63,6 +69,8 @@ pub struct Flow {
     stage: Stage,
     prev: u32,
     next: u32,
+    /// Handle of its timing state in the table's [`Timings`], [`rtt::NONE`] if none yet.
+    timing: u32,
 }
 
 impl Flow {
@@ -78,19 +86,13 @@ impl Flow {
             stage: Stage::Open,
             prev: NONE,
             next: NONE,
+            timing: rtt::NONE,
         }
     }
 
     /// Whether the connection is closed (and its duration observed).
     pub fn is_closed(&self) -> bool {
         self.stage == Stage::Closed
-    }
-
-    /// Starts the flow over as a new connection at `now_ns` (ports reused by a new SYN); the
-    /// caller moves it back to the open list with [`FlowTable::touch`].
-    pub fn restart(&mut self, now_ns: u64, device: u16) {
-        let (prev, next, stage) = (self.prev, self.next, self.stage);
-        *self = Self { prev, next, stage, ..Self::new(self.id, now_ns, device) };
     }
 }
 
@@ -113,14 +115,21 @@ pub struct FlowTable {
     max: usize,
     /// Timeouts of the open and closed lists.
     timeouts: [u64; 2],
+    /// The flows' timed segments.
+    timings: Timings,
 }
 
 impl FlowTable {
-    /// Bytes of memory a table of `max_flows` takes (slab, index and free list).
+    /// Bytes of memory a table of `max_flows` may take: slab, index and free list, and the
+    /// timing state (per-flow entries and the ring budget).
     pub fn memory_bytes(max_flows: usize) -> usize {
         let index = max_flows.max(1).saturating_mul(2).checked_next_power_of_two();
         let index_bytes = index.map_or(usize::MAX, |n| n.saturating_mul(size_of::<(u64, u32)>()));
-        max_flows.saturating_mul(size_of::<Flow>() + size_of::<u32>()).saturating_add(index_bytes)
+        let per_flow = size_of::<Flow>()
+            + size_of::<u32>()
+            + Timings::PER_FLOW_BYTES
+            + rtt::BUDGET_BYTES_PER_FLOW;
+        max_flows.saturating_mul(per_flow).saturating_add(index_bytes)
     }
 
     /// An empty table for up to `max_flows` (≥ 1) flows; open flows expire after `idle_ns`,
@@ -137,6 +146,7 @@ impl FlowTable {
             len: 0,
             max,
             timeouts: [idle_ns, linger_ns.min(idle_ns)],
+            timings: Timings::new(max * rtt::BUDGET_BYTES_PER_FLOW),
         }
     }
 
@@ -148,6 +158,59 @@ impl FlowTable {
     /// The flow in `slot`.
     pub fn flow_mut(&mut self, slot: u32) -> &mut Flow {
         &mut self.slots[slot as usize]
+    }
+
+    /// Applies segment `seg`, sent in direction `dir` at (monotonic) `now_ns`, to the timing
+    /// state of the flow in `slot`, which must not be expired at `now_ns`. If the shared budget
+    /// is short for doubling the ring, the flows expired at `now_ns` go first (to `removed`)
+    /// and the segment tries again, growing the ring as far as the budget then allows: expired
+    /// flows hold memory only until something notices them, so without this whether (and how
+    /// far) a ring grows would depend on when the last sweep ran.
+    #[inline]
+    pub fn time(
+        &mut self,
+        slot: u32,
+        dir: usize,
+        seg: &Segment,
+        now_ns: u64,
+        removed: &mut impl FnMut(&Flow, Removal),
+    ) -> Timing {
+        let mut timing = self.timings.segment(&mut self.slots[slot as usize].timing, dir, seg);
+        if timing.refused == Some(Cap::Budget) {
+            timing.refused = self.make_budget(slot, dir, seg, now_ns, removed);
+        }
+        timing
+    }
+
+    /// Sweeps the expired flows and tries the refused segment again.
+    #[cold]
+    fn make_budget(
+        &mut self,
+        slot: u32,
+        dir: usize,
+        seg: &Segment,
+        now_ns: u64,
+        removed: &mut impl FnMut(&Flow, Removal),
+    ) -> Option<Cap> {
+        self.expire(now_ns, removed);
+        self.timings.retry(self.slots[slot as usize].timing, dir, seg)
+    }
+
+    /// The flows' timing state.
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+
+    /// Starts the flow in `slot` over as a new connection at `now_ns` (ports reused by a new
+    /// SYN), freeing its timing state; the caller moves it back to the open list with
+    /// [`FlowTable::touch`].
+    pub fn restart(&mut self, slot: u32, now_ns: u64, device: u16) {
+        let flow = &mut self.slots[slot as usize];
+        if flow.timing != rtt::NONE {
+            self.timings.release(flow.timing);
+        }
+        let (prev, next, stage) = (flow.prev, flow.next, flow.stage);
+        *flow = Flow { prev, next, stage, ..Flow::new(flow.id, now_ns, device) };
     }
 
     #[inline]
@@ -245,9 +308,14 @@ impl FlowTable {
         slot
     }
 
-    /// Removes the flow in `slot` from the index, its list and the slab.
+    /// Removes the flow in `slot` from the index, its list and the slab, and frees its timing
+    /// state.
     fn remove(&mut self, slot: u32) {
-        let id = self.slots[slot as usize].id;
+        let Flow { id, timing, .. } = self.slots[slot as usize];
+        if timing != rtt::NONE {
+            self.timings.release(timing);
+            self.slots[slot as usize].timing = rtt::NONE;
+        }
         if let Some(mut hole) = self.find(id) {
             // Backward-shift deletion: pull later entries of the probe run into the hole
             // unless their home lies cyclically after the hole.

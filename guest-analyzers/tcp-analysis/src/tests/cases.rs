@@ -41,9 +41,9 @@ fn a_clean_transfer_counts_nothing() {
     ]);
     let t = run(&[], &p);
     assert_counts(&t, [0.0; 6]);
-    // iRTT 200 µs, in the 250 µs bucket (index 1).
+    // iRTT 200 µs, in the 250 µs bucket (index 3).
     let (buckets, sum, count) = t.histogram(HANDSHAKE);
-    assert_eq!((count, buckets[1]), (1, 1));
+    assert_eq!((count, buckets[3]), (1, 1));
     assert!((sum - 0.0002).abs() < 1e-12);
     // Closed by the server's FIN at 900 µs: in the 1 ms bucket (index 0); observed once,
     // not again at the end of the capture.
@@ -182,9 +182,9 @@ fn syn_syn_ack_and_fin_retransmissions() {
     ];
     let t = run(&[], &p);
     assert_counts(&t, [3.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
-    // tshark's iRTT runs from the last SYN: 1.001 s (the 3 s bucket, index 13).
+    // tshark's iRTT runs from the last SYN: 1.001 s (the 2.5 s bucket, index 15).
     let (buckets, sum, count) = t.histogram(HANDSHAKE);
-    assert_eq!((count, buckets[13]), (1, 1));
+    assert_eq!((count, buckets[15]), (1, 1));
     assert!((sum - 1.001).abs() < 1e-9);
     // From the first SYN to the server's FIN.
     let (_, sum, count) = t.histogram(DURATION);

@@ -9,8 +9,9 @@ struct Side {
     next: u32,
 }
 
-/// `n` packets over `conns` connections: handshakes, data, losses and retransmissions, duplicate
-/// ACKs, zero windows and probes, keep-alives, FIN, RST, new SYNs, sequence numbers near 2^32,
+/// `n` packets over `conns` connections: handshakes, data, bursts, losses and retransmissions,
+/// duplicate ACKs, zero windows and probes, keep-alives, FIN, RST, new SYNs, sequence numbers
+/// near 2^32,
 /// and now and then a pause longer than the 2 s idle timeout used below.
 fn workload(seed: u64, conns: u32, n: usize) -> Vec<PacketFields> {
     let mut rng = Rng(seed);
@@ -80,6 +81,21 @@ fn workload(seed: u64, conns: u32, n: usize) -> Vec<PacketFields> {
                 s = asked;
                 len = 1448;
             }
+            80 => {
+                // A burst of 30 segments before any ACK: up to 30 records in flight.
+                for _ in 0..29 {
+                    let s = sides[i][d].next;
+                    out.push(if d == 0 {
+                        k.c(us, ACK, s, ack, 1448, 1000)
+                    } else {
+                        k.s(us, ACK, s, ack, 1448, 1000)
+                    });
+                    us += 5;
+                    sides[i][d].next = s.wrapping_add(1448);
+                }
+                s = sides[i][d].next;
+                len = 1448;
+            }
             78..=79 => {
                 // A segment overtakes the one before it by 10 µs: out-of-order.
                 let ahead = seq.wrapping_add(100);
@@ -105,28 +121,41 @@ fn workload(seed: u64, conns: u32, n: usize) -> Vec<PacketFields> {
     out
 }
 
-/// Small enough a table and short enough a timeout that evictions and expiry both happen.
+/// Small enough a table and short enough a timeout that evictions and expiry both happen; the
+/// RTT budget (24 × 128 bytes) suffices.
 const CONFIG: [(&str, &str); 3] =
     [("max_flows", "24"), ("idle_timeout_seconds", "2"), ("closed_linger_seconds", "1")];
 
+/// A table of 3 flows (for 4 connections), whose RTT budget (3 × 128 bytes) runs out:
+/// refusals happen too.
+const TINY: [(&str, &str); 3] =
+    [("max_flows", "3"), ("idle_timeout_seconds", "2"), ("closed_linger_seconds", "1")];
+
 #[test]
 fn batch_boundaries_and_ticks_do_not_change_the_results() {
-    for seed in [1, 2, 3] {
-        let packets = workload(seed, 40, 4000);
-        let whole = run(&CONFIG, &packets);
-        // The workload exercises every counter, evictions and both histograms.
+    for (seed, config, conns) in
+        [(1, &CONFIG, 40), (2, &CONFIG, 40), (3, &CONFIG, 40), (4, &TINY, 4)]
+    {
+        let packets = workload(seed, conns, 4000);
+        let whole = run(config, &packets);
+        // The workload exercises every counter, evictions and the three histograms, and the
+        // tiny table its RTT budget.
         for f in SEGMENT_COUNTERS.into_iter().chain([EVICTED]) {
             assert!(whole.count(f) > 0.0, "seed {seed}: family {f} never counted");
         }
         assert!(whole.histogram(HANDSHAKE).2 > 0);
         assert!(whole.histogram(DURATION).2 > 40);
+        assert!(whole.histogram(ACK_RTT).2 > 100);
+        if config == &TINY {
+            assert!(whole.count(UNTIMED) > 0.0, "seed {seed}: the RTT budget never ran out");
+        }
         for size in 1..=7 {
-            run_in(&CONFIG, &packets, &[size], false).assert_same(&whole);
-            run_in(&CONFIG, &packets, &[size], true).assert_same(&whole);
+            run_in(config, &packets, &[size], false).assert_same(&whole);
+            run_in(config, &packets, &[size], true).assert_same(&whole);
         }
         let mut rng = Rng(seed ^ 0xfeed);
         let sizes: Vec<usize> = (0..97).map(|_| 1 + rng.below(200) as usize).collect();
-        run_in(&CONFIG, &packets, &sizes, true).assert_same(&whole);
+        run_in(config, &packets, &sizes, true).assert_same(&whole);
     }
 }
 

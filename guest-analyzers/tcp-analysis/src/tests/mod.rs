@@ -7,6 +7,7 @@
 mod cases;
 mod determinism;
 mod flows;
+mod rtt;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -26,6 +27,14 @@ pub const ZERO_WINDOW: u32 = 5;
 pub const HANDSHAKE: u32 = 6;
 pub const DURATION: u32 = 7;
 pub const EVICTED: u32 = 8;
+pub const ACK_RTT: u32 = 9;
+pub const UNTIMED: u32 = 10;
+
+/// Upper bounds of the RTT histograms' buckets (ACK RTT and handshake), `+Inf` after them.
+pub const RTT_BOUNDS: [f64; 18] = [
+    25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3,
+    500e-3, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// The per-segment counters.
 pub const SEGMENT_COUNTERS: [u32; 6] =
@@ -177,6 +186,24 @@ impl Totals {
         out
     }
 
+    /// A histogram series of a per-pair family: (bucket counts, sum, count), if present.
+    pub fn series(
+        &self,
+        family: u32,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        device: u16,
+    ) -> Option<(Vec<u64>, f64, u64)> {
+        use wasmtap_sdk::wit::LabelValue::{Device, Ipv4};
+        let key = format!("{:?}", [Ipv4(u32::from(src)), Ipv4(u32::from(dst)), Device(device)]);
+        self.histograms.get(&(family, key)).cloned()
+    }
+
+    /// The number of series of a family.
+    pub fn series_count(&self, family: u32) -> usize {
+        self.histograms.keys().chain(self.counters.keys()).filter(|(f, _)| *f == family).count()
+    }
+
     /// Same counters and histogram counts; histogram sums equal up to rounding.
     pub fn assert_same(&self, other: &Totals) {
         assert_eq!(self.counters, other.counters);
@@ -210,14 +237,19 @@ pub fn runner(config: &[(&str, &str)]) -> Runner<TcpAnalysis> {
             ("tcp_handshake_seconds", MetricKind::Histogram),
             ("tcp_connection_duration_seconds", MetricKind::Histogram),
             ("tcp_analysis_flows_evicted_total", MetricKind::Counter),
+            ("tcp_ack_rtt_seconds", MetricKind::Histogram),
+            ("tcp_analysis_rtt_segments_untimed_total", MetricKind::Counter),
         ]
     );
-    for f in &info.families[..6] {
-        assert_eq!(f.label_names, ["src_ip", "dst_ip", "device"]);
+    for f in [0, 1, 2, 3, 4, 5, 6, 9].map(|i| &info.families[i]) {
+        assert_eq!(f.label_names, ["src_ip", "dst_ip", "device"], "{}", f.name);
     }
-    assert_eq!(info.families[6].label_names, ["device"]);
     assert_eq!(info.families[7].label_names, ["device"]);
     assert!(info.families[8].label_names.is_empty());
+    assert!(info.families[10].label_names.is_empty());
+    for f in [6, 9].map(|i| &info.families[i]) {
+        assert_eq!(f.buckets, RTT_BOUNDS, "{}", f.name);
+    }
     r
 }
 
