@@ -21,7 +21,8 @@
 //!   exactly, in total and for every (src_ip, dst_ip) pair;
 //! - the capture is interesting: retransmissions, fast retransmissions, duplicate ACKs, zero
 //!   windows and resets are all non-zero, and nftables dropped segments in both directions;
-//! - the handshake histogram holds tshark's initial RTT of every connection that has one;
+//! - the handshake histogram holds, per (client, server) pair, tshark's initial RTT of every
+//!   connection that has one, exactly: each bucket, the count and the sum to the nanosecond;
 //! - replaying the capture twice gives byte-identical output, and `--workers 1
 //!   --batch-size 7` gives the same output as the defaults (the whole exposition).
 //!
@@ -31,8 +32,8 @@
 mod common;
 mod tcp_analysis;
 
+use common::rtt::{HANDSHAKE, TsharkRtts, compare_exact, host_histograms_ok};
 use common::*;
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use tcp_analysis::{COUNTERS, compare_by_pair, compare_totals, format_pairs, format_table};
@@ -163,30 +164,27 @@ fn lossy_handshake_histogram_holds_tshark_initial_rtts() {
     };
     let file = rec.file.as_path();
     let dir = TempDir::new("lossy-irtt");
-    let samples = parse_exposition(&replay_to_text(file, &[], &dir));
-    let mut irtt: BTreeMap<u64, f64> = BTreeMap::new();
-    let mut streams = BTreeSet::new();
-    for row in tshark_fields(file, Some("tcp"), &["tcp.stream", "tcp.analysis.initial_rtt"]) {
-        let stream: u64 = row[0].parse().expect("tcp.stream");
-        streams.insert(stream);
-        if let Some(v) = row.get(1).filter(|v| !v.is_empty()) {
-            irtt.entry(stream).or_insert_with(|| v.parse().expect("initial_rtt"));
-        }
-    }
-    let tshark_sum: f64 = irtt.values().sum();
-    let count = sum_metric(&samples, "wasmtap_tcp_handshake_seconds_count");
-    let sum = sum_metric(&samples, "wasmtap_tcp_handshake_seconds_sum");
-    eprintln!(
-        "\nhandshakes: tshark {} of {} connections have an iRTT, sum {tshark_sum:.6} s; \
-         host count {count}, sum {sum:.6} s",
-        irtt.len(),
-        streams.len()
+    let text = replay_to_text(file, &[], &dir);
+    // tshark's iRTT once per tcp.stream, per (client, server): exactly the host's histogram,
+    // bucket by bucket, count and sum to the nanosecond.
+    let tshark = TsharkRtts::read(file, &[]);
+    let c = compare_exact(
+        &format!("{HANDSHAKE} (tcp.analysis.initial_rtt)"),
+        &tshark.initial_rtt,
+        &host_histograms_ok(&text, HANDSHAKE, None),
     );
-    assert!(irtt.len() >= 8, "expected ≥ 8 completed handshakes, tshark has {}", irtt.len());
-    assert_eq!(count, irtt.len() as f64, "handshake observations vs tshark connections");
-    // Both sides read µs timestamps; allow a µs of rounding per connection.
-    let tolerance = 1e-6 * irtt.len() as f64;
-    assert!((sum - tshark_sum).abs() <= tolerance, "handshake sum {sum} vs tshark {tshark_sum}");
+    eprintln!(
+        "\nhandshakes: tshark shows an iRTT for {} connections on {} (client, server) pairs{}",
+        tshark.initial_rtt_count(),
+        tshark.initial_rtt.len(),
+        c.report
+    );
+    assert!(
+        tshark.initial_rtt_count() >= 8,
+        "expected ≥ 8 completed handshakes, tshark has {}",
+        tshark.initial_rtt_count()
+    );
+    assert!(c.is_exact(), "handshake histogram differs from tshark:\n{}", c.mismatches.join("\n"));
 }
 
 #[test]

@@ -18,14 +18,18 @@
 //!   duplicate ACK);
 //! - `wasmtap replay` gives, for every `tcp.analysis.*` counter, tshark's count, in total and per
 //!   (src_ip, dst_ip) pair, i.e. per scenario: counts are computed from tshark at run time;
-//! - the handshake histogram holds tshark's initial RTT of every connection, and the duration
-//!   histogram one observation per connection;
+//! - the handshake histogram holds tshark's initial RTT of every connection, per (client,
+//!   server) pair, exactly (each bucket, the count and the sum to the nanosecond), and the
+//!   duration histogram one observation per connection;
+//! - the ACK round-trip histogram holds tshark's `tcp.analysis.ack_rtt` values per (data sender,
+//!   acknowledger) pair, exactly;
 //! - the frames are well-formed (tshark verifies every IP and TCP checksum).
 
 mod common;
 mod tcp_analysis;
 
 use common::frames::{ACK, FIN, PSH, Pcap, RST, SYN, TcpSegment};
+use common::rtt::{ACK_RTT, HANDSHAKE, TsharkRtts, compare_exact, host_histograms_ok};
 use common::*;
 use etherparse::TcpOptionElement;
 use std::collections::{BTreeMap, BTreeSet};
@@ -445,32 +449,47 @@ fn replay_counts_equal_tshark_per_metric_and_per_pair() {
 fn handshake_and_duration_histograms_match_tshark_connections() {
     let dir = TempDir::new("tcp-edge-hist");
     let (_, file) = capture(&dir);
-    let samples = parse_exposition(&replay_to_text(&file, &[], &dir));
+    let text = replay_to_text(&file, &[], &dir);
+    let samples = parse_exposition(&text);
 
-    // tshark's iRTT per TCP stream (shown on every frame after the handshake).
-    let mut irtt: BTreeMap<u64, f64> = BTreeMap::new();
+    // tshark's iRTT once per TCP stream (shown on every frame after the handshake), per
+    // (client, server): exactly the host's histogram, each bucket, count and sum to the ns.
+    let tshark = TsharkRtts::read(&file, &[]);
     let mut streams = BTreeSet::new();
-    for row in tshark_fields(&file, Some("tcp"), &["tcp.stream", "tcp.analysis.initial_rtt"]) {
-        let stream: u64 = row[0].parse().expect("tcp.stream");
-        streams.insert(stream);
-        if let Some(v) = row.get(1).filter(|v| !v.is_empty()) {
-            irtt.entry(stream).or_insert_with(|| v.parse().expect("initial_rtt"));
-        }
+    for row in tshark_fields(&file, Some("tcp"), &["tcp.stream"]) {
+        streams.insert(row[0].parse::<u64>().expect("tcp.stream"));
     }
-    assert_eq!(irtt.len(), streams.len(), "tshark has no iRTT for some connection");
-    let tshark_sum: f64 = irtt.values().sum();
-    let count = sum_metric(&samples, "wasmtap_tcp_handshake_seconds_count");
-    let sum = sum_metric(&samples, "wasmtap_tcp_handshake_seconds_sum");
-    eprintln!(
-        "handshakes: tshark {} connections, iRTT sum {tshark_sum:.6} s; host count {count}, \
-         sum {sum:.6} s",
-        irtt.len()
+    assert_eq!(tshark.initial_rtt_count(), streams.len(), "tshark has no iRTT for some connection");
+    let c = compare_exact(
+        &format!("{HANDSHAKE} (tcp.analysis.initial_rtt)"),
+        &tshark.initial_rtt,
+        &host_histograms_ok(&text, HANDSHAKE, None),
     );
-    assert_eq!(count, irtt.len() as f64, "handshake observations vs tshark connections");
-    assert!((sum - tshark_sum).abs() < 1e-6, "handshake sum {sum} vs tshark {tshark_sum}");
+    eprintln!("handshakes: tshark {} connections{}", streams.len(), c.report);
+    assert!(c.is_exact(), "handshake histogram differs from tshark:\n{}", c.mismatches.join("\n"));
 
     let durations = sum_metric(&samples, "wasmtap_tcp_connection_duration_seconds_count");
     assert_eq!(durations, streams.len() as f64, "one duration per tshark TCP stream");
+}
+
+/// The ACK round-trip histogram per (data sender, acknowledger) equals tshark's
+/// `tcp.analysis.ack_rtt` values exactly, on the scenarios' keep-alives, zero-window probes,
+/// retransmitted SYNs and SYN/ACKs, sequence numbers that wrap and retransmissions.
+#[test]
+fn ack_rtt_histogram_equals_tshark_per_pair() {
+    let dir = TempDir::new("tcp-edge-ack-rtt");
+    let (_, file) = capture(&dir);
+    let text = replay_to_text(&file, &[], &dir);
+    let tshark = TsharkRtts::read(&file, &[]);
+    let c = compare_exact(
+        &format!("{ACK_RTT} (tcp.analysis.ack_rtt)"),
+        &tshark.ack_rtt,
+        &host_histograms_ok(&text, ACK_RTT, None),
+    );
+    eprintln!("ack_rtt: tshark {} values{}", tshark.ack_rtt_count(), c.report);
+    // Every scenario's connection acknowledges its handshake, in both directions of most.
+    assert!(tshark.ack_rtt.len() >= 7, "ack_rtt values on {} pairs only", tshark.ack_rtt.len());
+    assert!(c.is_exact(), "ACK RTT histogram differs from tshark:\n{}", c.mismatches.join("\n"));
 }
 
 #[test]

@@ -17,6 +17,7 @@ pub mod http;
 pub mod live;
 pub mod process;
 pub mod promql;
+pub mod rtt;
 pub mod scrape;
 pub mod tcpdump;
 pub mod topology;
