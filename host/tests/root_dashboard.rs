@@ -35,11 +35,16 @@
 //!   ends of the IPv4 pairs after their pods, leaves the IPv6 pairs (no `pod_ip`) with their
 //!   addresses, and names nothing after a completed pod whose address was reused or after a
 //!   host-network pod;
+//! - the per-pair ACK RTT panels show the traffic's pairs both ways (data and SYNs one way,
+//!   data and SYN/ACKs the other), and with the namespace and workload variables set to the
+//!   captured pod's, exactly those pairs (the pods' addresses);
 //! - the per-workload panels, built from the host's labels alone, show the pod table's names
 //!   (which the kube-state-metrics file does not use): the captured interface's pod, the two
 //!   workloads' pairs in both directions, and, with "All", the crafted connection between
 //!   addresses of no pod (empty labels); with the namespace and workload variables set to the
-//!   captured pod's, exactly the pairs that have it at one end.
+//!   captured pod's, exactly the pairs that have it at one end. The round-trip panels by
+//!   workload pair leave out the pairs with no pod at either end: the handshake's shows client
+//!   to server alone (every connection is opened from namespace a), the ACK RTT's both ways.
 //!
 //! Skipped (loudly) without root, unless WASMTAP_REQUIRE_ROOT=1 makes that a failure.
 
@@ -74,7 +79,7 @@ const MAY_BE_EMPTY: [(&str, &str); 0] = [];
 /// kube-state-metrics series the dashboard may name (its pod-name join).
 const KSM_METRICS: [&str; 2] = ["kube_pod_info", "kube_pod_status_phase"];
 /// Every metric of the default analyzers and every self-metric: each must have a panel.
-const MUST_HAVE_A_PANEL: [&str; 34] = [
+const MUST_HAVE_A_PANEL: [&str; 36] = [
     "wasmtap_packets_total",
     "wasmtap_ip_packet_size_bytes",
     "wasmtap_tcp_payload_size_bytes",
@@ -92,6 +97,8 @@ const MUST_HAVE_A_PANEL: [&str; 34] = [
     "wasmtap_tcp_handshake_seconds",
     "wasmtap_tcp_connection_duration_seconds",
     "wasmtap_tcp_analysis_flows_evicted_total",
+    "wasmtap_tcp_ack_rtt_seconds",
+    "wasmtap_tcp_analysis_rtt_segments_untimed_total",
     "wasmtap_host_packets_received_total",
     "wasmtap_host_packets_dropped_total",
     "wasmtap_host_interface_up",
@@ -740,9 +747,30 @@ fn root_every_panel_query_runs_and_shows_live_data() {
         BTreeSet::from([row(&[SERVER_POD.namespace, SERVER_POD.workload, SERVER_POD.name])]),
         "the captured veth is the server pod's interface, and no other interface is a pod's"
     );
-    let by_workload =
-        panel_rows("Handshake time p99 by workload", true, &["namespace", "workload"]);
-    assert_eq!(by_workload, BTreeSet::from([row(&[SERVER_POD.namespace, SERVER_POD.workload])]));
+    // ACK RTT per pair: the traffic's pairs both ways; with "All" also the crafted pair of no
+    // pod's addresses (either way, if its replay at top speed gave a nonzero sample), nothing
+    // else. Addresses as Prometheus labels show them (the host's canonical text).
+    let ip = |a: &str| a.parse::<IpAddr>().expect("an address").to_string();
+    let both_ways = |a: String, b: String| [row(&[&a, &b]), row(&[&b, &a])];
+    let traffic: BTreeSet<Vec<String>> = [(&pair.v4_a, &pair.v4_b), (&pair.v6_a, &pair.v6_b)]
+        .into_iter()
+        .flat_map(|(a, b)| both_ways(ip(a), ip(b)))
+        .collect();
+    let off_node_pairs = both_ways(crafted[0].1.to_string(), crafted[0].2.to_string());
+    for title in ["ACK RTT p50 per pair (top 10)", "ACK RTT p99 per pair (top 10)"] {
+        let rows = panel_rows(title, true, &["src_ip", "dst_ip"]);
+        let unexpected: Vec<_> =
+            rows.iter().filter(|r| !traffic.contains(*r) && !off_node_pairs.contains(r)).collect();
+        assert!(unexpected.is_empty(), "{title}: pairs the traffic did not make: {unexpected:?}");
+        assert!(rows.is_superset(&traffic), "{title}: not every pair of {traffic:?} in {rows:?}");
+        assert_eq!(
+            panel_rows(title, false, &["src_ip", "dst_ip"]),
+            traffic,
+            "{title}, namespace {} and workload {}",
+            vars["namespace"],
+            vars["workload"]
+        );
+    }
     let pair_labels = ["src_namespace", "src_workload", "dst_namespace", "dst_workload"];
     let forward = row(&[
         CLIENT_POD.namespace,
@@ -772,6 +800,17 @@ fn root_every_panel_query_runs_and_shows_live_data() {
             "{title}: workload pairs not in the pod table: {unexpected:?}"
         );
         assert!(rows.contains(&forward), "{title}: no {forward:?} in {rows:?}");
+    }
+    // Round trips by workload pair, with "All" and with the captured pod's namespace and
+    // workload alike (it is at one end of both pairs); the crafted pair of no pod's addresses
+    // is left out.
+    for all in [true, false] {
+        let handshakes = "Handshake time p99 by workload pair (top 10)";
+        let rows = panel_rows(handshakes, all, &pair_labels);
+        assert_eq!(rows, BTreeSet::from([forward.clone()]), "{handshakes}: client to server alone");
+        let ack_rtt = "ACK RTT p99 by workload pair (top 10)";
+        let rows = panel_rows(ack_rtt, all, &pair_labels);
+        assert_eq!(rows, BTreeSet::from([forward.clone(), backward.clone()]), "{ack_rtt}");
     }
     // Data both ways (uploads and downloads), and with "All" the pair of no pod's addresses
     // too; with the captured pod's namespace and workload, the pairs with it at either end.
