@@ -47,6 +47,7 @@
 
 mod common;
 
+use common::corpus::{DECODE_AS, corpus_dir_or_skip, in_parallel};
 use common::rtt::{
     ACK_RTT, BOUNDS_NS, Comparison, HANDSHAKE, Histogram, Pair, TcpFrame, TsharkRtts, Values,
     compare_exact, compare_rtts, host_histograms, parse_decimal_ns, parse_tshark_ns, seconds,
@@ -55,11 +56,7 @@ use common::rtt::{
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
 use std::time::Instant;
 
 /// The captures of tcpdump's tests/ folder in which tshark 4.0 (`-d udp.port==8472,vxlan`),
@@ -113,49 +110,6 @@ const RTT_CAPTURES: [&str; 40] = [
 /// ARCNET and IP-over-InfiniBand captures (rule 1), `smb_data_print-segv.pcap` (rule 2: an
 /// ACK 21 years after the segment) and `timestamp_invalid_nano.pcap` (rule 3).
 const EXACT_CAPTURES: usize = RTT_CAPTURES.len() - 5;
-
-/// How tshark dissects the corpus: VXLAN on the Linux kernel's port too, as the host does.
-const DECODE_AS: [&str; 2] = ["-d", "udp.port==8472,vxlan"];
-/// Both cores: one capture per core.
-const PARALLEL: usize = 2;
-
-/// The corpus directory, or `None` after saying loudly why the test is skipped (a failure with
-/// WASMTAP_REQUIRE_CORPUS=1).
-fn corpus_dir_or_skip(test: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("WASMTAP_CORPUS").filter(|v| !v.is_empty()).map(PathBuf::from);
-    if dir.is_some() {
-        return dir;
-    }
-    let msg = "WASMTAP_CORPUS is not set: point it at a folder of captures, such as tcpdump's \
-               tests/ folder (the-tcpdump-group/tcpdump on GitHub)";
-    if matches!(std::env::var("WASMTAP_REQUIRE_CORPUS").as_deref(), Ok("1")) {
-        panic!("{msg} (WASMTAP_REQUIRE_CORPUS=1)");
-    }
-    // Straight to the process's stderr: libtest hides what a passing test prints.
-    let _ = writeln!(std::io::stderr(), "\nSKIPPED {test}: {msg}\n");
-    None
-}
-
-/// `work` on every item, [`PARALLEL`] at a time; the results in the items' order.
-fn in_parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let next = AtomicUsize::new(0);
-    let done = Mutex::new(Vec::new());
-    thread::scope(|s| {
-        for _ in 0..PARALLEL {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(item) = items.get(i) else { return };
-                    let r = work(item);
-                    done.lock().expect("results").push((i, r));
-                }
-            });
-        }
-    });
-    let mut done = done.into_inner().expect("results");
-    done.sort_by_key(|d| d.0);
-    done.into_iter().map(|d| d.1).collect()
-}
 
 fn name(p: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()

@@ -40,19 +40,17 @@
 mod common;
 mod tcp_analysis;
 
+use common::corpus::{DECODE_AS, corpus_dir_or_skip, in_parallel};
 use common::live::{DeviceCounts, device_samples};
+use common::tunnel::Kind;
 use common::*;
 use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 use tcp_analysis::{COUNTERS, FLAG_COUNTERS};
 
@@ -100,9 +98,6 @@ const TUNNEL_CAPTURES: [&str; 34] = [
 /// and `_count` series).
 const RTT_HISTOGRAMS: [&str; 2] = [common::rtt::ACK_RTT, common::rtt::HANDSHAKE];
 
-/// tshark reads UDP 4789 as VXLAN by itself, the Linux kernel's 8472 (the host's other default
-/// port) only with Decode As (README, Tunnels: "To compare with Wireshark").
-const DECODE_AS: [&str; 2] = ["-d", "udp.port==8472,vxlan"];
 /// The host's default VXLAN ports and Geneve's (README, Tunnels, "What is opened").
 const VXLAN_PORTS: [u64; 2] = [4789, 8472];
 const GENEVE_PORT: u64 = 6081;
@@ -130,38 +125,12 @@ const WSCALE_SHIFT: &str = "wasmtap_tcp_window_scale_shift";
 const IP_SIZE: &str = "wasmtap_ip_packet_size_bytes";
 const TCP_PAYLOAD: &str = "wasmtap_tcp_payload_size_bytes";
 
-/// Both cores: one tshark or replay per core.
-const PARALLEL: usize = 2;
 /// Per-capture bound for tshark: the largest listed capture takes a fraction of a second, a
 /// large corpus capture in the full scan a few seconds.
 const TSHARK_TIMEOUT: Duration = Duration::from_secs(120);
 
 // ------------------------------------------------------------------------------------------
 // What the README says the host does with a tunnel
-
-/// The `kind` of `wasmtap_host_tunnel_packets_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
-    Vxlan,
-    Geneve,
-    Gre,
-    Ipv4InIp,
-    Ipv6InIp,
-}
-
-impl Kind {
-    const ALL: [Kind; 5] = [Kind::Vxlan, Kind::Geneve, Kind::Gre, Kind::Ipv4InIp, Kind::Ipv6InIp];
-
-    fn label(self) -> &'static str {
-        match self {
-            Kind::Vxlan => "vxlan",
-            Kind::Geneve => "geneve",
-            Kind::Gre => "gre",
-            Kind::Ipv4InIp => "ipv4_in_ip",
-            Kind::Ipv6InIp => "ipv6_in_ip",
-        }
-    }
-}
 
 /// The `reason` of `wasmtap_host_tunnel_undecoded_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -994,22 +963,6 @@ impl Expected {
 // ------------------------------------------------------------------------------------------
 // Running tshark and the host
 
-/// The corpus directory, or `None` after saying on stderr that `test` is skipped.
-fn corpus_dir_or_skip(test: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("WASMTAP_CORPUS").filter(|v| !v.is_empty()).map(PathBuf::from);
-    if dir.is_some() {
-        return dir;
-    }
-    let msg = "WASMTAP_CORPUS is not set: point it at a folder of captures, such as tcpdump's \
-               tests/ folder (the-tcpdump-group/tcpdump on GitHub)";
-    if matches!(std::env::var("WASMTAP_REQUIRE_CORPUS").as_deref(), Ok("1")) {
-        panic!("{msg} (WASMTAP_REQUIRE_CORPUS=1)");
-    }
-    // Straight to the process's stderr: libtest hides what a passing test prints.
-    let _ = writeln!(std::io::stderr(), "\nSKIPPED {test}: {msg}\n");
-    None
-}
-
 /// tshark's frames of `file`, every layer in order.
 fn tshark_frames(file: &Path) -> Result<Vec<Frame>, String> {
     let mut cmd = Command::new("tshark");
@@ -1021,27 +974,6 @@ fn tshark_frames(file: &Path) -> Result<Vec<Frame>, String> {
     let packets: Vec<Packet> =
         serde_json::from_str(&r.stdout).map_err(|e| format!("tshark's JSON: {e}"))?;
     packets.into_iter().map(Frame::new).collect()
-}
-
-/// Runs `work` on every item, `PARALLEL` at a time; the results in the items' order.
-fn in_parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let next = AtomicUsize::new(0);
-    let done = Mutex::new(Vec::new());
-    thread::scope(|s| {
-        for _ in 0..PARALLEL {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(item) = items.get(i) else { return };
-                    let r = work(item);
-                    done.lock().expect("results").push((i, r));
-                }
-            });
-        }
-    });
-    let mut done = done.into_inner().expect("results");
-    done.sort_by_key(|d| d.0);
-    done.into_iter().map(|d| d.1).collect()
 }
 
 /// One capture checked: its summary line and its differences.

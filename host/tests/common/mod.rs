@@ -9,6 +9,7 @@
 
 pub mod chart;
 pub mod container;
+pub mod corpus;
 pub mod cri;
 pub mod exposition;
 pub mod frames;
