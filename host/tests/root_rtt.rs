@@ -147,23 +147,9 @@ fn run_traffic(pair: &NetnsPair) {
 }
 
 /// The lossy capture: [`LOSS_PERCENT`]% loss each way, recorded as `root_tcp_analysis` does.
-fn record_lossy() -> PathBuf {
-    require_tools(&["tcpdump", "tshark", "python3", "ip", "nft", "ethtool"]);
-    let file = fresh_capture(Path::new(env!("CARGO_TARGET_TMPDIR")), "rtt-lossy-");
-    let pair = NetnsPair::new();
-    for ns in [&pair.a, &pair.b] {
-        add_loss(ns, LOSS_PERCENT);
-    }
-    let tcpdump = Tcpdump::start(&pair.a, &pair.veth_a, &file);
-    run_traffic(&pair);
-    let captured = tcpdump.stop();
-    eprintln!(
-        "captured {captured} packets into {}; nftables dropped {} segments a→b and {} b→a",
-        file.display(),
-        loss_drops(&pair.b),
-        loss_drops(&pair.a)
-    );
-    file
+fn record_lossy_capture() -> PathBuf {
+    require_tools(&["tshark"]);
+    record_lossy("rtt-lossy-", LOSS_PERCENT, PORT, BULK_BYTES, SLOW_BYTES).file
 }
 
 /// The delayed traffic: its tcpdump capture, and what a live host on the same veth made of it.
@@ -281,7 +267,7 @@ fn lossy_capture_rtts_equal_tshark_per_pair() {
         return;
     }
     let _serial = serial();
-    let file = record_lossy();
+    let file = record_lossy_capture();
     let t = assert_replay_exact(&file, "lossy capture");
     assert_covers_both_families(&t, "lossy capture");
     assert!(t.ack_rtt_count() >= 1000, "only {} ack_rtt values", t.ack_rtt_count());

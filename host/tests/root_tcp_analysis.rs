@@ -34,7 +34,7 @@ mod tcp_analysis;
 
 use common::rtt::{HANDSHAKE, TsharkRtts, compare_exact, host_histograms_ok};
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use tcp_analysis::{COUNTERS, compare_by_pair, compare_totals, format_pairs, format_table};
 
@@ -46,15 +46,6 @@ const BULK_BYTES: u64 = 4_000_000;
 const SLOW_BYTES: u64 = 400_000;
 /// Share of TCP segments nftables drops in each namespace's input hook, in percent.
 const LOSS_PERCENT: u32 = 2;
-/// A fresh [`NetnsPair`] whose namespaces each drop [`LOSS_PERCENT`]% of the TCP segments
-/// they receive.
-fn lossy_pair() -> NetnsPair {
-    let pair = NetnsPair::new();
-    for ns in [&pair.a, &pair.b] {
-        add_loss(ns, LOSS_PERCENT);
-    }
-    pair
-}
 
 /// The recorded capture and the drops per direction.
 struct Recorded {
@@ -74,25 +65,9 @@ fn capture(test: &str) -> Option<&'static Recorded> {
 }
 
 fn record() -> Recorded {
-    require_tools(&["tcpdump", "tshark", "python3", "ip", "nft", "ethtool"]);
-    let file = fresh_capture(Path::new(env!("CARGO_TARGET_TMPDIR")), "lossy-tcp-");
-    let pair = lossy_pair();
-    let tcpdump = Tcpdump::start(&pair.a, &pair.veth_a, &file);
-    let _server = start_traffic_server(&pair, PORT);
-    for addr in [&pair.v4_b, &pair.v6_b] {
-        let report = run_lossy_traffic_client(&pair, addr, PORT, BULK_BYTES, SLOW_BYTES);
-        eprintln!("client {addr}: {report}");
-    }
-    let captured = tcpdump.stop();
-    let recorded =
-        Recorded { dropped_ab: loss_drops(&pair.b), dropped_ba: loss_drops(&pair.a), file };
-    eprintln!(
-        "captured {captured} packets into {}; nftables dropped {} segments a→b and {} b→a",
-        recorded.file.display(),
-        recorded.dropped_ab,
-        recorded.dropped_ba
-    );
-    recorded
+    require_tools(&["tshark"]);
+    let cap = record_lossy("lossy-tcp-", LOSS_PERCENT, PORT, BULK_BYTES, SLOW_BYTES);
+    Recorded { file: cap.file, dropped_ab: cap.dropped_ab, dropped_ba: cap.dropped_ba }
 }
 
 #[test]

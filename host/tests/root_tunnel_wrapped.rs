@@ -82,29 +82,13 @@ fn capture(test: &str) -> Option<&'static Recorded> {
 }
 
 fn record() -> Recorded {
-    require_tools(&["tcpdump", "tshark", "python3", "ip", "nft", "ethtool"]);
+    require_tools(&["tshark"]);
     let started = Instant::now();
-    let file = fresh_capture(Path::new(env!("CARGO_TARGET_TMPDIR")), "tunnel-lossy-");
-    let pair = NetnsPair::new();
-    for ns in [&pair.a, &pair.b] {
-        add_loss(ns, LOSS_PERCENT);
-    }
-    let tcpdump = Tcpdump::start(&pair.a, &pair.veth_a, &file);
-    let _server = start_traffic_server(&pair, PORT);
-    for addr in [&pair.v4_b, &pair.v6_b] {
-        let report = run_lossy_traffic_client(&pair, addr, PORT, BULK_BYTES, SLOW_BYTES);
-        eprintln!("client {addr}: {report}");
-    }
-    let captured = tcpdump.stop();
-    let (ab, ba) = (loss_drops(&pair.b), loss_drops(&pair.a));
-    eprintln!(
-        "captured {captured} packets into {} in {:.1} s; nftables dropped {ab} segments a→b \
-         and {ba} b→a",
-        file.display(),
-        started.elapsed().as_secs_f64()
-    );
+    let cap = record_lossy("tunnel-lossy-", LOSS_PERCENT, PORT, BULK_BYTES, SLOW_BYTES);
+    let (ab, ba) = (cap.dropped_ab, cap.dropped_ba);
+    eprintln!("recorded in {:.1} s", started.elapsed().as_secs_f64());
     assert!(ab > 0 && ba > 0, "nftables dropped nothing one way: {ab} a→b, {ba} b→a");
-    Recorded { file }
+    Recorded { file: cap.file }
 }
 
 /// The frames of one selection of the capture, unwrapped: its replay and tshark's reading.

@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::process::{Spawned, require_tools, run_ok, run_with_input, run_with_timeout};
+use super::process::{
+    Spawned, fresh_capture, require_tools, run_ok, run_with_input, run_with_timeout,
+};
+use super::tcpdump::Tcpdump;
 use super::topology::{NetnsPair, netns_exec};
 
 /// The server's ports, from its base port: bulk sink at +0, slow reader +1, abort +2; nothing
@@ -164,4 +167,48 @@ pub fn loss_drops(ns: &str) -> u64 {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no drop counter in:\n{out}"))
+}
+
+/// A lossy capture that [`record_lossy`] made.
+pub struct LossyCapture {
+    pub file: PathBuf,
+    /// Frames tcpdump captured.
+    pub captured: u64,
+    /// Segments nftables dropped a → b (in b's input) and b → a (in a's input).
+    pub dropped_ab: u64,
+    pub dropped_ba: u64,
+}
+
+/// Records the traffic on a lossy link: a new [`NetnsPair`] with [`add_loss`] of `percent`% in
+/// both namespaces, the server on `port`, and the lossy client (`bulk_bytes`, `slow_bytes`)
+/// against each of b's addresses, IPv4 then IPv6, captured by tcpdump on a's veth into a fresh
+/// file `prefix*` in the tests' target directory. Every lost segment and its retransmission are
+/// in the capture.
+pub fn record_lossy(
+    prefix: &str,
+    percent: u32,
+    port: u16,
+    bulk_bytes: u64,
+    slow_bytes: u64,
+) -> LossyCapture {
+    require_tools(&["tcpdump", "python3", "ip", "nft", "ethtool"]);
+    let file = fresh_capture(Path::new(env!("CARGO_TARGET_TMPDIR")), prefix);
+    let pair = NetnsPair::new();
+    for ns in [&pair.a, &pair.b] {
+        add_loss(ns, percent);
+    }
+    let tcpdump = Tcpdump::start(&pair.a, &pair.veth_a, &file);
+    let _server = start_traffic_server(&pair, port);
+    for addr in [&pair.v4_b, &pair.v6_b] {
+        let report = run_lossy_traffic_client(&pair, addr, port, bulk_bytes, slow_bytes);
+        eprintln!("client {addr}: {report}");
+    }
+    let captured = tcpdump.stop();
+    let (dropped_ab, dropped_ba) = (loss_drops(&pair.b), loss_drops(&pair.a));
+    eprintln!(
+        "captured {captured} packets into {}; nftables dropped {dropped_ab} segments a→b and \
+         {dropped_ba} b→a",
+        file.display()
+    );
+    LossyCapture { file, captured, dropped_ab, dropped_ba }
 }
