@@ -47,7 +47,7 @@
 
 mod common;
 
-use common::corpus::{DECODE_AS, corpus_dir_or_skip, in_parallel};
+use common::corpus::{DECODE_AS, captures, corpus_dir_or_skip, in_parallel};
 use common::rtt::{
     ACK_RTT, BOUNDS_NS, Comparison, HANDSHAKE, Histogram, Pair, TcpFrame, TsharkRtts, Values,
     compare_exact, compare_rtts, host_histograms, parse_decimal_ns, parse_tshark_ns, seconds,
@@ -524,12 +524,7 @@ fn every_rtt_capture_of_the_corpus_is_listed() {
     let Some(corpus) = corpus_dir_or_skip(test) else { return };
     require_tools(&["tshark"]);
     let start = Instant::now();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&corpus)
-        .expect("read WASMTAP_CORPUS")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
-        .collect();
-    files.sort();
+    let files = captures(&corpus);
     let found = in_parallel(&files, |file| {
         // A capture tshark reads only in part is not one "tshark reads".
         let frames = tshark_tcp_frames(file, &DECODE_AS).ok()?;

@@ -40,7 +40,7 @@
 mod common;
 mod tcp_analysis;
 
-use common::corpus::{DECODE_AS, corpus_dir_or_skip, in_parallel};
+use common::corpus::{DECODE_AS, captures, corpus_dir_or_skip, in_parallel};
 use common::live::{DeviceCounts, device_samples};
 use common::tunnel::Kind;
 use common::*;
@@ -1061,12 +1061,7 @@ fn every_tunnel_capture_of_the_corpus_is_listed() {
     let Some(corpus) = corpus_dir_or_skip(test) else { return };
     require_tools(&["tshark"]);
     let start = Instant::now();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&corpus)
-        .expect("read WASMTAP_CORPUS")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
-        .collect();
-    files.sort();
+    let files = captures(&corpus);
     // A cheap pass over every capture (tolerating captures tshark reads only in part), then
     // the JSON reading of the candidates.
     let found = in_parallel(&files, |file| {

@@ -74,45 +74,6 @@ fn secs(s: u64) -> Duration {
 // ------------------------------------------------------------------------------------------
 // Recording
 
-/// tcpdump writing a pcap with nanosecond timestamps inside a namespace; killed on drop (the
-/// shared `Tcpdump` writes microseconds, where some ACKs get the same stamp as the segment
-/// they time, which tshark then shows no value for).
-struct NanoTcpdump(Spawned);
-
-impl NanoTcpdump {
-    /// Starts `tcpdump -i dev --time-stamp-precision=nano -w file` in `ns`; returns once it
-    /// captures.
-    fn start(ns: &str, dev: &str, file: &Path) -> NanoTcpdump {
-        require_tools(&["tcpdump"]);
-        let mut cmd = netns_exec(ns, "tcpdump");
-        // As `common::tcpdump::Tcpdump`: packet-buffered, no kernel-side batching, a 64 MiB
-        // ring, no privilege drop.
-        cmd.args(["-n", "-i", dev, "-U", "--immediate-mode", "-B", "65536", "-Z", "root"])
-            .args(["--time-stamp-precision=nano", "-w"])
-            .arg(file);
-        let mut proc = Spawned::start("tcpdump", &mut cmd);
-        proc.wait_for_output("listening on", false, secs(20));
-        NanoTcpdump(proc)
-    }
-
-    /// Stops tcpdump (SIGINT) and asserts the kernel dropped nothing; the packets captured.
-    fn stop(mut self) -> u64 {
-        thread::sleep(Duration::from_millis(300));
-        let status = self.0.interrupt_and_wait(secs(20));
-        let stderr = self.0.stderr();
-        assert!(status.is_some(), "tcpdump did not stop on SIGINT:\n{stderr}");
-        let count = |what: &str| -> Option<u64> {
-            stderr
-                .lines()
-                .find(|l| l.ends_with(what))
-                .and_then(|l| l.split_whitespace().next())
-                .and_then(|n| n.parse().ok())
-        };
-        assert_eq!(count("packets dropped by kernel"), Some(0), "tcpdump dropped:\n{stderr}");
-        count("packets captured").unwrap_or_else(|| panic!("no tcpdump summary:\n{stderr}"))
-    }
-}
-
 /// `tc ARGS...` in `ns`, which must succeed.
 fn tc(ns: &str, args: &[&str]) {
     run_ok(netns_exec(ns, "tc").args(args), secs(10));
@@ -181,7 +142,7 @@ fn record_delayed() -> Delayed {
     let device = pair.veth_a.clone();
     let mut host = LiveHost::start(&format!("host -i {device}"), &pair.a, &["-i", &device]);
     host.wait_ready(secs(60));
-    let tcpdump = NanoTcpdump::start(&pair.a, &device, &file);
+    let tcpdump = Tcpdump::start_nano(&pair.a, &device, &file);
     run_traffic(&pair);
     // Late retransmissions and closes land in the capture too, before it stops.
     wait_files_quiet(&[&file], secs(3), secs(60));

@@ -2,7 +2,7 @@
 //! is skipped), and running one check per capture on every core.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -29,6 +29,17 @@ pub fn corpus_dir_or_skip(test: &str) -> Option<PathBuf> {
     // Straight to the process's stderr: libtest hides what a passing test prints.
     let _ = writeln!(std::io::stderr(), "\nSKIPPED {test}: {msg}\n");
     None
+}
+
+/// Every `.pcap` and `.pcapng` file in the corpus directory `dir`, sorted.
+pub fn captures(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading the corpus {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
+        .collect();
+    files.sort();
+    files
 }
 
 /// Runs `work` on every item, [`PARALLEL`] at a time; the results in the items' order.

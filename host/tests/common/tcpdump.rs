@@ -17,6 +17,16 @@ pub struct Tcpdump {
 impl Tcpdump {
     /// Starts `tcpdump -i dev -w file` in namespace `ns` and returns once it is capturing.
     pub fn start(ns: &str, dev: &str, file: &Path) -> Tcpdump {
+        Tcpdump::start_with(ns, dev, file, &[])
+    }
+
+    /// As [`Tcpdump::start`], writing nanosecond timestamps: at microseconds some ACKs get
+    /// the same stamp as the segment they time, for which tshark then shows no round-trip time.
+    pub fn start_nano(ns: &str, dev: &str, file: &Path) -> Tcpdump {
+        Tcpdump::start_with(ns, dev, file, &["--time-stamp-precision=nano"])
+    }
+
+    fn start_with(ns: &str, dev: &str, file: &Path, extra: &[&str]) -> Tcpdump {
         require_tools(&["tcpdump"]);
         let mut cmd = netns_exec(ns, "tcpdump");
         cmd.args([
@@ -32,8 +42,9 @@ impl Tcpdump {
             "65536",
             "-Z",
             "root",
-            "-w",
         ])
+        .args(extra)
+        .arg("-w")
         .arg(file);
         let mut proc = Spawned::start("tcpdump", &mut cmd);
         // Printed after the capture handle is activated.
