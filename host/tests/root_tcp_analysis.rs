@@ -96,7 +96,7 @@ fn lossy_traffic_counts_agree_with_tshark() {
     let mut retransmitting_pairs = 0;
     for (metric, field) in COUNTERS {
         let pairs = compare_by_pair(file, &samples, metric, field);
-        report.push_str(&format_pairs(&format!("{metric} per pair ({field})"), &pairs, |_| 0));
+        report.push_str(&format_pairs(&format!("{metric} per pair ({field})"), &pairs, |_, _| 0));
         for ((src, dst), (t, h)) in &pairs {
             if h != t {
                 failures.push(format!("{metric} {src} -> {dst}: host {h}, tshark {t}"));

@@ -431,7 +431,7 @@ fn replay_counts_equal_tshark_per_metric_and_per_pair() {
     let mut failures = Vec::new();
     for (metric, field) in COUNTERS {
         let pairs = compare_by_pair(&file, &samples, metric, field);
-        eprint!("{}", format_pairs(&format!("{metric} per pair ({field})"), &pairs, |_| 0));
+        eprint!("{}", format_pairs(&format!("{metric} per pair ({field})"), &pairs, |_, _| 0));
         for ((src, dst), (t, h)) in pairs {
             if t != h {
                 failures
