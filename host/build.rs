@@ -5,7 +5,7 @@
 //! wasm32-unknown-unknown -p CRATE...` of the default analyzers' crates alone, with the outer
 //! build's environment stripped; each core module becomes a component with `wit-component`
 //! (validated); each component is checked to import nothing but
-//! `wasmtap:analyzer/{host,types}@0.1.0` and to export `wasmtap:analyzer/analyzer@0.1.0`.
+//! `wasmtap:analyzer/{host,types}@0.2.0` and to export `wasmtap:analyzer/analyzer@0.2.0`.
 //!
 //! Builds only what the binary ships: the test analyzers and the example are built by the
 //! `wasmtap-test-analyzers` crate (`host/test-analyzers/`), a dev-dependency, so for tests

@@ -27,7 +27,7 @@ use anyhow::{Context, Result, bail, ensure};
 pub const GUEST_TARGET: &str = "wasm32-unknown-unknown";
 
 /// The version of the WIT package `wit/` that the host speaks and analyzers are built against.
-pub const ABI_VERSION: &str = "0.1.0";
+pub const ABI_VERSION: &str = "0.2.0";
 
 /// The only interfaces an analyzer may import: the contract's own, so that the host can link
 /// nothing else (no WASI). Qualified with the package version by [`allowed_imports`].

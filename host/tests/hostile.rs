@@ -22,13 +22,13 @@
 //! | `cardinality-bomb` | a million distinct label values per instance | calls succeed and it stays `running`; its family stops at `--series-cap` (10,000), every further new series refused and counted in `wasmtap_host_series_refused_total{family}`; `wasmtap check` fails | check: the family's name, `series` |
 //! | `invalid-metric-name` | declares the metric `Bad-Name` | rejected at load | `Bad-Name`, `not a valid Prometheus name` |
 //! | `metric-collision` | declares `packets_total` (the default `traffic` analyzer's) | rejected at load | `wasmtap_packets_total`, `already exported`, `traffic` |
-//! | `wrong-wit-version` | built against `wasmtap:analyzer@0.2.0` | rejected at load | `wasmtap:analyzer@0.2.0`, `wasmtap:analyzer@0.1.0` |
+//! | `wrong-wit-version` | built against `wasmtap:analyzer@0.1.0`, as with the 0.1.0 SDK | rejected at load | `built for wasmtap:analyzer@0.1.0`, `wasmtap:analyzer@0.2.0`, `rebuild the analyzer with the wasmtap SDK of this host` |
 //! | `core-module` | a core module (`traffic`'s), not a component | rejected at load | `core WebAssembly module` |
 //! | `random-bytes` | 4 KiB of pseudo-random bytes | rejected at load | `not a WebAssembly file` |
 //! | `wasi-filesystem` | uses `std::fs`, built for `wasm32-wasip2` | rejected at load | `imports`, `wasi:filesystem` |
 //! | `huge-label-value` | one update per call with a new 4 MiB text label value | every call refused whole (reason `too_large`), no series; quarantined after 5 | `returned a label value of 4194304 bytes, over the limit of 1024` |
 //! | `long-label-value` | a label value of 1025 bytes | the same | `returned a label value of 1025 bytes, over the limit of 1024` |
-//! | `huge-call-bytes` | 30,000 updates of four 128-byte labels: about 18 MB counted | the same, or the CPU budget first † | `returned 16777760 bytes of updates in one call, over the limit of 16777216` |
+//! | `huge-call-bytes` | 31,000 updates of four 128-byte labels: about 16.9 MB packed | the same, or the CPU budget first † | `returned 16926008 bytes of updates in one call, over the limit of 16777216` |
 //! | `huge-error` | `process` returns `Err` of 32 MiB, a newline near its start | every call fails (reason `error`, or the CPU budget first †), the text cut to 1024 bytes and escaped in logs, reports and `/analyzers`; quarantined after 5 | `returned an error: huge-error: the first line\nERROR host: a forged line eee…` |
 //! | `histogram-count-mismatch` | histogram updates whose count (3) is not the sum of their buckets (2) | every call refused (reason `bad_update`); quarantined after 5 | `histogram count 3 is not the sum of its buckets (2)` |
 //! | `counter-infinity` | adds 1e308 twice per call: +Inf together | every call refused (reason `bad_update`), never a series, let alone `+Inf`; quarantined after 5 | `adds 1000…, which is negative, not finite or over 2^53` |

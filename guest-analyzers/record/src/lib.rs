@@ -8,8 +8,11 @@
 //! Stage: batch (the layout of the bytes between the host's batcher and the analyzers).
 //! Input: a [`PacketFields`] per record (the host builds it from its decoded packet, a test by
 //! hand) and a [`BatchHeader`] per batch. Output: the bytes of the `process` comment in
-//! `wit/analyzer.wit`, layout version 1: a 16-byte header, then 96-byte records. Nothing here
-//! allocates, and the crate needs neither `std` nor any dependency.
+//! `wit/analyzer.wit`, layout version 1: a 16-byte header, then 96-byte records. Nothing of the
+//! batch layout allocates, and the crate needs neither `std` nor any dependency.
+//!
+//! The other direction is here too: [`updates`], the packed encoding in which `process` and
+//! `tick` return their metric updates, written by the guest SDK and read by the host.
 //!
 //! ```
 //! use wasmtap_record::{BatchHeader, HEADER_LEN, PacketFields, RECORD_LEN, offset, tcp_flags};
@@ -26,7 +29,10 @@
 
 #![no_std]
 
+extern crate alloc;
+
 mod layout;
+pub mod updates;
 
 use core::fmt;
 use core::net::{Ipv4Addr, Ipv6Addr};

@@ -54,6 +54,19 @@ impl core::hash::Hash for Label {
 }
 
 impl Label {
+    /// The label as the packed update encoding writes it.
+    #[inline]
+    pub(crate) fn to_packed(self) -> wasmtap_record::updates::Label<'static> {
+        use wasmtap_record::updates::Label as Packed;
+        match self {
+            Self::Text(s) => Packed::Text(s),
+            Self::Ipv4(a) => Packed::Ipv4(a),
+            Self::Ipv6(hi, lo) => Packed::Ipv6(hi, lo),
+            Self::Device(d) => Packed::Device(d),
+            Self::Number(n) => Packed::Number(n),
+        }
+    }
+
     /// The WIT `label-value` for this label.
     pub fn to_wit(self) -> wit::LabelValue {
         match self {

@@ -4,7 +4,7 @@
 //! headers; it answers with metric updates. This crate turns a plain Rust type into such a
 //! component and lets the same crate build and test natively.
 //!
-//! Inputs: the calls of the `wasmtap:analyzer/analyzer@0.1.0` interface (`wit/analyzer.wit`).
+//! Inputs: the calls of the `wasmtap:analyzer/analyzer@0.2.0` interface (`wit/analyzer.wit`).
 //! Outputs: the analyzer's declared metric families and, per call, at most one update per series.
 //!
 //! ## 1. Implement [`Analyzer`]
@@ -126,6 +126,7 @@ extern crate self as wasmtap_sdk;
 mod batch;
 mod builder;
 mod family;
+pub mod packed;
 mod runner;
 mod updates;
 
@@ -152,6 +153,9 @@ pub mod bindings {
         default_bindings_module: "wasmtap_sdk::bindings",
         runtime_path: "wasmtap_sdk::__private::wit_bindgen::rt",
         additional_derives: [PartialEq, Clone],
+        // `metric-update` and what it holds describe the packed bytes `process` returns; no
+        // function takes them, and analyzer tests read updates back into them.
+        generate_unused_types: true,
     });
 }
 
@@ -231,7 +235,7 @@ pub fn log(level: LogLevel, message: &str) {
     eprintln!("[{level:?}] {message}");
 }
 
-/// Exports an [`Analyzer`] as the component's `wasmtap:analyzer/analyzer@0.1.0` implementation.
+/// Exports an [`Analyzer`] as the component's `wasmtap:analyzer/analyzer@0.2.0` implementation.
 ///
 /// Use it once, at the root of the analyzer crate: `wasmtap_sdk::export_analyzer!(MyAnalyzer);`.
 /// It expands to nothing when not compiling for `wasm32`, so the crate also builds natively.
@@ -256,15 +260,15 @@ macro_rules! export_analyzer {
 
                 fn process(
                     batch: ::std::vec::Vec<u8>,
-                ) -> ::core::result::Result<::std::vec::Vec<$crate::wit::MetricUpdate>, ::std::string::String> {
-                    RUNNER.with_borrow_mut(|r| r.process(&batch))
+                ) -> ::core::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                    RUNNER.with_borrow_mut(|r| r.process_packed(&batch))
                 }
 
                 fn tick(
                     now_ns: u64,
                     end_of_capture: bool,
-                ) -> ::core::result::Result<::std::vec::Vec<$crate::wit::MetricUpdate>, ::std::string::String> {
-                    RUNNER.with_borrow_mut(|r| r.tick(now_ns, end_of_capture))
+                ) -> ::core::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                    RUNNER.with_borrow_mut(|r| r.tick_packed(now_ns, end_of_capture))
                 }
             }
 

@@ -3,7 +3,8 @@
 //!
 //! Input: the three calls of the `analyzer` interface (`init` with a config, `process` with
 //! batch bytes, `tick` with packet time). Output: the WIT `analyzer-info` and the aggregated
-//! `metric-update` lists, or an error string. [`crate::export_analyzer!`] wraps one `Runner` per
+//! updates, packed into the bytes the host reads (or read back as WIT `metric-update` lists,
+//! for tests), or an error string. [`crate::export_analyzer!`] wraps one `Runner` per
 //! component instance; native tests use it directly to see exactly what the host would receive.
 
 use crate::bindings::wasmtap::analyzer::types as wit;
@@ -80,16 +81,16 @@ impl<A: Analyzer> Runner<A> {
         self.loaded.as_mut().ok_or_else(|| format!("{call} called before a successful init"))
     }
 
-    /// Parses the batch, runs [`Analyzer::process`] and returns the updates, after
-    /// [`Analyzer::flush`] whenever they are returned.
+    /// Parses the batch, runs [`Analyzer::process`] and returns the updates packed as the host
+    /// reads them, after [`Analyzer::flush`] whenever they are returned.
     ///
     /// For an analyzer with [`Analyzer::HOLD_UPDATES`], while the host sets
     /// [`crate::header_flags::HOLD`] on its batches, the updates are held
-    /// (and an empty list returned) until a batch without it, a tick, or until
+    /// (and none returned) until a batch without it, a tick, or until
     /// [`HOLD_MAX_SERIES`] series are held: a busy analyzer then returns one update per series
     /// every few hundred batches instead of every batch. An error is returned at once, and the
     /// held updates with it are discarded.
-    pub fn process(&mut self, batch: &[u8]) -> Result<Vec<wit::MetricUpdate>, String> {
+    pub fn process_packed(&mut self, batch: &[u8]) -> Result<Vec<u8>, String> {
         let loaded = self.loaded("process")?;
         let batch = match Batch::parse(batch) {
             Ok(b) => b,
@@ -106,19 +107,15 @@ impl<A: Analyzer> Runner<A> {
             && !updates.failed()
             && updates.len() < HOLD_MAX_SERIES
         {
-            return Ok(Vec::new());
+            return Ok(none());
         }
         let result = result.and_then(|()| loaded.analyzer.flush(&mut loaded.updates));
         finish(result, &mut loaded.updates)
     }
 
     /// Runs [`Analyzer::tick`] and [`Analyzer::flush`] and returns their updates with any held
-    /// ones.
-    pub fn tick(
-        &mut self,
-        now_ns: u64,
-        end_of_capture: bool,
-    ) -> Result<Vec<wit::MetricUpdate>, String> {
+    /// ones, packed as the host reads them.
+    pub fn tick_packed(&mut self, now_ns: u64, end_of_capture: bool) -> Result<Vec<u8>, String> {
         let loaded = self.loaded("tick")?;
         let result = loaded
             .analyzer
@@ -126,15 +123,32 @@ impl<A: Analyzer> Runner<A> {
             .and_then(|()| loaded.analyzer.flush(&mut loaded.updates));
         finish(result, &mut loaded.updates)
     }
+
+    /// [`Runner::process_packed`], with the updates read back as WIT records: what the host
+    /// would receive, for tests.
+    pub fn process(&mut self, batch: &[u8]) -> Result<Vec<wit::MetricUpdate>, String> {
+        crate::packed::decode(&self.process_packed(batch)?)
+    }
+
+    /// [`Runner::tick_packed`], with the updates read back as WIT records, for tests.
+    pub fn tick(
+        &mut self,
+        now_ns: u64,
+        end_of_capture: bool,
+    ) -> Result<Vec<wit::MetricUpdate>, String> {
+        crate::packed::decode(&self.tick_packed(now_ns, end_of_capture)?)
+    }
+}
+
+/// No updates, packed.
+fn none() -> Vec<u8> {
+    crate::packed::encode(&[])
 }
 
 /// Drains `updates`, or discards them if the analyzer failed.
-fn finish(
-    result: Result<(), String>,
-    updates: &mut Updates,
-) -> Result<Vec<wit::MetricUpdate>, String> {
+fn finish(result: Result<(), String>, updates: &mut Updates) -> Result<Vec<u8>, String> {
     match result {
-        Ok(()) => updates.finish(),
+        Ok(()) => updates.finish_packed(),
         Err(e) => {
             updates.clear();
             Err(e)

@@ -3,7 +3,8 @@
 //! Input: counter adds, gauge sets and histogram observations that an analyzer emits while it
 //! walks a batch (or on `tick`), each naming a family handle and its label values. Output, when
 //! the runner drains it (at the end of a call, or of several calls while the host lets the
-//! analyzer hold its updates): one WIT `metric-update` per series, in first-seen order. Counter
+//! analyzer hold its updates): one update per series, in first-seen order, packed into the
+//! bytes `process` returns (or read back as WIT `metric-update`s, for tests). Counter
 //! adds are summed; histogram observations become non-cumulative bucket counts (`+Inf` last),
 //! a sum and a count; a gauge keeps the value with the latest packet time.
 //!
@@ -21,6 +22,8 @@ use core::hash::{Hash, Hasher};
 use hashbrown::HashTable;
 
 use crate::bindings::wasmtap::analyzer::types as wit;
+use wasmtap_record::updates as packed;
+
 use crate::family::{AnalyzerInfo, Counter, Gauge, Histogram, Label, MAX_LABELS};
 
 mod map;
@@ -388,34 +391,39 @@ impl Updates {
         self.error = None;
     }
 
-    /// Drains the updates, one per series in first-seen order, or the first misuse error.
-    /// Leaves the accumulator empty.
-    pub fn finish(&mut self) -> Result<Vec<wit::MetricUpdate>, String> {
+    /// Drains the updates, one per series in first-seen order, packed as `process` returns
+    /// them (see `wasmtap_record::updates`), or the first misuse error. Leaves the accumulator
+    /// empty.
+    pub fn finish_packed(&mut self) -> Result<Vec<u8>, String> {
         if let Some(e) = self.error.take() {
             self.clear();
             return Err(e);
         }
-        let mut out = Vec::with_capacity(self.series.len());
+        let mut bytes = Vec::with_capacity(packed::HEADER_LEN + self.series.len() * 32);
+        let mut w = packed::Writer::new(&mut bytes);
         for (key, acc) in &self.series {
             let value = match *acc {
-                Acc::Counter(v) => wit::UpdateValue::CounterAdd(v),
-                Acc::Gauge { value, at_ns } => wit::UpdateValue::GaugeSet((value, at_ns)),
+                Acc::Counter(v) => packed::Value::CounterAdd(v),
+                Acc::Gauge { value, at_ns } => packed::Value::GaugeSet(value, at_ns),
                 Acc::Histogram { first, sum, count } => {
-                    let slots = self.shapes[key.family as usize].bounds.len() + 1;
-                    let bucket_counts =
-                        self.buckets.get(first..first + slots).unwrap_or_default().to_vec();
-                    let sum = sum_to_f64(sum);
-                    wit::UpdateValue::Histogram(wit::HistogramDelta { bucket_counts, sum, count })
+                    let slots =
+                        self.shapes.get(key.family as usize).map_or(0, |s| s.bounds.len() + 1);
+                    let counts = self.buckets.get(first..first + slots).unwrap_or_default();
+                    packed::Value::Histogram { counts, sum: sum_to_f64(sum), count }
                 }
             };
-            out.push(wit::MetricUpdate {
-                family: key.family,
-                labels: key.labels().iter().map(|l| l.to_wit()).collect(),
-                value,
-            });
+            w.update(key.family, key.labels().iter().map(|l| l.to_packed()), value);
         }
+        w.finish();
         self.clear();
-        Ok(out)
+        Ok(bytes)
+    }
+
+    /// Drains the updates as WIT records, one per series in first-seen order, or the first
+    /// misuse error: [`Updates::finish_packed`] read back, for tests. Leaves the accumulator
+    /// empty.
+    pub fn finish(&mut self) -> Result<Vec<wit::MetricUpdate>, String> {
+        crate::packed::decode(&self.finish_packed()?)
     }
 }
 

@@ -29,8 +29,14 @@ pub enum LoadError {
     #[error("invalid component: {0}")]
     Invalid(String),
     #[error(
+        "built for wasmtap:analyzer@{found}, which this host no longer runs: it speaks \
+         wasmtap:analyzer@{ABI_VERSION}, in which updates cross as packed bytes; rebuild the \
+         analyzer with the wasmtap SDK of this host (its code needs no change)"
+    )]
+    EarlierVersion { found: String },
+    #[error(
         "built for wasmtap:analyzer@{found}, but this host speaks wasmtap:analyzer@{ABI_VERSION}; \
-         rebuild it against wit/ of this host"
+         run it on a host of that version, or rebuild it with the wasmtap SDK of this host"
     )]
     WrongVersion { found: String },
     #[error(

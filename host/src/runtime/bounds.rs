@@ -3,8 +3,9 @@
 //! Inputs: what an analyzer hands the host: its component bytes, its `init` declaration (name,
 //! version, families), the updates of each call, its log lines and error strings.
 //! Outputs: the sandbox [`Limits`] (CPU per call, memory, updates per call, log rate) and the
-//! size and time bounds of loading; a verdict before anything is kept ([`check_info`],
-//! [`check_updates`]); and guest text made safe to print ([`guest_text`]): cut to a length and
+//! size and time bounds of loading and of each call's updates (applied where they are read,
+//! in `convert`); a verdict on the declaration before anything is kept ([`check_info`]); and
+//! guest text made safe to print ([`guest_text`]): cut to a length and
 //! with control characters escaped, so that it can neither flood nor forge the host's log
 //! lines or reports.
 //!
@@ -12,8 +13,6 @@
 //! the built-in ones stay far below every one.
 
 use std::time::Duration;
-
-use super::bindings::wasmtap::analyzer::types;
 
 /// The largest component loaded: the built-in analyzers are about 100 KiB each, and
 /// compiling takes time in proportion to size, so this bounds load time too.
@@ -64,16 +63,11 @@ pub const MAX_VERSION: usize = 64;
 /// Bytes of one label value: a Kubernetes object name is at most 253; anything longer in a
 /// label makes every line of the exposition long.
 pub const MAX_LABEL_VALUE: usize = 1024;
-/// Bytes of one call's updates, counted as the host keeps them (label values and bucket
-/// counts, plus a fixed cost per update and label): a batch of 65 536 updates with a few
-/// address labels each is about 4 MiB.
+/// Bytes of one call's packed updates: 65 536 updates with three address labels each take
+/// about 2.5 MiB.
 pub const MAX_CALL_BYTES: usize = 16 << 20;
 /// Bytes of a log line or an error string kept; the rest is cut (and counted, for logs).
 pub const MAX_GUEST_TEXT: usize = 1024;
-/// Fixed cost charged per update and per label value in [`MAX_CALL_BYTES`]: what the host
-/// holds for one beyond its text.
-const UPDATE_COST: usize = 32;
-const LABEL_COST: usize = 16;
 
 /// A limit an analyzer went over.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,29 +98,6 @@ pub fn check_info(name: &str, version: &str) -> Result<(), Exceeded> {
         && version.bytes().all(|b| b.is_ascii_graphic());
     if !version_ok {
         return Err(Exceeded::Version(guest_text(version, MAX_VERSION)));
-    }
-    Ok(())
-}
-
-/// Checks the sizes of one call's updates before the host converts and keeps any of them.
-pub fn check_updates(updates: &[types::MetricUpdate]) -> Result<(), Exceeded> {
-    let mut total = 0usize;
-    for u in updates {
-        total += UPDATE_COST + u.labels.len() * LABEL_COST;
-        for l in &u.labels {
-            if let types::LabelValue::Text(s) = l {
-                if s.len() > MAX_LABEL_VALUE {
-                    return Err(Exceeded::LabelValue { got: s.len() });
-                }
-                total += s.len();
-            }
-        }
-        if let types::UpdateValue::Histogram(h) = &u.value {
-            total += h.bucket_counts.len() * 8;
-        }
-        if total > MAX_CALL_BYTES {
-            return Err(Exceeded::CallBytes { got: total });
-        }
     }
     Ok(())
 }
@@ -174,22 +145,5 @@ mod tests {
         assert_eq!(guest_text("a\nb\x1b[31m", 100), "a\\nb\\u{1b}[31m");
         assert_eq!(guest_text("héllo", 3), "hé…");
         assert_eq!(guest_text(&"x".repeat(5000), 1024).len(), 1024 + '…'.len_utf8());
-    }
-
-    fn update(labels: Vec<types::LabelValue>) -> types::MetricUpdate {
-        types::MetricUpdate { family: 0, labels, value: types::UpdateValue::CounterAdd(1.0) }
-    }
-
-    #[test]
-    fn update_sizes_are_bounded() {
-        let long = types::LabelValue::Text("x".repeat(MAX_LABEL_VALUE + 1));
-        assert_eq!(
-            check_updates(&[update(vec![long])]),
-            Err(Exceeded::LabelValue { got: MAX_LABEL_VALUE + 1 })
-        );
-        let ok = types::LabelValue::Text("x".repeat(MAX_LABEL_VALUE));
-        let many: Vec<_> = (0..20_000).map(|_| update(vec![ok.clone()])).collect();
-        assert!(matches!(check_updates(&many), Err(Exceeded::CallBytes { .. })));
-        assert_eq!(check_updates(&many[..100]), Ok(()));
     }
 }

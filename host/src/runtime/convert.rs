@@ -1,12 +1,23 @@
-//! Stage: analyzers (from the ABI's types to the registry's).
+//! Stage: analyzers (from the ABI's terms to the registry's).
 //!
-//! Input: a WIT `types` module's declarations and updates, as the wasmtime bindings
-//! (`instance`) or the guest SDK's native bindings (`native`) generate them.
-//! Output: the registry's [`crate::registry::FamilySpec`] and [`crate::registry::Update`].
+//! Input: a WIT `types` module's family declarations, as the wasmtime bindings (`instance`) or
+//! the guest SDK's native bindings (`native`) generate them; and the packed updates a call
+//! returns (the encoding of `wasmtap_record::updates`, specified in `wit/analyzer.wit`).
+//! Output: the registry's [`crate::registry::FamilySpec`] and [`Update`]s, or the
+//! [`CallError`] that refuses the whole call: updates that do not parse, too many of them, or
+//! too big ([`bounds`]).
 
-/// Defines `family_spec` and `update`, converting a WIT `types` module's declarations and
-/// updates into the registry's terms. Both the wasmtime bindings and the guest SDK's native
-/// bindings generate the same shapes under different paths.
+use std::sync::Arc;
+
+use wasmtap_record::updates::{Label as Packed, Reader, ValueView};
+
+use super::bounds::{self, Exceeded};
+use super::instance::CallError;
+use crate::registry::{Label, Update, Value};
+
+/// Defines `family_spec`, converting a WIT `types` module's family declaration into the
+/// registry's terms. Both the wasmtime bindings and the guest SDK's native bindings generate
+/// the same shapes under different paths.
 macro_rules! wit_conversions {
     ($t:ident) => {
         fn family_spec(f: &$t::MetricFamily) -> crate::registry::FamilySpec {
@@ -23,31 +34,127 @@ macro_rules! wit_conversions {
                 buckets: f.buckets.clone(),
             }
         }
-
-        fn update(u: $t::MetricUpdate) -> crate::registry::Update {
-            use crate::registry::{Label, Value};
-            let labels = u
-                .labels
-                .into_iter()
-                .map(|l| match l {
-                    $t::LabelValue::Text(s) => Label::Text(std::sync::Arc::from(s)),
-                    $t::LabelValue::Ipv4(a) => Label::Ipv4(a),
-                    $t::LabelValue::Ipv6((hi, lo)) => {
-                        Label::Ipv6((u128::from(hi) << 64) | u128::from(lo))
-                    }
-                    $t::LabelValue::Device(d) => Label::Device(d),
-                    $t::LabelValue::Number(n) => Label::Number(n),
-                })
-                .collect();
-            let value = match u.value {
-                $t::UpdateValue::CounterAdd(v) => Value::CounterAdd(v),
-                $t::UpdateValue::GaugeSet((v, at)) => Value::GaugeSet(v, at),
-                $t::UpdateValue::Histogram(h) => {
-                    Value::Histogram { buckets: h.bucket_counts, sum: h.sum, count: h.count }
-                }
-            };
-            crate::registry::Update { family: u.family, labels, value }
-        }
     };
 }
 pub(super) use wit_conversions;
+
+/// Reads one call's packed updates into the registry's terms. Checked, in order, before
+/// anything of the call is kept: the header; the update count it gives, against `max_updates`;
+/// the buffer's size, against [`bounds::MAX_CALL_BYTES`]; then each update as it is read, and
+/// each text label's length against [`bounds::MAX_LABEL_VALUE`].
+pub(super) fn updates(bytes: &[u8], max_updates: usize) -> Result<Vec<Update>, CallError> {
+    let reader = Reader::new(bytes).map_err(CallError::Malformed)?;
+    let got = reader.update_count() as usize;
+    if got > max_updates {
+        return Err(CallError::TooManyUpdates { got, limit: max_updates });
+    }
+    if bytes.len() > bounds::MAX_CALL_BYTES {
+        return Err(CallError::TooLarge(Exceeded::CallBytes { got: bytes.len() }));
+    }
+    let mut out = Vec::with_capacity(got);
+    for u in reader {
+        let u = u.map_err(CallError::Malformed)?;
+        let mut labels = Vec::with_capacity(u.label_count());
+        for l in u.labels() {
+            labels.push(match l {
+                Packed::Text(s) if s.len() > bounds::MAX_LABEL_VALUE => {
+                    return Err(CallError::TooLarge(Exceeded::LabelValue { got: s.len() }));
+                }
+                Packed::Text(s) => Label::Text(Arc::from(s)),
+                Packed::Ipv4(a) => Label::Ipv4(a),
+                Packed::Ipv6(hi, lo) => Label::Ipv6((u128::from(hi) << 64) | u128::from(lo)),
+                Packed::Device(d) => Label::Device(d),
+                Packed::Number(n) => Label::Number(n),
+            });
+        }
+        let value = match u.value {
+            ValueView::CounterAdd(v) => Value::CounterAdd(v),
+            ValueView::GaugeSet(v, at) => Value::GaugeSet(v, at),
+            ValueView::Histogram { counts, sum, count } => {
+                Value::Histogram { buckets: counts.iter().collect(), sum, count }
+            }
+        };
+        out.push(Update { family: u.family, labels, value });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmtap_record::updates::{Label as Packed, Value as PackedValue, Writer};
+
+    use super::*;
+
+    /// `n` counter updates, each with `labels`.
+    fn packed(n: usize, labels: &[Packed<'_>]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut w = Writer::new(&mut bytes);
+        for _ in 0..n {
+            w.update(0, labels.iter().copied(), PackedValue::CounterAdd(1.0));
+        }
+        w.finish();
+        bytes
+    }
+
+    #[test]
+    fn updates_read_into_the_registry_terms() {
+        let mut bytes = Vec::new();
+        let mut w = Writer::new(&mut bytes);
+        let labels = [Packed::Text("rst"), Packed::Ipv6(1, 2), Packed::Device(3)];
+        w.update(1, labels.into_iter(), PackedValue::GaugeSet(2.5, 7));
+        w.update(0, [].into_iter(), PackedValue::Histogram { counts: &[1, 2], sum: 0.5, count: 3 });
+        w.finish();
+        let got = updates(&bytes, 10).expect("valid updates");
+        assert_eq!(
+            got,
+            [
+                Update {
+                    family: 1,
+                    labels: vec![
+                        Label::Text("rst".into()),
+                        Label::Ipv6(1 << 64 | 2),
+                        Label::Device(3)
+                    ],
+                    value: Value::GaugeSet(2.5, 7),
+                },
+                Update {
+                    family: 0,
+                    labels: vec![],
+                    value: Value::Histogram { buckets: vec![1, 2], sum: 0.5, count: 3 },
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn update_counts_and_sizes_are_bounded() {
+        let long = "x".repeat(bounds::MAX_LABEL_VALUE + 1);
+        assert!(matches!(
+            updates(&packed(1, &[Packed::Text(&long)]), 10),
+            Err(CallError::TooLarge(Exceeded::LabelValue { got })) if got == long.len()
+        ));
+        assert!(matches!(
+            updates(&packed(11, &[]), 10),
+            Err(CallError::TooManyUpdates { got: 11, limit: 10 })
+        ));
+        let ok = "x".repeat(bounds::MAX_LABEL_VALUE);
+        let many = packed(20_000, &[Packed::Text(&ok)]);
+        assert!(matches!(
+            updates(&many, 65_536),
+            Err(CallError::TooLarge(Exceeded::CallBytes { got })) if got == many.len()
+        ));
+        assert_eq!(
+            updates(&packed(100, &[Packed::Text(&ok)]), 65_536).map(|u| u.len()).ok(),
+            Some(100)
+        );
+    }
+
+    #[test]
+    fn bytes_that_do_not_parse_are_refused_with_the_reason() {
+        let mut bytes = packed(2, &[Packed::Device(1)]);
+        bytes.truncate(bytes.len() - 1);
+        let e = updates(&bytes, 10).expect_err("cut short");
+        assert!(matches!(e, CallError::Malformed(_)));
+        assert!(e.to_string().contains("ends inside an update"), "{e}");
+    }
+}

@@ -18,7 +18,8 @@ use wasmtime::{Config, Engine};
 
 use super::analyzer::{Analyzer, Backend, LoadError, sha256_hex};
 use super::bindings::{
-    self, ABI_VERSION, ALLOWED_IMPORTS, AnalyzerComponentPre, EXPORT_NAME, PACKAGE_PREFIX,
+    self, ABI_VERSION, ALLOWED_IMPORTS, AnalyzerComponentPre, EARLIER_ABI_VERSIONS, EXPORT_NAME,
+    PACKAGE_PREFIX,
 };
 use super::bounds::{self, COMPILE_BUDGET, EPOCH_TICK, Limits, MAX_COMPONENT_BYTES};
 use super::cache;
@@ -169,7 +170,11 @@ impl Runtime {
             .chain(ty.exports(&self.engine).map(|(n, _)| n));
         for name in names {
             if let Some(found) = versioned(name).filter(|v| v != ABI_VERSION) {
-                return Err(LoadError::WrongVersion { found });
+                return Err(if EARLIER_ABI_VERSIONS.contains(&found.as_str()) {
+                    LoadError::EarlierVersion { found }
+                } else {
+                    LoadError::WrongVersion { found }
+                });
             }
         }
         let forbidden: Vec<String> = ty

@@ -16,6 +16,7 @@ use wasmtime::{
 use super::bindings::wasmtap::analyzer::{host, types};
 use super::bindings::{AnalyzerComponent, AnalyzerComponentPre};
 use super::bounds::{self, EPOCH_TICK, Limits};
+use super::convert;
 use crate::registry::{FamilySpec, Update};
 
 /// One running instance of an analyzer, Wasm or native.
@@ -45,6 +46,8 @@ pub enum CallError {
     TooManyUpdates { got: usize, limit: usize },
     #[error("sent an invalid update: {0}")]
     BadUpdate(crate::registry::UpdateError),
+    #[error("returned updates that do not parse: {0}")]
+    Malformed(wasmtap_record::updates::DecodeError),
     #[error("returned {0}")]
     TooLarge(bounds::Exceeded),
 }
@@ -95,7 +98,7 @@ impl CallError {
             CallError::Timeout(_) => Reason::Timeout,
             CallError::Guest(_) => Reason::Error,
             CallError::TooManyUpdates { .. } => Reason::TooManyUpdates,
-            CallError::BadUpdate(_) => Reason::BadUpdate,
+            CallError::BadUpdate(_) | CallError::Malformed(_) => Reason::BadUpdate,
             CallError::Memory(_) => Reason::Memory,
             CallError::TooLarge(_) => Reason::TooLarge,
         }
@@ -303,17 +306,12 @@ impl Session for Instance {
 impl Instance {
     fn finish(
         &mut self,
-        result: wasmtime::Result<Result<Vec<types::MetricUpdate>, String>>,
+        result: wasmtime::Result<Result<Vec<u8>, String>>,
     ) -> Result<Vec<Update>, CallError> {
         let grow_failed = std::mem::take(&mut self.store.data_mut().limiter.grow_failed);
-        let updates =
+        let bytes =
             result.map_err(|e| classify(e, &self.limits, grow_failed))?.map_err(guest_error)?;
-        if updates.len() > self.limits.max_updates {
-            let (got, limit) = (updates.len(), self.limits.max_updates);
-            return Err(CallError::TooManyUpdates { got, limit });
-        }
-        bounds::check_updates(&updates).map_err(CallError::TooLarge)?;
-        Ok(updates.into_iter().map(update).collect())
+        convert::updates(&bytes, self.limits.max_updates)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Stage: analyzers (native built-ins, for benchmarks).
 //!
-//! Input: packed batches and packet-time ticks, like a Wasm instance. Output: the same updates.
+//! Input: packed batches and packet-time ticks, like a Wasm instance. Output: the same updates,
+//! packed and read back as a Wasm instance's are.
 //! The default analyzers' Rust code, linked into the host and run directly through the guest
 //! SDK's `Runner`, with no sandbox. It exists so that a benchmark can put the Wasm pipeline
 //! beside the very same analyzers compiled natively, in the same run. User analyzers never run
@@ -10,6 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use wasmtap_sdk::{Analyzer, Config, Runner, wit};
 
+use super::convert;
 use super::instance::{CallError, Session};
 use crate::registry::{FamilySpec, Update};
 
@@ -42,13 +44,13 @@ impl<A: Analyzer> Native for Runner<A> {
     }
 
     fn process(&mut self, batch: &[u8]) -> Result<Vec<Update>, CallError> {
-        let updates = guarded(|| Runner::process(self, batch))?;
-        Ok(updates.into_iter().map(update).collect())
+        let bytes = guarded(|| Runner::process_packed(self, batch))?;
+        convert::updates(&bytes, usize::MAX)
     }
 
     fn tick(&mut self, now_ns: u64, end: bool) -> Result<Vec<Update>, CallError> {
-        let updates = guarded(|| Runner::tick(self, now_ns, end))?;
-        Ok(updates.into_iter().map(update).collect())
+        let bytes = guarded(|| Runner::tick_packed(self, now_ns, end))?;
+        convert::updates(&bytes, usize::MAX)
     }
 }
 

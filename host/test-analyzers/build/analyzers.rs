@@ -26,7 +26,7 @@ use super::guest::{
 const WASI_TARGET: &str = "wasm32-wasip2";
 
 /// A WIT package version the host does not speak, for the wrong-version analyzer.
-const WRONG_ABI_VERSION: &str = "0.2.0";
+const WRONG_ABI_VERSION: &str = "0.1.0";
 
 /// The first bytes of every WebAssembly file, core module or component.
 const WASM_MAGIC: &[u8] = b"\0asm";

@@ -3,13 +3,12 @@
 //!
 //! Input: batches (ignored). Output: [`UPDATES`] counter updates per `process` call of
 //! `test_huge_call_bytes_total{a,b,c,d}`, each label value [`VALUE_LEN`] bytes and distinct.
-//! Every piece is within its own limit (30,000 updates of 65,536; 128-byte values of 1024), but
-//! the host also bounds the bytes of one call's updates, counted as 32 bytes per update, 16 per
-//! label and the label text: [`host_bytes`] is about 18 MB, over the limit of 16 MiB. The host's
-//! tests expect every call to be refused whole (reason `too_large`, `returned N bytes of updates
-//! in one call, over the limit of 16777216`, N being the count where it crossed the limit, see
-//! [`refused_at`]), no series, and quarantine after five failures. The guest needs about 20 MiB
-//! to build the list, well inside its 64 MiB. Not a default analyzer.
+//! Every piece is within its own limit (31,000 updates of 65,536; 128-byte values of 1024), but
+//! the host also bounds the bytes of one call's packed updates: [`packed_bytes`] is about
+//! 16.9 MB, over the limit of 16 MiB. The host's tests expect every call to be refused whole
+//! (reason `too_large`, `returned 16926008 bytes of updates in one call, over the limit of
+//! 16777216`), no series, and quarantine after five failures. The guest needs about 40 MiB to
+//! build the list and pack it, inside its 64 MiB. Not a default analyzer.
 //!
 //! It implements the WIT export directly: the SDK's labels are `&'static str`.
 
@@ -19,33 +18,26 @@ use wasmtap_sdk::wit::{
 use wasmtap_testing_raw as raw;
 
 /// Updates per call: under the host's 65,536.
-pub const UPDATES: usize = 30_000;
+pub const UPDATES: usize = 31_000;
 /// Labels per update.
 pub const LABELS: usize = 4;
 /// Bytes of each label value: modest.
 pub const VALUE_LEN: usize = 128;
 /// The host's limit on one call's update bytes.
 pub const HOST_LIMIT: usize = 16 << 20;
-/// What the host counts per update and per label beyond the label text.
-const PER_UPDATE: usize = 32;
-const PER_LABEL: usize = 16;
 
-/// Bytes the host counts for one of these updates.
+/// Packed bytes of one of these updates (see the `process` comment in the WIT): family, kind
+/// and label count, then per label a tag, a length and the text, then the counter's f64.
 pub const fn update_bytes() -> usize {
-    PER_UPDATE + LABELS * (PER_LABEL + VALUE_LEN)
+    4 + 1 + 1 + LABELS * (1 + 4 + VALUE_LEN) + 8
 }
 
-/// Bytes the host counts for one call's updates.
-pub const fn host_bytes() -> usize {
-    UPDATES * update_bytes()
+/// Packed bytes of one call's updates, with the 8-byte header.
+pub const fn packed_bytes() -> usize {
+    8 + UPDATES * update_bytes()
 }
 
-/// The running total at which the host, adding update after update, first exceeds its limit.
-pub const fn refused_at() -> usize {
-    (HOST_LIMIT / update_bytes() + 1) * update_bytes()
-}
-
-const _: () = assert!(host_bytes() > HOST_LIMIT && UPDATES < 65_536);
+const _: () = assert!(packed_bytes() > HOST_LIMIT && UPDATES < 65_536);
 
 /// The analyzer's declaration: one counter with four labels.
 pub fn info() -> AnalyzerInfo {
@@ -89,20 +81,16 @@ mod tests {
     fn modest_pieces_add_up_to_over_16_mib() {
         let out = process();
         assert_eq!(out.len(), UPDATES);
-        let mut total = 0;
         let mut seen = std::collections::HashSet::new();
         for u in &out {
-            total += PER_UPDATE + u.labels.len() * PER_LABEL;
             for l in &u.labels {
                 let LabelValue::Text(s) = l else { panic!("{l:?}") };
                 assert_eq!(s.len(), VALUE_LEN);
                 assert!(seen.insert(s.clone()), "{s} repeated");
-                total += s.len();
             }
         }
-        assert_eq!(total, host_bytes());
-        assert!(total > HOST_LIMIT);
-        assert_eq!(refused_at(), 16_777_760);
-        assert!(refused_at() > HOST_LIMIT && refused_at() - update_bytes() <= HOST_LIMIT);
+        assert_eq!(wasmtap_sdk::packed::encode(&out).len(), packed_bytes());
+        assert_eq!(packed_bytes(), 16_926_008);
+        assert!(packed_bytes() > HOST_LIMIT);
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! Input: an analyzer's declaration and its `process` as plain functions. Output: the
 //! component's export ([`export!`]: `init` returns the declaration, `process` calls the function
-//! or returns nothing, `tick` returns nothing) and the WIT records of a declaration ([`info`],
-//! [`family`]). Not for real analyzers: they use the SDK's `export_analyzer!`.
+//! and packs its updates as the contract asks, or returns nothing, `tick` returns nothing) and
+//! the WIT records of a declaration ([`info`], [`family`]). Not for real analyzers: they use
+//! the SDK's `export_analyzer!`.
 
 use wasmtap_sdk::wit::{AnalyzerInfo, MetricFamily, MetricKind, MetricUpdate};
 
@@ -53,16 +54,16 @@ macro_rules! export {
                     Ok(($info)())
                 }
 
-                fn process(batch: Vec<u8>) -> Result<Vec<wit::MetricUpdate>, String> {
+                fn process(batch: Vec<u8>) -> Result<Vec<u8>, String> {
                     #[allow(unused_imports)]
                     use super::*;
                     let process: fn(Vec<u8>) -> Result<Vec<wit::MetricUpdate>, String> =
                         $crate::__or!($crate::nothing $(, $process)?);
-                    process(batch)
+                    process(batch).map(|updates| wasmtap_sdk::packed::encode(&updates))
                 }
 
-                fn tick(_now: u64, _end: bool) -> Result<Vec<wit::MetricUpdate>, String> {
-                    Ok(Vec::new())
+                fn tick(_now: u64, _end: bool) -> Result<Vec<u8>, String> {
+                    Ok(wasmtap_sdk::packed::encode(&[]))
                 }
             }
 

@@ -1,13 +1,13 @@
 //! The `wrong-wit-version` hostile test analyzer: a well-behaved analyzer built against
-//! `wasmtap:analyzer@0.2.0`, a version this host does not speak.
+//! `wasmtap:analyzer@0.1.0`, the released contract before updates were packed into bytes, as an
+//! analyzer built with the 0.1.0 SDK is.
 //!
 //! Input: batches. Output: `test_wrong_version_packets_total{device}`, if a host of version
-//! 0.2.0 ran it. Its bindings come straight from wit-bindgen and this crate's own `wit/`, a copy
-//! of the repository's contract with only the package version changed (the unit test below
-//! checks that). The host must refuse it at load with a message naming both versions.
-//! Not a default analyzer.
+//! 0.1.0 ran it. Its bindings come straight from wit-bindgen and this crate's own `wit/`, the
+//! 0.1.0 contract as released. The host must refuse it at load with a message naming both
+//! versions and saying to rebuild with the SDK of the host. Not a default analyzer.
 
-/// Bindings generated from `wit/analyzer.wit` (version 0.2.0).
+/// Bindings generated from `wit/analyzer.wit` (version 0.1.0).
 #[allow(missing_docs, unsafe_code, clippy::all)]
 mod bindings {
     wit_bindgen::generate!({
@@ -28,12 +28,12 @@ const DEVICE_OFFSET: usize = 84;
 /// Length of the batch header.
 const HEADER_LEN: usize = 16;
 
-/// Counts packets per batch (of the first record's device), against the 0.2.0 contract.
+/// Counts packets per batch (of the first record's device), against the 0.1.0 contract.
 pub struct WrongWitVersion;
 
 impl Guest for WrongWitVersion {
     fn init(_config: Config) -> Result<AnalyzerInfo, String> {
-        log(LogLevel::Info, "wrong-wit-version: built for wasmtap:analyzer@0.2.0");
+        log(LogLevel::Info, "wrong-wit-version: built for wasmtap:analyzer@0.1.0");
         Ok(AnalyzerInfo {
             name: "wrong-wit-version".to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -82,14 +82,14 @@ mod export {
 mod tests {
     use super::*;
 
-    /// The copy must track the real contract, so that the version is its only fault.
+    /// The copy is the 0.1.0 contract: updates as records, not bytes; the host speaks a later one.
     #[test]
-    fn the_wit_copy_differs_from_the_contract_only_in_its_version() {
+    fn the_wit_copy_is_the_released_0_1_0_contract() {
         let copy = include_str!("../wit/analyzer.wit");
         let real = include_str!("../../../../wit/analyzer.wit");
-        let body = copy.split_once("\n\n").map(|(_comment, rest)| rest).expect("a header comment");
-        assert!(body.contains("package wasmtap:analyzer@0.2.0;"));
-        assert_eq!(body.replace("@0.2.0;", "@0.1.0;"), real);
+        assert!(copy.contains("package wasmtap:analyzer@0.1.0;"));
+        assert!(copy.contains("result<list<metric-update>, string>"));
+        assert!(!real.contains("package wasmtap:analyzer@0.1.0;"));
     }
 
     #[test]
