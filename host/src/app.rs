@@ -153,6 +153,7 @@ fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
     let mut batcher =
         Batcher::new(catalog.workers().queues(), p.batch_size, DEFAULT_MAX_AGE, FullQueue::Wait);
     let devices = registry.devices().clone();
+    let mut cpu = capture_metrics.cpu.clock("cap-replay");
     for path in &cfg.captures {
         let read =
             capture::replay(path, &mut batcher, &devices, &p.vxlan, &capture_metrics, &|n| {
@@ -167,9 +168,10 @@ fn replay(cfg: config::Replay) -> anyhow::Result<ExitCode> {
         }
     }
     drop(batcher);
+    cpu.update();
     catalog.finish();
     bar.finish_and_clear();
-    let text = registry.exposition(Some(&core.metrics), false);
+    let text = registry.exposition(Some(&core.metrics), cfg.timings);
     match &cfg.output {
         Some(path) => {
             std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?

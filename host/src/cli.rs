@@ -170,6 +170,12 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "FILE")]
     pub pods: Option<PathBuf>,
 
+    /// Add the self-metrics that differ from run to run to the output, as `/metrics` has them:
+    /// call durations and the CPU time of each packet thread (workers, capture). Without it
+    /// the output depends on the captures alone.
+    #[arg(long)]
+    pub timings: bool,
+
     #[command(flatten)]
     pub analyzers: AnalyzerArgs,
 

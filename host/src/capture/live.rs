@@ -150,6 +150,8 @@ impl Live {
         }
         let mut meta = PacketMeta::default();
         let mut stats = Stats::default();
+        // This thread's CPU time, counted with the statistics and at the end.
+        let mut cpu = ctx.metrics.cpu.clock(std::thread::current().name().unwrap_or("cap"));
         let (mut next_house, mut next_stats, mut since_clock) = (0u64, 0u64, 0u32);
         let exit = loop {
             if stop.load(Ordering::Relaxed) {
@@ -188,6 +190,7 @@ impl Live {
             if now >= next_stats {
                 next_stats = now + STATS_NS;
                 stats.read(&mut self.cap, &labels.stats_label(), &ctx.metrics);
+                cpu.update();
             }
             if idle && let Some(exit) = wait(&self.cap) {
                 break exit;
@@ -196,6 +199,7 @@ impl Live {
         batcher.flush();
         labels.publish(&mut batcher);
         stats.read(&mut self.cap, &labels.stats_label(), &ctx.metrics);
+        cpu.update();
         exit
     }
 }

@@ -23,7 +23,7 @@ use prometheus::{IntCounter, IntCounterVec};
 use crate::batch::{Batcher, TunnelCount};
 use crate::decode::{self, LinkType, PacketMeta, TunnelKind, Undecoded, VxlanPorts};
 use crate::registry::Devices;
-use crate::telemetry::SelfMetrics;
+use crate::telemetry::{CpuClocks, SelfMetrics};
 
 /// Packets read between two progress reports of a replay.
 const PROGRESS_EVERY: u64 = 1024;
@@ -88,6 +88,8 @@ impl DropReason {
 /// The capture stage's self-metrics: packets received and dropped, and tunnels read and left
 /// unopened, per device.
 pub struct CaptureMetrics {
+    /// The capture threads' CPU times.
+    pub cpu: CpuClocks,
     received: IntCounterVec,
     dropped: IntCounterVec,
     tunnel_packets: IntCounterVec,
@@ -97,6 +99,7 @@ pub struct CaptureMetrics {
 impl CaptureMetrics {
     pub fn new(m: &SelfMetrics) -> prometheus::Result<Self> {
         Ok(Self {
+            cpu: m.cpu_clocks(),
             received: m.counter(
                 "wasmtap_host_packets_received_total",
                 "Packets read from the source (interface or capture file) and handed to the \

@@ -172,6 +172,8 @@ pub struct Replay {
     pub output: Option<PathBuf>,
     /// A fixed pod table (`--pods`); `None`: no attribution labels.
     pub pods: Option<Listing>,
+    /// Whether the output has the timings and CPU times (`--timings`).
+    pub timings: bool,
     pub pipeline: Pipeline,
 }
 
@@ -488,7 +490,7 @@ impl Replay {
         // Checked with the defaults on, so that only this flag runs no analyzer at all.
         let pipeline = Pipeline { defaults: pipeline.defaults && !a.decode_only, ..pipeline };
         let pods = a.pods.as_deref().map(Listing::from_file).transpose()?;
-        Ok(Self { captures: a.captures, output: a.output, pods, pipeline })
+        Ok(Self { captures: a.captures, output: a.output, pods, timings: a.timings, pipeline })
     }
 }
 

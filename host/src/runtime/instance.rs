@@ -18,6 +18,7 @@ use super::bindings::{AnalyzerComponent, AnalyzerComponentPre};
 use super::bounds::{self, EPOCH_TICK, Limits};
 use super::convert;
 use crate::registry::{FamilySpec, Update};
+use crate::telemetry::thread_cpu_ns;
 
 /// One running instance of an analyzer, Wasm or native.
 pub trait Session {
@@ -318,13 +319,6 @@ impl Instance {
 /// A guest's `Err` string, cut and escaped: it goes into logs, reports and `/analyzers`.
 fn guest_error(e: String) -> CallError {
     CallError::Guest(bounds::guest_text(&e, bounds::MAX_GUEST_TEXT))
-}
-
-/// The calling thread's CPU time, in ns.
-fn thread_cpu_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    let secs = u64::try_from(t.tv_sec).unwrap_or(0);
-    secs.saturating_mul(1_000_000_000).saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
 }
 
 /// Epoch ticks in `ns`, rounded up, at least one.

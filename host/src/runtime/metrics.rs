@@ -16,7 +16,7 @@ use prometheus::proto::MetricFamily;
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts};
 
 use super::instance::{LogCounters, Reason};
-use crate::telemetry::SelfMetrics;
+use crate::telemetry::{CpuClocks, SelfMetrics};
 
 /// Call latency buckets in seconds: from 10 µs (a small batch) to the 200 ms default budget.
 const LATENCY_BUCKETS: [f64; 10] = [1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.2];
@@ -90,6 +90,8 @@ pub struct AnalyzerMetrics {
     log_cut: IntCounterVec,
     batch_seconds: HistogramVec,
     states: Arc<States>,
+    /// The workers' CPU times.
+    pub cpu: CpuClocks,
 }
 
 /// One analyzer's handles, for one worker's instance of it.
@@ -160,6 +162,7 @@ impl AnalyzerMetrics {
                 &LATENCY_BUCKETS,
             )?,
             states,
+            cpu: m.cpu_clocks(),
         })
     }
 

@@ -306,6 +306,8 @@ fn work(
     end: &End,
     flush: Flush,
 ) {
+    // This thread's CPU time, counted at every tick and flush, and at the end.
+    let mut cpu = sinks.metrics.cpu.clock(std::thread::current().name().unwrap_or("worker"));
     let mut slots: Vec<Slot> =
         analyzers.into_iter().map(|(a, families)| Slot::new(a, families, sinks)).collect();
     for slot in &mut slots {
@@ -348,6 +350,7 @@ fn work(
                     }
                     (held, flushed) = (false, Instant::now());
                 }
+                cpu.update();
                 continue;
             }
         };
@@ -369,6 +372,7 @@ fn work(
                     slot.call(runtime, sinks, 0, |i| i.tick(last_ts, false));
                 }
                 (held, flushed) = (false, Instant::now());
+                cpu.update();
             }
             next_tick = last_ts.saturating_add(TICK_EVERY_NS);
         }
@@ -378,4 +382,5 @@ fn work(
     for slot in &mut slots {
         slot.call(runtime, sinks, 0, |i| i.tick(last_ts, true));
     }
+    cpu.update();
 }
