@@ -56,7 +56,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct NewArgs {
-    /// The analyzer's name: [a-z][a-z0-9_-]*, at most 64 bytes. It names the crate, the
+    /// The analyzer's name: `[a-z][a-z0-9_-]*`, at most 64 bytes. It names the crate, the
     /// analyzer (unique among those a host loads) and, in snake case, its metrics.
     #[arg(value_name = "NAME")]
     pub name: String,
