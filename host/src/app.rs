@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::authoring;
 use crate::batch::{Batcher, DEFAULT_MAX_AGE, FullQueue};
 use crate::capture::links::Links;
 use crate::capture::live::Context as CaptureContext;
@@ -67,6 +68,23 @@ where
             let mut out = std::io::stdout().lock();
             let outcome = crate::check::check(&cfg, &mut out)?;
             Ok(if outcome.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::New(args) => {
+            let new = authoring::new::New::from_args(args)?;
+            authoring::new::create(&new, &mut std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build(args) => {
+            let built = authoring::build::build(&args.dir)?;
+            eprintln!(
+                "wasmtap build: {} made a component ({} bytes); check it with `wasmtap check {}`",
+                built.module.display(),
+                built.bytes,
+                built.component.display()
+            );
+            writeln!(std::io::stdout().lock(), "{}", built.component.display())
+                .context("writing to stdout")?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

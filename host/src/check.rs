@@ -157,9 +157,22 @@ pub fn check(cfg: &config::Check, out: &mut dyn Write) -> anyhow::Result<Outcome
         }
     }
     writeln!(out, "metrics produced:")?;
-    // Only this analyzer ran, so every series in the registry is its own.
+    // Only this analyzer ran, but the built-in families registered above show their
+    // label-less series at 0: keep this analyzer's own.
     let text = registry.exposition(None, false);
-    let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    let own: Vec<String> = analyzer
+        .families
+        .iter()
+        .map(|f| format!("{}{}", crate::registry::PREFIX, f.name))
+        .collect();
+    let is_own = |line: &str| {
+        let name = line.split(['{', ' ']).next().unwrap_or("");
+        own.iter().any(|f| {
+            name.strip_prefix(f.as_str())
+                .is_some_and(|rest| matches!(rest, "" | "_bucket" | "_sum" | "_count"))
+        })
+    };
+    let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && is_own(l)).collect();
     if samples.is_empty() {
         writeln!(out, "       (none for this capture)")?;
     }

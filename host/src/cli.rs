@@ -42,6 +42,41 @@ pub enum Command {
     ///
     /// Exits non-zero on any problem.
     Check(CheckArgs),
+    /// Start an analyzer crate in a new folder: a Cargo.toml on the guest SDK (its own
+    /// workspace), a src/lib.rs with one counter, one histogram and a native unit test, and a
+    /// README. It builds as it is: `cd NAME && wasmtap build`.
+    New(NewArgs),
+    /// Build the analyzer crate in DIR as a component, with no tool besides Rust: `cargo build
+    /// --release --target wasm32-unknown-unknown`, then the module wrapped as a component.
+    ///
+    /// Prints the component's path, TARGET/wasmtap/PACKAGE.wasm (TARGET is the crate's target
+    /// folder, `target/` by default), for `wasmtap check` and `--analyzer`.
+    Build(BuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The analyzer's name: `[a-z][a-z0-9_-]*`, at most 64 bytes. It names the crate, the
+    /// analyzer (unique among those a host loads) and, in snake case, its metrics.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// The folder to create the crate in (it must not exist, or be empty). Default: ./NAME.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Where the guest SDK is: a path to the SDK crate (the guest-analyzers/sdk folder of a
+    /// wasmtap clone), or `git+URL` / `git+URL#REV` for the wasmtap repository at a commit, tag
+    /// or branch. Default: the SDK in the source tree this wasmtap was built from.
+    #[arg(long, value_name = "SPEC")]
+    pub sdk: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The analyzer crate's folder (the one holding its Cargo.toml).
+    #[arg(value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -26,12 +26,14 @@
 //! flags, `config` checks them and `app` wires the stages together; `interfaces` follows the
 //! kernel's links and attaches captures to the selected ones; `watch` follows the analyzer
 //! directory; `cri` follows the node's pods through the container runtime; `check` is
-//! `wasmtap check`. `pods` is the attribution table the registry reads when it applies an
-//! update: which pod of the node holds an address or an interface. Below every stage, `telemetry` is where each stage
-//! registers the self-metrics it decides (and the throttle for repeated warnings), and `health`
-//! collects what `/healthz` and `/readyz` answer.
+//! `wasmtap check`, and `authoring` is `wasmtap new` and `wasmtap build`. `pods` is the
+//! attribution table the registry reads when it applies an update: which pod of the node holds
+//! an address or an interface. Below every stage, `telemetry` is where each stage registers
+//! the self-metrics it decides (and the throttle for repeated warnings), and `health` collects
+//! what `/healthz` and `/readyz` answer.
 
 pub mod app;
+pub mod authoring;
 pub mod batch;
 pub mod capture;
 pub mod check;

@@ -189,14 +189,22 @@ impl AnalyzerInfo {
 
     /// Checks what the SDK relies on: at most [`MAX_LABELS`] labels, histogram buckets
     /// non-empty, finite and strictly increasing, no buckets on other kinds, unique names.
-    /// (The host checks Prometheus naming itself.)
+    /// (The host checks Prometheus naming itself.) Each error names the rule that was broken.
+    /// A family may declare no labels at all: it then has one series.
     pub fn validate(&self) -> Result<(), String> {
         if u32::try_from(self.families.len()).is_err() {
-            return Err("too many metric families".to_owned());
+            return Err(format!(
+                "{} metric families: a family's index is a u32, so at most {} families",
+                self.families.len(),
+                u32::MAX
+            ));
         }
         for (i, f) in self.families.iter().enumerate() {
             if self.families[..i].iter().any(|g| g.name == f.name) {
-                return Err(format!("metric family {:?} is declared twice", f.name));
+                return Err(format!(
+                    "metric family {:?} is declared twice: an analyzer's metric names are unique",
+                    f.name
+                ));
             }
             if f.label_names.len() > MAX_LABELS {
                 return Err(format!(
@@ -207,16 +215,24 @@ impl AnalyzerInfo {
             }
             let is_histogram = f.kind == wit::MetricKind::Histogram;
             if is_histogram && f.buckets.is_empty() {
-                return Err(format!("histogram {:?} declares no buckets", f.name));
+                return Err(format!(
+                    "histogram {:?} declares no buckets: a histogram declares at least one bucket \
+                     bound (+Inf is implied)",
+                    f.name
+                ));
             }
             if !is_histogram && !f.buckets.is_empty() {
-                return Err(format!("{:?} is not a histogram but declares buckets", f.name));
+                return Err(format!(
+                    "{:?} is not a histogram but declares buckets: only histograms declare buckets",
+                    f.name
+                ));
             }
             if f.buckets.iter().any(|b| !b.is_finite())
                 || f.buckets.windows(2).any(|w| w[0] >= w[1])
             {
                 return Err(format!(
-                    "histogram {:?}: buckets must be finite and strictly increasing",
+                    "histogram {:?}: buckets must be finite and strictly increasing (+Inf is \
+                     implied, not declared)",
                     f.name
                 ));
             }
@@ -258,28 +274,41 @@ mod tests {
         assert_eq!(Label::Text("x").to_wit(), wit::LabelValue::Text("x".to_owned()));
     }
 
+    /// Every rule `validate` checks, with a declaration that breaks it and the words of the
+    /// rule that its error must state.
     #[test]
-    fn validate_rejects_what_the_sdk_cannot_aggregate() {
+    fn validate_names_the_rule_it_enforces() {
         let mut ok = AnalyzerInfo::new("a", "1");
         ok.counter("a_total", "h", &["device"]);
         ok.histogram("b_bytes", "h", &[], &[0.0, 1.0]);
+        // A family without labels is fine: it has one series.
+        ok.counter("c_total", "h", &[]);
         assert_eq!(ok.validate(), Ok(()));
 
         let mut twice = ok.clone();
         twice.gauge("a_total", "h", &[]);
-        assert!(twice.validate().is_err());
-
         let mut unsorted = AnalyzerInfo::new("a", "1");
         unsorted.histogram("b", "h", &[], &[2.0, 1.0]);
-        assert!(unsorted.validate().is_err());
-
+        let mut infinite = AnalyzerInfo::new("a", "1");
+        infinite.histogram("b", "h", &[], &[1.0, f64::INFINITY]);
         let mut empty = AnalyzerInfo::new("a", "1");
         empty.histogram("b", "h", &[], &[]);
-        assert!(empty.validate().is_err());
-
         let mut many = AnalyzerInfo::new("a", "1");
         many.counter("c_total", "h", &["a", "b", "c", "d", "e", "f", "g"]);
-        assert!(many.validate().is_err());
+        let mut gauge = AnalyzerInfo::new("a", "1");
+        gauge.push("g", "h", wit::MetricKind::Gauge, &[], &[1.0]);
+        let rules = [
+            (twice, "declared twice: an analyzer's metric names are unique"),
+            (unsorted, "buckets must be finite and strictly increasing"),
+            (infinite, "+Inf is implied, not declared"),
+            (empty, "a histogram declares at least one bucket bound"),
+            (many, "the SDK supports at most 6"),
+            (gauge, "only histograms declare buckets"),
+        ];
+        for (info, rule) in rules {
+            let err = info.validate().expect_err(rule);
+            assert!(err.contains(rule), "{err:?} does not state the rule {rule:?}");
+        }
     }
 
     #[test]

@@ -90,18 +90,23 @@
 //!
 //! ## 4. Building
 //!
-//! The analyzer crate is `crate-type = ["cdylib", "rlib"]` and ends with
-//! `wasmtap_sdk::export_analyzer!(MyAnalyzer);`. Build it with
-//! `cargo build --release --target wasm32-unknown-unknown` and make a component with
-//! `wasm-tools component new` (the host's build script does this for the bundled analyzers).
-//! Target `wasm32-unknown-unknown`, not `wasm32-wasip2`: the latter pulls WASI imports in, and the
-//! host links none. Natively, `cargo test` runs the analyzer against bytes from
-//! [`BatchBuilder`], through a [`Runner`] that behaves as the host does.
+//! `wasmtap new my-analyzer` starts a crate that builds as it is: `crate-type = ["cdylib",
+//! "rlib"]`, its own workspace, this SDK as its one dependency (by path into a clone of the
+//! repository, or `--sdk git+URL#REV`), a counter and a histogram, a native unit test, and a
+//! README. The crate ends with `wasmtap_sdk::export_analyzer!(MyAnalyzer);`. In its folder,
+//! `wasmtap build` runs `cargo build --release --target wasm32-unknown-unknown` and wraps the
+//! module as a component with the `wit-component` crate (as the host's build script does for
+//! the bundled analyzers), so no other tool is needed; it prints the component's path,
+//! `target/wasmtap/my-analyzer.wasm`. Target `wasm32-unknown-unknown`, not `wasm32-wasip2`:
+//! the latter pulls WASI imports in, and the host links none. Natively, `cargo test` runs the
+//! analyzer against bytes from [`BatchBuilder`], through a [`Runner`] that behaves as the host
+//! does.
 //!
 //! ```text
-//! cargo build --release --target wasm32-unknown-unknown
-//! wasm-tools component new target/wasm32-unknown-unknown/release/my_analyzer.wasm \
-//!     -o my-analyzer.wasm
+//! rustup target add wasm32-unknown-unknown   # once
+//! wasmtap new my-analyzer && cd my-analyzer
+//! cargo test
+//! wasmtap build                              # prints target/wasmtap/my-analyzer.wasm
 //! ```
 //!
 //! ## 5. Checking and loading
@@ -146,7 +151,7 @@ pub use wasmtap_record::{
 #[allow(missing_docs, unsafe_code, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "analyzer-component",
         pub_export_macro: true,
         export_macro_name: "__export_component",

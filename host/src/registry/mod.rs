@@ -29,7 +29,9 @@ mod validate;
 
 pub use attribute::{DEVICE_LABELS, PAIR_LABELS};
 pub use devices::Devices;
-pub use spec::{FamilyError, FamilySpec, Kind, Label, PREFIX, Update, UpdateError, Value};
+pub use spec::{
+    FamilyError, FamilySpec, Kind, Label, PREFIX, Reserved, Update, UpdateError, Value,
+};
 
 use validate::check;
 pub use validate::{valid_name, validate, validate_count};

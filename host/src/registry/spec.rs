@@ -41,49 +41,118 @@ pub struct FamilySpec {
     pub buckets: Vec<f64>,
 }
 
-/// Why a declared family was refused.
+/// Why a declared family was refused. Each message names the rule that was broken, so that
+/// an analyzer's author knows what to change without reading the host's code.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum FamilyError {
-    #[error("metric name {0:?} is not a valid Prometheus name (use [a-z_][a-z0-9_]*)")]
+    #[error(
+        "metric name {0:?} is not a valid Prometheus name: a metric name is lower snake case, \
+         [a-z_][a-z0-9_]*"
+    )]
     BadName(String),
     #[error("metric name {0:?} must not start with {PREFIX:?}: the host adds that prefix")]
     Prefixed(String),
-    #[error("counter {0:?} must end in \"_total\"")]
+    #[error("counter {0:?} must end in \"_total\": Prometheus names every counter so")]
     CounterSuffix(String),
-    #[error("metric {name:?}: label name {label:?} is not valid (use [a-z_][a-z0-9_]*, not __*)")]
+    #[error(
+        "metric {name:?}: label name {label:?} is not valid: a label name is lower snake case, \
+         [a-z_][a-z0-9_]*"
+    )]
     BadLabel { name: String, label: String },
-    #[error("metric {name:?}: label {label:?} is declared twice")]
+    #[error("metric {name:?}: label name {label:?} is reserved: {}", .why.as_str())]
+    ReservedLabel { name: String, label: String, why: Reserved },
+    #[error(
+        "metric {name:?}: label {label:?} is declared twice: a family's label names are unique"
+    )]
     DuplicateLabel { name: String, label: String },
-    #[error("histogram {0:?}: buckets must be finite and strictly increasing")]
+    #[error(
+        "histogram {0:?}: buckets must be finite and strictly increasing (+Inf is implied, \
+         not declared)"
+    )]
     BadBuckets(String),
     #[error("metric {0:?}: only histograms declare buckets")]
     UnexpectedBuckets(String),
-    #[error("metric {name:?} is already exported by analyzer {owner:?}")]
+    #[error(
+        "metric {name:?} is already exported by analyzer {owner:?}: a metric name belongs to one \
+         analyzer (built-in analyzers included)"
+    )]
     Collision { name: String, owner: String },
-    #[error("metric {0:?} is declared twice")]
+    #[error("metric {0:?} is declared twice: an analyzer's metric names are unique")]
     Duplicate(String),
     #[error("{what} is {got}, over the limit of {limit}")]
     TooLarge { what: String, got: usize, limit: usize },
 }
 
-/// Why an update was refused. Any of these is a fault of the analyzer that sent it.
+/// Why a label name that matches the pattern is still refused: a name the exposition format
+/// gives a meaning of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// `le`: the bucket bound label of a histogram's `_bucket` lines.
+    BucketBound,
+    /// `__*`: Prometheus's internal labels (`__name__`, `__address__`, …).
+    Internal,
+}
+
+impl Reserved {
+    /// The rule, as the error message states it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reserved::BucketBound => "Prometheus uses \"le\" for the bounds of histogram buckets",
+            Reserved::Internal => {
+                "names starting with \"__\" are reserved for Prometheus internals"
+            }
+        }
+    }
+
+    /// Whether `label` is reserved, and why.
+    pub fn of(label: &str) -> Option<Reserved> {
+        if label == "le" {
+            Some(Reserved::BucketBound)
+        } else if label.starts_with("__") {
+            Some(Reserved::Internal)
+        } else {
+            None
+        }
+    }
+}
+
+/// Why an update was refused. Any of these is a fault of the analyzer that sent it; each
+/// message names the rule that was broken.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum UpdateError {
-    #[error("update names family index {0}, which was not declared")]
+    #[error(
+        "update names family index {0}, which was not declared: an update names one of the \
+         families init declared"
+    )]
     NoSuchFamily(u32),
-    #[error("update to {family} has {got} label values for {want} label names")]
+    #[error(
+        "update to {family} has {got} label values for {want} label names: an update has one \
+         value per declared label"
+    )]
     LabelCount { family: String, got: usize, want: usize },
-    #[error("update to {family} has the wrong kind of value for a {kind:?}")]
+    #[error(
+        "update to {family} has the wrong kind of value for a {}: a counter takes counter-add, \
+         a gauge gauge-set, a histogram histogram",
+        .kind.as_str()
+    )]
     WrongKind { family: String, kind: Kind },
     #[error("update to {family} adds {value}, which is negative, not finite or over 2^53")]
     BadCounterAdd { family: String, value: f64 },
-    #[error("update to {family} has {got} bucket counts; the family has {want} (with +Inf)")]
+    #[error(
+        "update to {family} has {got} bucket counts; the family has {want} (with +Inf): an \
+         update has one count per declared bucket and one for +Inf"
+    )]
     BucketCount { family: String, got: usize, want: usize },
-    #[error("update to {family}: histogram count {count} is not the sum of its buckets ({sum})")]
+    #[error(
+        "update to {family}: histogram count {count} is not the sum of its buckets ({sum}): \
+         each observation counts in exactly one bucket"
+    )]
     HistogramCount { family: String, count: u64, sum: u64 },
     #[error("update to {family}: {what} {value} is not finite or beyond ±1e20")]
     NotFinite { family: String, what: &'static str, value: f64 },
-    #[error("update to {family} would overflow its series")]
+    #[error(
+        "update to {family} would overflow its series: one update observes at most 2^40 values"
+    )]
     Overflow { family: String },
 }
 

@@ -170,25 +170,105 @@ fn the_rendering_is_the_prometheus_crates_byte_for_byte() {
     assert!(!ours.contains("never_total"), "a family without series is not shown");
 }
 
+/// Every rule a declaration is checked against, with a declaration that breaks it and the
+/// words of the rule that its error must state (not only that something is wrong).
 #[test]
-fn rejects_bad_declarations() {
-    let bad = [
-        (spec("Bad-Name_total", Kind::Counter, &[], &[]), "not a valid"),
-        (spec("wasmtap_x_total", Kind::Counter, &[], &[]), "must not start"),
-        (spec("packets", Kind::Counter, &[], &[]), "_total"),
-        (spec("x_total", Kind::Counter, &["le"], &[]), "label name"),
-        (spec("x_total", Kind::Counter, &["a", "a"], &[]), "twice"),
-        (spec("h", Kind::Histogram, &[], &[2.0, 1.0]), "increasing"),
-        (spec("h", Kind::Histogram, &[], &[f64::NAN]), "increasing"),
-        (spec("g", Kind::Gauge, &[], &[1.0]), "only histograms"),
+fn every_declaration_error_names_its_rule() {
+    let long = "x".repeat(validate::MAX_FAMILY_NAME + 1);
+    let many: Vec<String> = (0..=validate::MAX_LABELS).map(|i| format!("l{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let buckets: Vec<f64> = (0..=validate::MAX_BUCKETS).map(|i| i as f64).collect();
+    let long_label = "l".repeat(validate::MAX_LABEL_NAME + 1);
+    let mut long_help = spec("h_total", Kind::Counter, &[], &[]);
+    long_help.help = "h".repeat(validate::MAX_HELP + 1);
+    let rules = [
+        (
+            spec("Bad-Name_total", Kind::Counter, &[], &[]),
+            "a metric name is lower snake case, [a-z_][a-z0-9_]*",
+        ),
+        (
+            spec("wasmtap_x_total", Kind::Counter, &[], &[]),
+            "must not start with \"wasmtap_\": the host adds that prefix",
+        ),
+        (
+            spec("packets", Kind::Counter, &[], &[]),
+            "must end in \"_total\": Prometheus names every counter so",
+        ),
+        (
+            spec("x_total", Kind::Counter, &["Src-IP"], &[]),
+            "a label name is lower snake case, [a-z_][a-z0-9_]*",
+        ),
+        (
+            spec("h_seconds", Kind::Histogram, &["le"], &[1.0]),
+            "\"le\" is reserved: Prometheus uses \"le\" for the bounds of histogram buckets",
+        ),
+        (
+            spec("x_total", Kind::Counter, &["le"], &[]),
+            "\"le\" is reserved: Prometheus uses \"le\" for the bounds of histogram buckets",
+        ),
+        (
+            spec("x_total", Kind::Counter, &["__name__"], &[]),
+            "is reserved: names starting with \"__\" are reserved for Prometheus internals",
+        ),
+        (
+            spec("x_total", Kind::Counter, &["a", "a"], &[]),
+            "declared twice: a family's label names are unique",
+        ),
+        (
+            spec("h", Kind::Histogram, &[], &[2.0, 1.0]),
+            "buckets must be finite and strictly increasing",
+        ),
+        (
+            spec("h", Kind::Histogram, &[], &[f64::NAN]),
+            "buckets must be finite and strictly increasing",
+        ),
+        (spec("h", Kind::Histogram, &[], &[f64::INFINITY]), "+Inf is implied, not declared"),
+        (spec("g", Kind::Gauge, &[], &[1.0]), "only histograms declare buckets"),
+        (
+            spec(&long, Kind::Gauge, &[], &[]),
+            &format!("over the limit of {}", validate::MAX_FAMILY_NAME),
+        ),
+        (
+            long_help,
+            &format!("the help of \"h_total\" is 1025, over the limit of {}", validate::MAX_HELP),
+        ),
+        (
+            spec("x_total", Kind::Counter, &many, &[]),
+            &format!("the labels of \"x_total\" is 17, over the limit of {}", validate::MAX_LABELS),
+        ),
+        (
+            spec("x_total", Kind::Counter, &[&long_label], &[]),
+            &format!(
+                "a label name of \"x_total\" is 65, over the limit of {}",
+                validate::MAX_LABEL_NAME
+            ),
+        ),
+        (
+            spec("h", Kind::Histogram, &[], &buckets),
+            &format!("the buckets of \"h\" is 65, over the limit of {}", validate::MAX_BUCKETS),
+        ),
     ];
-    for (s, want) in bad {
+    for (s, rule) in rules {
         let err = validate(std::slice::from_ref(&s)).unwrap_err().to_string();
-        assert!(err.contains(want), "{s:?}: {err}");
+        assert!(err.contains(rule), "{:?}: {err:?} does not state the rule {rule:?}", s.name);
     }
     let twice =
         [spec("a_total", Kind::Counter, &[], &[]), spec("a_total", Kind::Counter, &[], &[])];
     assert_eq!(validate(&twice), Err(FamilyError::Duplicate("a_total".into())));
+    let err = validate(&twice).unwrap_err().to_string();
+    assert!(err.contains("declared twice: an analyzer's metric names are unique"), "{err}");
+    let err = validate_count(validate::MAX_FAMILIES + 1).unwrap_err().to_string();
+    let rule =
+        format!("the number of families is 257, over the limit of {}", validate::MAX_FAMILIES);
+    assert!(err.contains(&rule), "{err}");
+
+    // Labels that are neither reserved nor ill-formed pass, and so does a family without any.
+    let fine = [
+        spec("x_total", Kind::Counter, &["lee", "le_x", "_x", "namespace", "src_pod"], &[]),
+        spec("bare_total", Kind::Counter, &[], &[]),
+        spec("bare_seconds", Kind::Histogram, &[], &[0.5]),
+    ];
+    assert_eq!(validate(&fine), Ok(()));
 }
 
 #[test]
@@ -244,22 +324,66 @@ fn aggregates_counters_gauges_and_histograms_across_calls() {
     assert!(t.contains("wasmtap_size_bytes_count 3\n"), "{t}");
 }
 
+/// Every rule an update is checked against, with an update that breaks it and the words of
+/// the rule that its error must state; and a refused update applies nothing from its call.
 #[test]
-fn a_bad_update_applies_nothing_from_its_call() {
+fn every_update_error_names_its_rule() {
     let r = registry(10);
-    let f = r.register("a", &[spec("x_total", Kind::Counter, &["device"], &[])]).unwrap();
+    let f = r
+        .register(
+            "a",
+            &[
+                spec("x_total", Kind::Counter, &["device"], &[]),
+                spec("g", Kind::Gauge, &[], &[]),
+                spec("h_seconds", Kind::Histogram, &[], &[1.0]),
+            ],
+        )
+        .unwrap();
     let good = Update { family: 0, labels: vec![Label::Device(0)], value: Value::CounterAdd(1.0) };
-    let cases = [
-        (Update { family: 5, ..good.clone() }, "family index 5"),
-        (Update { labels: vec![], ..good.clone() }, "label values"),
-        (Update { value: Value::CounterAdd(-1.0), ..good.clone() }, "negative"),
-        (Update { value: Value::GaugeSet(1.0, 0), ..good.clone() }, "wrong kind"),
+    let hist = |buckets: Vec<u64>, sum: f64, count: u64| Update {
+        family: 2,
+        labels: vec![],
+        value: Value::Histogram { buckets, sum, count },
+    };
+    let rules = [
+        (
+            Update { family: 5, ..good.clone() },
+            "family index 5, which was not declared: an update names one of the families init declared",
+        ),
+        (Update { labels: vec![], ..good.clone() }, "an update has one value per declared label"),
+        (
+            Update { value: Value::GaugeSet(1.0, 0), ..good.clone() },
+            "wrong kind of value for a counter: a counter takes counter-add, a gauge gauge-set, a histogram histogram",
+        ),
+        (
+            Update { value: Value::CounterAdd(-1.0), ..good.clone() },
+            "which is negative, not finite or over 2^53",
+        ),
+        (
+            Update { value: Value::CounterAdd(f64::INFINITY), ..good.clone() },
+            "which is negative, not finite or over 2^53",
+        ),
+        (
+            Update { family: 1, labels: vec![], value: Value::GaugeSet(f64::NAN, 0) },
+            "gauge value NaN is not finite or beyond ±1e20",
+        ),
+        (hist(vec![1], 0.5, 1), "an update has one count per declared bucket and one for +Inf"),
+        (
+            hist(vec![1, 1], 0.5, 3),
+            "is not the sum of its buckets (2): each observation counts in exactly one bucket",
+        ),
+        (hist(vec![1, 0], f64::INFINITY, 1), "histogram sum inf is not finite or beyond ±1e20"),
+        (
+            hist(vec![1 << 41, 0], 0.0, 1 << 41),
+            "would overflow its series: one update observes at most 2^40 values",
+        ),
     ];
-    for (bad, want) in cases {
+    for (bad, rule) in rules {
         let err = r.apply(&f, vec![good.clone(), bad]).unwrap_err().to_string();
-        assert!(err.contains(want), "{err}");
+        assert!(err.contains(rule), "{err:?} does not state the rule {rule:?}");
     }
-    assert_eq!(r.series_counts(), vec![("wasmtap_x_total".to_string(), 0, 0)]);
+    let counts = r.series_counts();
+    assert!(counts.iter().all(|(_, live, refused)| (*live, *refused) == (0, 0)), "{counts:?}");
 }
 
 #[test]

@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use super::spec::{FamilyError, FamilySpec, Kind, PREFIX, Update, UpdateError, Value};
+use super::spec::{FamilyError, FamilySpec, Kind, PREFIX, Reserved, Update, UpdateError, Value};
 
 /// Families one analyzer may declare: the built-in ones declare 3 to 9.
 pub const MAX_FAMILIES: usize = 256;
@@ -77,9 +77,13 @@ pub fn validate(specs: &[FamilySpec]) -> Result<(), FamilyError> {
             return Err(FamilyError::CounterSuffix(f.name.clone()));
         }
         for (j, l) in f.label_names.iter().enumerate() {
-            if !valid_name(l) || l.starts_with("__") || l == "le" {
+            if !valid_name(l) {
                 let (name, label) = (f.name.clone(), l.clone());
                 return Err(FamilyError::BadLabel { name, label });
+            }
+            if let Some(why) = Reserved::of(l) {
+                let (name, label) = (f.name.clone(), l.clone());
+                return Err(FamilyError::ReservedLabel { name, label, why });
             }
             if f.label_names[..j].contains(l) {
                 let (name, label) = (f.name.clone(), l.clone());

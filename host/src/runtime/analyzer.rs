@@ -22,8 +22,8 @@ pub enum LoadError {
     #[error("not a WebAssembly file (no \\0asm header)")]
     NotWasm,
     #[error(
-        "a core WebAssembly module, not a component: wrap it with `wasm-tools component new` \
-         or build it with wit-bindgen against wasmtap:analyzer@{ABI_VERSION}"
+        "a core WebAssembly module, not a component: the host loads components of \
+         wasmtap:analyzer@{ABI_VERSION}; `wasmtap build` in the analyzer's crate builds one"
     )]
     CoreModule,
     #[error("invalid component: {0}")]
@@ -55,7 +55,7 @@ pub enum LoadError {
     Bounds(bounds::Exceeded),
     #[error("is larger than {limit} bytes, the limit for a component")]
     TooBig { limit: usize },
-    #[error("took over {0:?} to compile")]
+    #[error("took over {0:?} to compile, the limit for compiling a component")]
     TooSlow(Duration),
 }
 
