@@ -112,6 +112,7 @@ fn core(
     if let Some(a) = attribution {
         registry = registry.with_attribution(a);
     }
+    registry.set_exposition_budget(p.exposition_budget);
     let registry = Arc::new(registry);
     // Before any family registers; what it says of them is logged once they have.
     registry.set_policy(policy.clone());
@@ -342,8 +343,8 @@ where
 /// How long an idle thread of the HTTP runtime's blocking pool stays: renders come in bursts.
 const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(1);
 
-/// Applies what SIGHUP can change without a restart: the label policy, --series-cap and
-/// --series-ttl from the configuration file (flags still win). Returns the configuration in
+/// Applies what SIGHUP can change without a restart: the label policy, --series-cap,
+/// --exposition-budget-mib and --series-ttl from the configuration file (flags still win). Returns the configuration in
 /// force; a file that fails to load changes nothing.
 fn reload(cfg: config::Run, registry: &Registry) -> config::Run {
     let Some(path) = cfg.args.config.clone() else {
@@ -358,6 +359,7 @@ fn reload(cfg: config::Run, registry: &Registry) -> config::Run {
         }
     };
     registry.set_limits(new.pipeline.series_cap, new.series_ttl);
+    registry.set_exposition_budget(new.pipeline.exposition_budget);
     for note in registry.set_policy(new.policy.clone()) {
         tracing::warn!("{note}");
     }

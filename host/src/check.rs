@@ -62,7 +62,9 @@ pub fn check(cfg: &config::Check, out: &mut dyn Write) -> anyhow::Result<Outcome
     )?;
 
     // Its families must be valid and clear of the built-in analyzers' names.
-    let registry = Arc::new(Registry::new(Arc::new(Devices::default()), cfg.series_cap));
+    let registry = Registry::new(Arc::new(Devices::default()), cfg.series_cap);
+    registry.set_exposition_budget(cfg.exposition_budget);
+    let registry = Arc::new(registry);
     // Every built-in family counts, whatever the analyzer calls itself; so does the name. Only
     // a built-in's own component (the same bytes) is checked on its own.
     for (name, builtin) in defaults::DEFAULT_ANALYZERS {
@@ -150,7 +152,7 @@ pub fn check(cfg: &config::Check, out: &mut dyn Write) -> anyhow::Result<Outcome
                     "{family}: {refused} updates refused with {live} series: over the analyzer's \
                      exposition budget of {} MiB (keep names, labels and buckets short and few) \
                      or where a total would overflow",
-                    crate::registry::MAX_ANALYZER_EXPOSITION >> 20
+                    registry.exposition_budget() >> 20
                 )
             };
             return fail(out, "cardinality", &why);

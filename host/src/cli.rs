@@ -258,6 +258,12 @@ pub struct LimitArgs {
     /// counted) until old series expire. Default: 10000.
     #[arg(long, value_name = "N")]
     pub series_cap: Option<usize>,
+
+    /// Bytes of exposition, in MiB, that the series of one analyzer may take (default 32),
+    /// estimated per series as its lines times their length; past it the analyzer's new series
+    /// are refused and counted, as at the series cap.
+    #[arg(long, value_name = "MIB")]
+    pub exposition_budget_mib: Option<usize>,
 }
 
 #[derive(Debug, Clone, Args)]

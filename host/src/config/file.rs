@@ -45,6 +45,7 @@ pub struct File {
     pub cache_dir: Option<PathBuf>,
     pub no_cache: Option<bool>,
     pub series_cap: Option<usize>,
+    pub exposition_budget_mib: Option<usize>,
     pub series_ttl: Option<String>,
     pub cri_socket: Option<String>,
     pub pods: Option<PathBuf>,

@@ -15,7 +15,9 @@ use crate::capture::links::{Selection, is_pattern};
 use crate::cli::{AnalyzerArgs, CheckArgs, LimitArgs, PipelineArgs, ReplayArgs, RunArgs};
 use crate::decode::{GENEVE_PORT, MAX_VXLAN_PORTS, VxlanPorts};
 use crate::pods::{FileError as PodsFileError, Listing};
-use crate::registry::{DEFAULT_SERIES_CAP, DEFAULT_SERIES_TTL, PREFIX, Policy};
+use crate::registry::{
+    DEFAULT_ANALYZER_EXPOSITION, DEFAULT_SERIES_CAP, DEFAULT_SERIES_TTL, PREFIX, Policy,
+};
 use crate::runtime::Limits;
 
 /// More workers than this buys nothing on a node and multiplies analyzer memory.
@@ -55,6 +57,8 @@ pub enum ConfigError {
     Memory(usize),
     #[error("--series-cap {0}: must be at least 1")]
     SeriesCap(usize),
+    #[error("--exposition-budget-mib {0}: must be between 1 and 4096")]
+    ExpositionBudget(usize),
     // `reason`, not `source`: the message already says it, and a source would repeat it in
     // the error chain printed at exit.
     #[error("--analyzer {path}: {reason}")]
@@ -140,6 +144,8 @@ pub struct Pipeline {
     /// Where compiled analyzers are cached; `None` turns the cache off.
     pub cache_dir: Option<PathBuf>,
     pub series_cap: usize,
+    /// Bytes of exposition each analyzer's series may take.
+    pub exposition_budget: usize,
     pub workers: usize,
     pub batch_size: usize,
     /// UDP ports opened as VXLAN.
@@ -182,8 +188,8 @@ fn default_workers() -> usize {
     cores.saturating_sub(1).max(1)
 }
 
-/// The sandbox limits and the series cap, checked.
-fn limits(a: &LimitArgs) -> Result<(Limits, usize), ConfigError> {
+/// The sandbox limits, the series cap and the exposition budget in bytes, checked.
+fn limits(a: &LimitArgs) -> Result<(Limits, usize, usize), ConfigError> {
     let call_budget_ms = a.call_budget_ms.unwrap_or(DEFAULT_CALL_BUDGET_MS);
     if !(1..=60_000).contains(&call_budget_ms) {
         return Err(ConfigError::CallBudget(call_budget_ms));
@@ -196,12 +202,16 @@ fn limits(a: &LimitArgs) -> Result<(Limits, usize), ConfigError> {
     if series_cap == 0 {
         return Err(ConfigError::SeriesCap(series_cap));
     }
+    let budget_mib = a.exposition_budget_mib.unwrap_or(DEFAULT_ANALYZER_EXPOSITION >> 20);
+    if !(1..=4096).contains(&budget_mib) {
+        return Err(ConfigError::ExpositionBudget(budget_mib));
+    }
     let limits = Limits {
         call_budget: Duration::from_millis(call_budget_ms),
         memory_bytes: memory_mib << 20,
         ..Limits::default()
     };
-    Ok((limits, series_cap))
+    Ok((limits, series_cap, budget_mib << 20))
 }
 
 /// `wasmtap check`, checked.
@@ -211,12 +221,13 @@ pub struct Check {
     pub pcap: Option<PathBuf>,
     pub limits: Limits,
     pub series_cap: usize,
+    pub exposition_budget: usize,
 }
 
 impl Check {
     pub fn from_args(a: CheckArgs) -> Result<Self, ConfigError> {
-        let (limits, series_cap) = limits(&a.limits)?;
-        Ok(Self { analyzer: a.analyzer, pcap: a.pcap, limits, series_cap })
+        let (limits, series_cap, exposition_budget) = limits(&a.limits)?;
+        Ok(Self { analyzer: a.analyzer, pcap: a.pcap, limits, series_cap, exposition_budget })
     }
 }
 
@@ -231,7 +242,7 @@ fn pipeline(a: AnalyzerArgs, p: PipelineArgs, dir: bool) -> Result<Pipeline, Con
         return Err(ConfigError::BatchSize(batch_size));
     }
     let vxlan = vxlan_ports(&p.vxlan_ports)?;
-    let (limits, series_cap) = limits(&a.limits)?;
+    let (limits, series_cap, exposition_budget) = limits(&a.limits)?;
     if a.no_default_analyzers && a.analyzers.is_empty() && !dir {
         return Err(ConfigError::NoAnalyzers);
     }
@@ -254,6 +265,7 @@ fn pipeline(a: AnalyzerArgs, p: PipelineArgs, dir: bool) -> Result<Pipeline, Con
             a.cache_dir.or_else(crate::runtime::cache::default_dir)
         },
         series_cap,
+        exposition_budget,
         workers,
         batch_size,
         vxlan,
@@ -296,6 +308,7 @@ fn merged(mut a: RunArgs, f: file::File) -> RunArgs {
         an.no_cache = f.no_cache.unwrap_or(false);
     }
     or(&mut an.limits.series_cap, f.series_cap);
+    or(&mut an.limits.exposition_budget_mib, f.exposition_budget_mib);
     or(&mut pl.workers, f.workers);
     or(&mut pl.batch_size, f.batch_size);
     if pl.vxlan_ports.is_empty() {
@@ -444,6 +457,7 @@ impl Run {
             format!("limits: {:?}", p.limits),
             format!("cache-dir: {:?}", p.cache_dir),
             format!("series-cap: {}", p.series_cap),
+            format!("exposition-budget: {} MiB", p.exposition_budget >> 20),
             format!("series-ttl: {:?}", self.series_ttl),
             format!("label policy: {:?}", self.policy),
             format!("workers: {}", p.workers),
@@ -454,7 +468,8 @@ impl Run {
     }
 
     /// The settings that differ between `self` and `new` but only take effect on a restart
-    /// (everything but the label policy, --series-cap and --series-ttl).
+    /// (everything but the label policy, --series-cap, --exposition-budget-mib and
+    /// --series-ttl).
     pub fn restart_needed(&self, new: &Run) -> Vec<&'static str> {
         let (a, b) = (&self.pipeline, &new.pipeline);
         let names = |p: &Pipeline| p.analyzers.iter().map(|x| x.name.clone()).collect::<Vec<_>>();
@@ -529,6 +544,20 @@ mod tests {
             r.selection.matches("eth0") && !r.selection.matches("veth0"),
             "-i replaces the list"
         );
+    }
+
+    #[test]
+    fn the_exposition_budget_comes_from_the_flag_or_the_file_in_mib() {
+        assert_eq!(run(&[]).unwrap().pipeline.exposition_budget, DEFAULT_ANALYZER_EXPOSITION);
+        let f = file("exposition-budget-mib = 64\n");
+        let path = f.path().to_str().unwrap();
+        assert_eq!(run(&["--config", path]).unwrap().pipeline.exposition_budget, 64 << 20);
+        let r = run(&["--config", path, "--exposition-budget-mib", "8"]).unwrap();
+        assert_eq!(r.pipeline.exposition_budget, 8 << 20, "the flag wins");
+        for bad in ["0", "4097"] {
+            let e = run(&["--exposition-budget-mib", bad]).unwrap_err().to_string();
+            assert!(e.contains("--exposition-budget-mib") && e.contains("4096"), "{e}");
+        }
     }
 
     #[test]

@@ -62,11 +62,11 @@ pub const DEFAULT_SERIES_TTL: Duration = Duration::from_secs(600);
 /// minute says it, a warning per refused update would flood the log.
 const CAP_WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// Bytes of exposition one analyzer's series may take, estimated per series as its lines
-/// times their length: about 200 000 per-pair counter series (every counter family of an
-/// analyzer at the default cap fits) or 11 000 per-pair histograms of 18 buckets, and a scrape
-/// stays bounded whatever an analyzer labels.
-pub const MAX_ANALYZER_EXPOSITION: usize = 32 << 20;
+/// Bytes of exposition one analyzer's series may take unless configured otherwise, estimated
+/// per series as its lines times their length: about 200 000 per-pair counter series (every
+/// counter family of an analyzer at the default cap fits) or 11 000 per-pair histograms of 18
+/// buckets, and a scrape stays bounded whatever an analyzer labels.
+pub const DEFAULT_ANALYZER_EXPOSITION: usize = 32 << 20;
 
 /// Label policy: family name (with the prefix) → label names dropped from it.
 pub type Policy = BTreeMap<String, Vec<String>>;
@@ -276,6 +276,8 @@ pub struct Registry {
     families: RwLock<Vec<Arc<Family>>>,
     devices: Arc<Devices>,
     series_cap: AtomicUsize,
+    /// Bytes of exposition each analyzer's series may take.
+    exposition_budget: AtomicUsize,
     /// Series TTL in ms; 0 keeps series for ever (replay: its output must not depend on
     /// how long it ran).
     ttl_ms: AtomicU64,
@@ -304,6 +306,7 @@ impl Registry {
             families: RwLock::default(),
             devices,
             series_cap: AtomicUsize::new(series_cap),
+            exposition_budget: AtomicUsize::new(DEFAULT_ANALYZER_EXPOSITION),
             ttl_ms: AtomicU64::new(ttl_ms(ttl)),
             policy: RwLock::default(),
             epoch: Instant::now(),
@@ -333,6 +336,17 @@ impl Registry {
     pub fn set_limits(&self, series_cap: usize, ttl: Option<Duration>) {
         self.series_cap.store(series_cap, Ordering::Relaxed);
         self.ttl_ms.store(ttl_ms(ttl), Ordering::Relaxed);
+    }
+
+    /// Sets the bytes of exposition each analyzer's series may take. A lower budget refuses
+    /// new series until enough old ones expire; none is removed for it.
+    pub fn set_exposition_budget(&self, bytes: usize) {
+        self.exposition_budget.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The bytes of exposition each analyzer's series may take.
+    pub fn exposition_budget(&self) -> usize {
+        self.exposition_budget.load(Ordering::Relaxed)
     }
 
     /// Sets the label policy. A family whose dropped labels change starts afresh (its series
@@ -478,6 +492,7 @@ impl Registry {
             check(&f.ok_or(UpdateError::NoSuchFamily(u.family))?.spec, u)?;
         }
         let (now, cap) = (self.now_ms(), self.series_cap.load(Ordering::Relaxed));
+        let budget = self.exposition_budget();
         // One load of the pod table for the whole call.
         let table = self.attribution.as_ref().map(|a| a.load());
         let mut memo = None;
@@ -513,7 +528,7 @@ impl Registry {
                     let used = family.budget.load(Ordering::Relaxed);
                     let why = if at_cap {
                         "series cap reached"
-                    } else if used + cost > MAX_ANALYZER_EXPOSITION {
+                    } else if used + cost > budget {
                         "analyzer's exposition budget reached"
                     } else {
                         family.budget.fetch_add(cost, Ordering::Relaxed);
