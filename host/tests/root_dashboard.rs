@@ -79,7 +79,7 @@ const MAY_BE_EMPTY: [(&str, &str); 0] = [];
 /// kube-state-metrics series the dashboard may name (its pod-name join).
 const KSM_METRICS: [&str; 2] = ["kube_pod_info", "kube_pod_status_phase"];
 /// Every metric of the default analyzers and every self-metric: each must have a panel.
-const MUST_HAVE_A_PANEL: [&str; 36] = [
+const MUST_HAVE_A_PANEL: [&str; 37] = [
     "wasmtap_packets_total",
     "wasmtap_ip_packet_size_bytes",
     "wasmtap_tcp_payload_size_bytes",
@@ -116,6 +116,7 @@ const MUST_HAVE_A_PANEL: [&str; 36] = [
     "wasmtap_host_pod_poll_errors_total",
     "wasmtap_host_tunnel_packets_total",
     "wasmtap_host_tunnel_undecoded_total",
+    "wasmtap_host_thread_cpu_seconds_total",
 ];
 
 /// A pod of the table the hosts get with `--pods`.
