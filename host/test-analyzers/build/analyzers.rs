@@ -113,6 +113,10 @@ pub const TEST_ANALYZERS: &[(&str, Make)] = &[
     ),
     ("huge-error", Make::Component { krate: "wasmtap-analyzer-huge-error", abi: ABI_VERSION }),
     (
+        "garbled-updates",
+        Make::Component { krate: "wasmtap-analyzer-garbled-updates", abi: ABI_VERSION },
+    ),
+    (
         "histogram-count-mismatch",
         Make::Component { krate: "wasmtap-analyzer-histogram-count-mismatch", abi: ABI_VERSION },
     ),

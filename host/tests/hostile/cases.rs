@@ -231,6 +231,16 @@ pub const HOSTILE: &[Hostile] = &[
         },
     },
     Hostile {
+        name: "garbled-updates",
+        issue: 9,
+        expect: Expect::Quarantined {
+            reason: "bad_update",
+            trap: false,
+            or_budget: false,
+            words: &["returned updates that do not parse: label tag 9 at byte 31"],
+        },
+    },
+    Hostile {
         name: "histogram-count-mismatch",
         issue: 9,
         expect: Expect::Quarantined {

@@ -32,11 +32,24 @@ pub fn nothing(_batch: Vec<u8>) -> Result<Vec<MetricUpdate>, String> {
 
 /// Exports the component: `export!(info = INFO_FN)` or `export!(info = INFO_FN, process =
 /// PROCESS_FN)`, where `INFO_FN: fn() -> AnalyzerInfo` and
-/// `PROCESS_FN: fn(Vec<u8>) -> Result<Vec<MetricUpdate>, String>` (default: [`nothing`]).
-/// Only on wasm32; natively the crate is a library for its unit tests.
+/// `PROCESS_FN: fn(Vec<u8>) -> Result<Vec<MetricUpdate>, String>` (default: [`nothing`]), whose
+/// updates are packed as the contract asks; or `export!(info = INFO_FN, packed = PACKED_FN)`,
+/// where `PACKED_FN: fn(Vec<u8>) -> Result<Vec<u8>, String>` returns the bytes itself, for an
+/// analyzer whose bytes must not be what the SDK writes. Only on wasm32; natively the crate is
+/// a library for its unit tests.
 #[macro_export]
 macro_rules! export {
+    (info = $info:expr, packed = $packed:expr $(,)?) => {
+        $crate::export!(@with $info, $packed);
+    };
     (info = $info:expr $(, process = $process:expr)? $(,)?) => {
+        $crate::export!(@with $info, |batch| {
+            let process: fn(Vec<u8>) -> Result<Vec<wasmtap_sdk::wit::MetricUpdate>, String> =
+                $crate::__or!($crate::nothing $(, $process)?);
+            process(batch).map(|updates| wasmtap_sdk::packed::encode(&updates))
+        });
+    };
+    (@with $info:expr, $packed:expr) => {
         // The export glue is `unsafe` (raw pointers across the ABI); it is generated, not
         // written here.
         #[cfg(target_arch = "wasm32")]
@@ -57,9 +70,8 @@ macro_rules! export {
                 fn process(batch: Vec<u8>) -> Result<Vec<u8>, String> {
                     #[allow(unused_imports)]
                     use super::*;
-                    let process: fn(Vec<u8>) -> Result<Vec<wit::MetricUpdate>, String> =
-                        $crate::__or!($crate::nothing $(, $process)?);
-                    process(batch).map(|updates| wasmtap_sdk::packed::encode(&updates))
+                    let packed: fn(Vec<u8>) -> Result<Vec<u8>, String> = $packed;
+                    packed(batch)
                 }
 
                 fn tick(_now: u64, _end: bool) -> Result<Vec<u8>, String> {
