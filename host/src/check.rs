@@ -16,7 +16,7 @@ use crate::batch::{Batch, Batcher, DEFAULT_MAX_AGE, FullQueue};
 use crate::capture::{self, CaptureMetrics};
 use crate::config;
 use crate::decode::VxlanPorts;
-use crate::registry::{Devices, Registry};
+use crate::registry::{Devices, Registry, UpdateList};
 use crate::runtime::instance::{CallError, LogCounters};
 use crate::runtime::{ABI_VERSION, Runtime, Session, defaults};
 use crate::telemetry::SelfMetrics;
@@ -194,20 +194,21 @@ fn run(
     families: &crate::registry::Families,
 ) -> (u64, Duration, Option<String>) {
     let (mut packets, mut busy, mut last_ts) = (0u64, Duration::ZERO, 0u64);
+    let mut updates = UpdateList::default();
+    let apply =
+        |updates: &UpdateList| registry.apply_list(families, updates).map_err(CallError::BadUpdate);
     for batch in rx {
         packets += batch.len() as u64;
         last_ts = last_ts.max(batch.max_ts());
         let t0 = Instant::now();
-        let result = session.process(batch.bytes());
+        let result = session.process(batch.bytes(), &mut updates);
         busy += t0.elapsed();
-        if let Err(e) =
-            result.and_then(|u| registry.apply(families, u).map_err(CallError::BadUpdate))
-        {
+        if let Err(e) = result.and_then(|()| apply(&updates)) {
             return (packets, busy, Some(e.to_string()));
         }
     }
-    let result = session.tick(last_ts, true);
-    match result.and_then(|u| registry.apply(families, u).map_err(CallError::BadUpdate)) {
+    let result = session.tick(last_ts, true, &mut updates);
+    match result.and_then(|()| apply(&updates)) {
         Ok(()) => (packets, busy, None),
         Err(e) => (packets, busy, Some(e.to_string())),
     }

@@ -30,7 +30,8 @@ mod validate;
 pub use attribute::{DEVICE_LABELS, PAIR_LABELS};
 pub use devices::Devices;
 pub use spec::{
-    FamilyError, FamilySpec, Kind, Label, PREFIX, Reserved, Update, UpdateError, Value,
+    FamilyError, FamilySpec, Kind, Label, PREFIX, Reserved, Update, UpdateError, UpdateList,
+    UpdateRef, Value, ValueRef,
 };
 
 use validate::check;
@@ -99,7 +100,7 @@ impl Family {
         }
         let cost = self.cost(&[], &[], &[]);
         self.budget.fetch_add(cost, Ordering::Relaxed);
-        let s = Series { value: fresh(Value::CounterAdd(0.0)), touched_ms: now_ms, cost };
+        let s = Series { value: fresh(ValueRef::CounterAdd(0.0)), touched_ms: now_ms, cost };
         series.map.insert(Box::default(), vec![Owned { owners: Box::default(), series: s }]);
         series.len += 1;
     }
@@ -209,11 +210,16 @@ impl FamilySeries {
         }
     }
 
-    /// The key of an update's declared label values, after the policy.
-    fn key(&self, labels: Vec<Label>) -> Box<[Label]> {
+    /// The key of an update's declared label values, after the policy: the labels
+    /// themselves, or those the policy keeps, gathered in `kept`.
+    fn key<'a>(&self, labels: &'a [Label], kept: &'a mut Vec<Label>) -> &'a [Label] {
         match &self.keep {
-            None => labels.into_boxed_slice(),
-            Some(keep) => keep.iter().filter_map(|i| labels.get(*i).cloned()).collect(),
+            None => labels,
+            Some(keep) => {
+                kept.clear();
+                kept.extend(keep.iter().filter_map(|i| labels.get(*i).cloned()));
+                kept
+            }
         }
     }
 
@@ -485,35 +491,43 @@ impl Registry {
         all.retain(|f| !families.list.iter().any(|g| Arc::ptr_eq(f, g)));
     }
 
-    /// Applies one call's updates. They are all checked first, so a bad update applies nothing.
+    /// Applies one call's updates, owned (tests and tools; workers use [`Registry::apply_list`]).
     pub fn apply(&self, families: &Families, updates: Vec<Update>) -> Result<(), UpdateError> {
-        for u in &updates {
+        self.apply_list(families, &UpdateList::from(updates))
+    }
+
+    /// Applies one call's updates. They are all checked first, so a bad update applies nothing.
+    /// An update to a series that exists allocates nothing.
+    pub fn apply_list(&self, families: &Families, updates: &UpdateList) -> Result<(), UpdateError> {
+        for u in updates.iter() {
             let f = families.list.get(u.family as usize);
-            check(&f.ok_or(UpdateError::NoSuchFamily(u.family))?.spec, u)?;
+            check(&f.ok_or(UpdateError::NoSuchFamily(u.family))?.spec, &u)?;
         }
         let (now, cap) = (self.now_ms(), self.series_cap.load(Ordering::Relaxed));
         let budget = self.exposition_budget();
         // One load of the pod table for the whole call.
         let table = self.attribution.as_ref().map(|a| a.load());
         let mut memo = None;
-        for u in updates {
+        // The declared labels a label policy keeps, for the updates of families with one.
+        let mut kept = Vec::new();
+        for u in updates.iter() {
             let Some(family) = families.list.get(u.family as usize) else { continue };
             let owners = match (&family.attributed, &table) {
                 (Some(a), Some(table)) => {
-                    a.owners(&u.labels, table, &self.devices, &self.nobody, &mut memo)
+                    a.owners(u.labels, table, &self.devices, &self.nobody, &mut memo)
                 }
                 _ => Owners { list: [&self.nobody; 3], len: 0 },
             };
             let mut series = family.series.lock();
             let owners = series.kept(&owners);
             let owners = owners.as_slice();
-            let key = series.key(u.labels);
+            let key = series.key(u.labels, &mut kept);
             let at_cap = series.len >= cap;
             let same = |o: &Owned| {
                 o.owners.len() == owners.len()
                     && o.owners.iter().zip(owners).all(|(a, b)| Arc::ptr_eq(a, b) || a == *b)
             };
-            let found = series.map.get_mut(&key).and_then(|list| list.iter_mut().find(|o| same(o)));
+            let found = series.map.get_mut(key).and_then(|list| list.iter_mut().find(|o| same(o)));
             match found {
                 Some(Owned { series: s, .. }) => {
                     if merge(&mut s.value, u.value) {
@@ -524,7 +538,7 @@ impl Registry {
                     }
                 }
                 None => {
-                    let cost = family.cost(&series.label_names, &key, owners);
+                    let cost = family.cost(&series.label_names, key, owners);
                     let used = family.budget.load(Ordering::Relaxed);
                     let why = if at_cap {
                         "series cap reached"
@@ -534,7 +548,7 @@ impl Registry {
                         family.budget.fetch_add(cost, Ordering::Relaxed);
                         let s = Series { value: fresh(u.value), touched_ms: now, cost };
                         let owners = owners.iter().map(|o| Arc::clone(o)).collect();
-                        series.map.entry(key).or_default().push(Owned { owners, series: s });
+                        series.map.entry(key.into()).or_default().push(Owned { owners, series: s });
                         series.len += 1;
                         continue;
                     };

@@ -1,10 +1,10 @@
 //! Registry stage, series values: what one series holds and how updates merge into it.
 //!
-//! Input: the [`Value`] of one checked update.
+//! Input: the [`ValueRef`] of one checked update.
 //! Output: the [`SeriesValue`] kept per series (counters, gauges by packet time, histograms
 //! with exact sums), merged the same way whatever the order of workers and batches.
 
-use super::spec::Value;
+use super::spec::ValueRef;
 
 #[derive(Debug, Clone)]
 pub(super) enum SeriesValue {
@@ -46,21 +46,21 @@ impl Nanos {
     }
 }
 
-pub(super) fn fresh(value: Value) -> SeriesValue {
+pub(super) fn fresh(value: ValueRef<'_>) -> SeriesValue {
     match value {
-        Value::CounterAdd(v) => SeriesValue::Counter(v),
-        Value::GaugeSet(v, at) => SeriesValue::Gauge(v, at),
-        Value::Histogram { buckets, sum, count } => {
-            SeriesValue::Histogram { buckets, sum: Nanos::from_f64(sum), count }
+        ValueRef::CounterAdd(v) => SeriesValue::Counter(v),
+        ValueRef::GaugeSet(v, at) => SeriesValue::Gauge(v, at),
+        ValueRef::Histogram { buckets, sum, count } => {
+            SeriesValue::Histogram { buckets: buckets.to_vec(), sum: Nanos::from_f64(sum), count }
         }
     }
 }
 
 /// Merges `value` into a series. Returns false, leaving the series as it was, if a total
 /// would overflow (a counter past 2^64-ish or to infinity, a histogram count or sum).
-pub(super) fn merge(into: &mut SeriesValue, value: Value) -> bool {
+pub(super) fn merge(into: &mut SeriesValue, value: ValueRef<'_>) -> bool {
     match (into, value) {
-        (SeriesValue::Counter(c), Value::CounterAdd(v)) => {
+        (SeriesValue::Counter(c), ValueRef::CounterAdd(v)) => {
             let total = *c + v;
             if !total.is_finite() {
                 return false;
@@ -69,18 +69,20 @@ pub(super) fn merge(into: &mut SeriesValue, value: Value) -> bool {
         }
         // The latest packet time wins; on a tie the larger value, so the result does not
         // depend on which worker reported first.
-        (SeriesValue::Gauge(g, at), Value::GaugeSet(v, t)) if t > *at || (t == *at && v > *g) => {
+        (SeriesValue::Gauge(g, at), ValueRef::GaugeSet(v, t))
+            if t > *at || (t == *at && v > *g) =>
+        {
             (*g, *at) = (v, t);
         }
         (
             SeriesValue::Histogram { buckets, sum, count },
-            Value::Histogram { buckets: b, sum: s, count: n },
+            ValueRef::Histogram { buckets: b, sum: s, count: n },
         ) => {
             // Bucket counts were checked against the family before merging; every total is
             // checked before any is changed.
             let new_count = count.checked_add(n);
             let new_sum = sum.0.checked_add(Nanos::from_f64(s).0);
-            let fits = buckets.iter().zip(&b).all(|(x, y)| x.checked_add(*y).is_some());
+            let fits = buckets.iter().zip(b).all(|(x, y)| x.checked_add(*y).is_some());
             let (Some(new_count), Some(new_sum), true) = (new_count, new_sum, fits) else {
                 return false;
             };

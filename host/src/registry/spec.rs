@@ -2,8 +2,9 @@
 //! registry's terms.
 //!
 //! Input: nothing; the runtime converts the ABI's types into these.
-//! Output: [`FamilySpec`] and [`Kind`] (declared families), [`Update`], [`Label`] and
-//! [`Value`] (updates), and why either was refused ([`FamilyError`], [`UpdateError`]).
+//! Output: [`FamilySpec`] and [`Kind`] (declared families), [`UpdateList`] (one call's
+//! updates in reusable buffers, read as [`UpdateRef`]s), [`Update`], [`Label`] and [`Value`]
+//! (one update, owned), and why either was refused ([`FamilyError`], [`UpdateError`]).
 
 use std::sync::Arc;
 
@@ -187,4 +188,142 @@ pub struct Update {
     pub family: u32,
     pub labels: Vec<Label>,
     pub value: Value,
+}
+
+/// The value part of an update, borrowed from an [`UpdateList`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueRef<'a> {
+    CounterAdd(f64),
+    GaugeSet(f64, u64),
+    Histogram { buckets: &'a [u64], sum: f64, count: u64 },
+}
+
+/// One update, borrowed from an [`UpdateList`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UpdateRef<'a> {
+    pub family: u32,
+    pub labels: &'a [Label],
+    pub value: ValueRef<'a>,
+}
+
+/// One call's updates, their label values and bucket counts side by side in buffers that keep
+/// their capacity when cleared: a worker reads every call's updates into the same list, so
+/// that past the first calls reading them allocates nothing but text labels.
+#[derive(Debug, Default)]
+pub struct UpdateList {
+    entries: Vec<Entry>,
+    labels: Vec<Label>,
+    buckets: Vec<u64>,
+    /// Where the labels of the update being built begin.
+    open: usize,
+}
+
+/// One update of an [`UpdateList`]: its labels and buckets as ranges of the list's buffers.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    family: u32,
+    labels: (usize, usize),
+    value: Stored,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Stored {
+    CounterAdd(f64),
+    GaugeSet(f64, u64),
+    Histogram { buckets: (usize, usize), sum: f64, count: u64 },
+}
+
+impl UpdateList {
+    /// Forgets every update, keeping the buffers.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.labels.clear();
+        self.buckets.clear();
+        self.open = 0;
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds a label value to the update being built.
+    pub fn label(&mut self, label: Label) {
+        self.labels.push(label);
+    }
+
+    /// Ends the update being built (its labels: those added since the last one ended).
+    fn end(&mut self, family: u32, value: Stored) {
+        let labels = (self.open, self.labels.len());
+        self.entries.push(Entry { family, labels, value });
+        self.open = self.labels.len();
+    }
+
+    /// Ends the update being built as a counter add.
+    pub fn counter_add(&mut self, family: u32, value: f64) {
+        self.end(family, Stored::CounterAdd(value));
+    }
+
+    /// Ends the update being built as a gauge set at packet time `at_ns`.
+    pub fn gauge_set(&mut self, family: u32, value: f64, at_ns: u64) {
+        self.end(family, Stored::GaugeSet(value, at_ns));
+    }
+
+    /// Ends the update being built as histogram observations.
+    pub fn histogram(
+        &mut self,
+        family: u32,
+        buckets: impl IntoIterator<Item = u64>,
+        sum: f64,
+        count: u64,
+    ) {
+        let first = self.buckets.len();
+        self.buckets.extend(buckets);
+        let buckets = (first, self.buckets.len());
+        self.end(family, Stored::Histogram { buckets, sum, count });
+    }
+
+    /// Adds an owned update.
+    pub fn push(&mut self, u: Update) {
+        for l in u.labels {
+            self.label(l);
+        }
+        match u.value {
+            Value::CounterAdd(v) => self.counter_add(u.family, v),
+            Value::GaugeSet(v, at) => self.gauge_set(u.family, v, at),
+            Value::Histogram { buckets, sum, count } => {
+                self.histogram(u.family, buckets, sum, count)
+            }
+        }
+    }
+
+    /// The updates, in order.
+    pub fn iter(&self) -> impl Iterator<Item = UpdateRef<'_>> {
+        self.entries.iter().map(|e| UpdateRef {
+            family: e.family,
+            labels: self.labels.get(e.labels.0..e.labels.1).unwrap_or_default(),
+            value: match e.value {
+                Stored::CounterAdd(v) => ValueRef::CounterAdd(v),
+                Stored::GaugeSet(v, at) => ValueRef::GaugeSet(v, at),
+                Stored::Histogram { buckets: (a, b), sum, count } => ValueRef::Histogram {
+                    buckets: self.buckets.get(a..b).unwrap_or_default(),
+                    sum,
+                    count,
+                },
+            },
+        })
+    }
+}
+
+impl From<Vec<Update>> for UpdateList {
+    fn from(updates: Vec<Update>) -> Self {
+        let mut list = Self::default();
+        for u in updates {
+            list.push(u);
+        }
+        list
+    }
 }

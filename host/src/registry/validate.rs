@@ -8,7 +8,9 @@
 
 use std::collections::HashSet;
 
-use super::spec::{FamilyError, FamilySpec, Kind, PREFIX, Reserved, Update, UpdateError, Value};
+use super::spec::{
+    FamilyError, FamilySpec, Kind, PREFIX, Reserved, UpdateError, UpdateRef, ValueRef,
+};
 
 /// Families one analyzer may declare: the built-in ones declare 3 to 9.
 pub const MAX_FAMILIES: usize = 256;
@@ -110,44 +112,42 @@ pub fn validate(specs: &[FamilySpec]) -> Result<(), FamilyError> {
 }
 
 /// Checks one update against its family's declaration.
-pub(super) fn check(spec: &FamilySpec, u: &Update) -> Result<(), UpdateError> {
+pub(super) fn check(spec: &FamilySpec, u: &UpdateRef<'_>) -> Result<(), UpdateError> {
     let family = || format!("{PREFIX}{}", spec.name);
     let (got, want) = (u.labels.len(), spec.label_names.len());
     if got != want {
         return Err(UpdateError::LabelCount { family: family(), got, want });
     }
-    match (&u.value, spec.kind) {
-        (Value::CounterAdd(v), Kind::Counter)
-            if !v.is_finite() || *v < 0.0 || *v > MAX_COUNTER_ADD =>
+    match (u.value, spec.kind) {
+        (ValueRef::CounterAdd(v), Kind::Counter)
+            if !v.is_finite() || !(0.0..=MAX_COUNTER_ADD).contains(&v) =>
         {
-            Err(UpdateError::BadCounterAdd { family: family(), value: *v })
+            Err(UpdateError::BadCounterAdd { family: family(), value: v })
         }
-        (Value::Histogram { buckets, .. }, Kind::Histogram)
+        (ValueRef::Histogram { buckets, .. }, Kind::Histogram)
             if buckets.len() != spec.buckets.len() + 1 =>
         {
             let (got, want) = (buckets.len(), spec.buckets.len() + 1);
             Err(UpdateError::BucketCount { family: family(), got, want })
         }
-        (Value::GaugeSet(v, _), Kind::Gauge) if !v.is_finite() || v.abs() > MAX_VALUE => {
-            Err(UpdateError::NotFinite { family: family(), what: "gauge value", value: *v })
+        (ValueRef::GaugeSet(v, _), Kind::Gauge) if !v.is_finite() || v.abs() > MAX_VALUE => {
+            Err(UpdateError::NotFinite { family: family(), what: "gauge value", value: v })
         }
-        (Value::Histogram { sum, .. }, Kind::Histogram)
+        (ValueRef::Histogram { sum, .. }, Kind::Histogram)
             if !sum.is_finite() || sum.abs() > MAX_VALUE =>
         {
-            Err(UpdateError::NotFinite { family: family(), what: "histogram sum", value: *sum })
+            Err(UpdateError::NotFinite { family: family(), what: "histogram sum", value: sum })
         }
-        (Value::Histogram { buckets, count, .. }, Kind::Histogram) => {
+        (ValueRef::Histogram { buckets, count, .. }, Kind::Histogram) => {
             let sum = buckets.iter().try_fold(0u64, |a, b| a.checked_add(*b));
             match sum {
-                Some(sum) if sum == *count && sum <= MAX_HISTOGRAM_COUNT => Ok(()),
-                Some(sum) if sum == *count => Err(UpdateError::Overflow { family: family() }),
-                Some(sum) => {
-                    Err(UpdateError::HistogramCount { family: family(), count: *count, sum })
-                }
+                Some(sum) if sum == count && sum <= MAX_HISTOGRAM_COUNT => Ok(()),
+                Some(sum) if sum == count => Err(UpdateError::Overflow { family: family() }),
+                Some(sum) => Err(UpdateError::HistogramCount { family: family(), count, sum }),
                 None => Err(UpdateError::Overflow { family: family() }),
             }
         }
-        (Value::CounterAdd(_), Kind::Counter) | (Value::GaugeSet(..), Kind::Gauge) => Ok(()),
+        (ValueRef::CounterAdd(_), Kind::Counter) | (ValueRef::GaugeSet(..), Kind::Gauge) => Ok(()),
         (_, kind) => Err(UpdateError::WrongKind { family: family(), kind }),
     }
 }

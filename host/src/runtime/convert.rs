@@ -3,7 +3,8 @@
 //! Input: a WIT `types` module's family declarations, as the wasmtime bindings (`instance`) or
 //! the guest SDK's native bindings (`native`) generate them; and the packed updates a call
 //! returns (the encoding of `wasmtap_record::updates`, specified in `wit/analyzer.wit`).
-//! Output: the registry's [`crate::registry::FamilySpec`] and [`Update`]s, or the
+//! Output: the registry's [`crate::registry::FamilySpec`], and the updates in its
+//! [`UpdateList`] (reused from call to call, so reading allocates nothing but text labels), or the
 //! [`CallError`] that refuses the whole call: updates that do not parse, too many of them, or
 //! too big ([`bounds`]).
 
@@ -13,7 +14,7 @@ use wasmtap_record::updates::{Label as Packed, Reader, ValueView};
 
 use super::bounds::{self, Exceeded};
 use super::instance::CallError;
-use crate::registry::{Label, Update, Value};
+use crate::registry::{Label, UpdateList};
 
 /// Defines `family_spec`, converting a WIT `types` module's family declaration into the
 /// registry's terms. Both the wasmtime bindings and the guest SDK's native bindings generate
@@ -38,11 +39,17 @@ macro_rules! wit_conversions {
 }
 pub(super) use wit_conversions;
 
-/// Reads one call's packed updates into the registry's terms. Checked, in order, before
-/// anything of the call is kept: the header; the update count it gives, against `max_updates`;
-/// the buffer's size, against [`bounds::MAX_CALL_BYTES`]; then each update as it is read, and
-/// each text label's length against [`bounds::MAX_LABEL_VALUE`].
-pub(super) fn updates(bytes: &[u8], max_updates: usize) -> Result<Vec<Update>, CallError> {
+/// Reads one call's packed updates into `out`, in the registry's terms. Checked, in order,
+/// before anything of the call is kept: the header; the update count it gives, against
+/// `max_updates`; the buffer's size, against [`bounds::MAX_CALL_BYTES`]; then each update as it
+/// is read, and each text label's length against [`bounds::MAX_LABEL_VALUE`]. On an error
+/// `out` holds part of the call: the caller discards it.
+pub(super) fn updates(
+    bytes: &[u8],
+    max_updates: usize,
+    out: &mut UpdateList,
+) -> Result<(), CallError> {
+    out.clear();
     let reader = Reader::new(bytes).map_err(CallError::Malformed)?;
     let got = reader.update_count() as usize;
     if got > max_updates {
@@ -51,12 +58,10 @@ pub(super) fn updates(bytes: &[u8], max_updates: usize) -> Result<Vec<Update>, C
     if bytes.len() > bounds::MAX_CALL_BYTES {
         return Err(CallError::TooLarge(Exceeded::CallBytes { got: bytes.len() }));
     }
-    let mut out = Vec::with_capacity(got);
     for u in reader {
         let u = u.map_err(CallError::Malformed)?;
-        let mut labels = Vec::with_capacity(u.label_count());
         for l in u.labels() {
-            labels.push(match l {
+            out.label(match l {
                 Packed::Text(s) if s.len() > bounds::MAX_LABEL_VALUE => {
                     return Err(CallError::TooLarge(Exceeded::LabelValue { got: s.len() }));
                 }
@@ -67,16 +72,15 @@ pub(super) fn updates(bytes: &[u8], max_updates: usize) -> Result<Vec<Update>, C
                 Packed::Number(n) => Label::Number(n),
             });
         }
-        let value = match u.value {
-            ValueView::CounterAdd(v) => Value::CounterAdd(v),
-            ValueView::GaugeSet(v, at) => Value::GaugeSet(v, at),
+        match u.value {
+            ValueView::CounterAdd(v) => out.counter_add(u.family, v),
+            ValueView::GaugeSet(v, at) => out.gauge_set(u.family, v, at),
             ValueView::Histogram { counts, sum, count } => {
-                Value::Histogram { buckets: counts.iter().collect(), sum, count }
+                out.histogram(u.family, counts.iter(), sum, count)
             }
-        };
-        out.push(Update { family: u.family, labels, value });
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -84,6 +88,27 @@ mod tests {
     use wasmtap_record::updates::{Label as Packed, Value as PackedValue, Writer};
 
     use super::*;
+    use crate::registry::{Update, Value};
+
+    /// The updates read from `bytes`, as owned updates, or why the call is refused.
+    fn read(bytes: &[u8], max_updates: usize) -> Result<Vec<Update>, CallError> {
+        let mut list = UpdateList::default();
+        updates(bytes, max_updates, &mut list)?;
+        Ok(list
+            .iter()
+            .map(|u| Update {
+                family: u.family,
+                labels: u.labels.to_vec(),
+                value: match u.value {
+                    crate::registry::ValueRef::CounterAdd(v) => Value::CounterAdd(v),
+                    crate::registry::ValueRef::GaugeSet(v, at) => Value::GaugeSet(v, at),
+                    crate::registry::ValueRef::Histogram { buckets, sum, count } => {
+                        Value::Histogram { buckets: buckets.to_vec(), sum, count }
+                    }
+                },
+            })
+            .collect())
+    }
 
     /// `n` counter updates, each with `labels`.
     fn packed(n: usize, labels: &[Packed<'_>]) -> Vec<u8> {
@@ -104,7 +129,7 @@ mod tests {
         w.update(1, labels.into_iter(), PackedValue::GaugeSet(2.5, 7));
         w.update(0, [].into_iter(), PackedValue::Histogram { counts: &[1, 2], sum: 0.5, count: 3 });
         w.finish();
-        let got = updates(&bytes, 10).expect("valid updates");
+        let got = read(&bytes, 10).expect("valid updates");
         assert_eq!(
             got,
             [
@@ -130,21 +155,21 @@ mod tests {
     fn update_counts_and_sizes_are_bounded() {
         let long = "x".repeat(bounds::MAX_LABEL_VALUE + 1);
         assert!(matches!(
-            updates(&packed(1, &[Packed::Text(&long)]), 10),
+            read(&packed(1, &[Packed::Text(&long)]), 10),
             Err(CallError::TooLarge(Exceeded::LabelValue { got })) if got == long.len()
         ));
         assert!(matches!(
-            updates(&packed(11, &[]), 10),
+            read(&packed(11, &[]), 10),
             Err(CallError::TooManyUpdates { got: 11, limit: 10 })
         ));
         let ok = "x".repeat(bounds::MAX_LABEL_VALUE);
         let many = packed(20_000, &[Packed::Text(&ok)]);
         assert!(matches!(
-            updates(&many, 65_536),
+            read(&many, 65_536),
             Err(CallError::TooLarge(Exceeded::CallBytes { got })) if got == many.len()
         ));
         assert_eq!(
-            updates(&packed(100, &[Packed::Text(&ok)]), 65_536).map(|u| u.len()).ok(),
+            read(&packed(100, &[Packed::Text(&ok)]), 65_536).map(|u| u.len()).ok(),
             Some(100)
         );
     }
@@ -153,7 +178,7 @@ mod tests {
     fn bytes_that_do_not_parse_are_refused_with_the_reason() {
         let mut bytes = packed(2, &[Packed::Device(1)]);
         bytes.truncate(bytes.len() - 1);
-        let e = updates(&bytes, 10).expect_err("cut short");
+        let e = read(&bytes, 10).expect_err("cut short");
         assert!(matches!(e, CallError::Malformed(_)));
         assert!(e.to_string().contains("ends inside an update"), "{e}");
     }

@@ -17,15 +17,15 @@ use super::bindings::wasmtap::analyzer::{host, types};
 use super::bindings::{AnalyzerComponent, AnalyzerComponentPre};
 use super::bounds::{self, EPOCH_TICK, Limits};
 use super::convert;
-use crate::registry::{FamilySpec, Update};
+use crate::registry::{FamilySpec, UpdateList};
 use crate::telemetry::thread_cpu_ns;
 
 /// One running instance of an analyzer, Wasm or native.
 pub trait Session {
-    /// Runs one packed batch.
-    fn process(&mut self, batch: &[u8]) -> Result<Vec<Update>, CallError>;
-    /// Advances packet time; `end` marks the end of a replay.
-    fn tick(&mut self, now_ns: u64, end: bool) -> Result<Vec<Update>, CallError>;
+    /// Runs one packed batch; its updates replace what `out` held.
+    fn process(&mut self, batch: &[u8], out: &mut UpdateList) -> Result<(), CallError>;
+    /// Advances packet time; `end` marks the end of a replay. Its updates replace `out`'s.
+    fn tick(&mut self, now_ns: u64, end: bool, out: &mut UpdateList) -> Result<(), CallError>;
     /// The largest linear memory the instance has had, in bytes, where that is known.
     fn peak_memory(&self) -> Option<usize> {
         None
@@ -290,17 +290,17 @@ impl Session for Instance {
         Some(self.store.data().limiter.peak_memory)
     }
 
-    fn process(&mut self, batch: &[u8]) -> Result<Vec<Update>, CallError> {
+    fn process(&mut self, batch: &[u8], out: &mut UpdateList) -> Result<(), CallError> {
         begin_call(&mut self.store, self.deadline_ticks);
         let result = self.bindings.wasmtap_analyzer_analyzer().call_process(&mut self.store, batch);
-        self.finish(result)
+        self.finish(result, out)
     }
 
-    fn tick(&mut self, now_ns: u64, end: bool) -> Result<Vec<Update>, CallError> {
+    fn tick(&mut self, now_ns: u64, end: bool, out: &mut UpdateList) -> Result<(), CallError> {
         begin_call(&mut self.store, self.deadline_ticks);
         let result =
             self.bindings.wasmtap_analyzer_analyzer().call_tick(&mut self.store, now_ns, end);
-        self.finish(result)
+        self.finish(result, out)
     }
 }
 
@@ -308,11 +308,12 @@ impl Instance {
     fn finish(
         &mut self,
         result: wasmtime::Result<Result<Vec<u8>, String>>,
-    ) -> Result<Vec<Update>, CallError> {
+        out: &mut UpdateList,
+    ) -> Result<(), CallError> {
         let grow_failed = std::mem::take(&mut self.store.data_mut().limiter.grow_failed);
         let bytes =
             result.map_err(|e| classify(e, &self.limits, grow_failed))?.map_err(guest_error)?;
-        convert::updates(&bytes, self.limits.max_updates)
+        convert::updates(&bytes, self.limits.max_updates, out)
     }
 }
 

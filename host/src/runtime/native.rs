@@ -13,7 +13,7 @@ use wasmtap_sdk::{Analyzer, Config, Runner, wit};
 
 use super::convert;
 use super::instance::{CallError, Session};
-use crate::registry::{FamilySpec, Update};
+use crate::registry::{FamilySpec, UpdateList};
 
 /// Makes a fresh, un-initialized instance of one built-in analyzer.
 pub type Factory = fn() -> Box<dyn Native>;
@@ -22,8 +22,8 @@ pub type Factory = fn() -> Box<dyn Native>;
 pub trait Native {
     /// Runs `init`; returns the name, version and families.
     fn init(&mut self) -> Result<(String, String, Vec<FamilySpec>), CallError>;
-    fn process(&mut self, batch: &[u8]) -> Result<Vec<Update>, CallError>;
-    fn tick(&mut self, now_ns: u64, end: bool) -> Result<Vec<Update>, CallError>;
+    fn process(&mut self, batch: &[u8], out: &mut UpdateList) -> Result<(), CallError>;
+    fn tick(&mut self, now_ns: u64, end: bool, out: &mut UpdateList) -> Result<(), CallError>;
 }
 
 super::convert::wit_conversions!(wit);
@@ -43,24 +43,24 @@ impl<A: Analyzer> Native for Runner<A> {
         Ok((info.name, info.version, families))
     }
 
-    fn process(&mut self, batch: &[u8]) -> Result<Vec<Update>, CallError> {
+    fn process(&mut self, batch: &[u8], out: &mut UpdateList) -> Result<(), CallError> {
         let bytes = guarded(|| Runner::process_packed(self, batch))?;
-        convert::updates(&bytes, usize::MAX)
+        convert::updates(&bytes, usize::MAX, out)
     }
 
-    fn tick(&mut self, now_ns: u64, end: bool) -> Result<Vec<Update>, CallError> {
+    fn tick(&mut self, now_ns: u64, end: bool, out: &mut UpdateList) -> Result<(), CallError> {
         let bytes = guarded(|| Runner::tick_packed(self, now_ns, end))?;
-        convert::updates(&bytes, usize::MAX)
+        convert::updates(&bytes, usize::MAX, out)
     }
 }
 
 impl Session for Box<dyn Native> {
-    fn process(&mut self, batch: &[u8]) -> Result<Vec<Update>, CallError> {
-        self.as_mut().process(batch)
+    fn process(&mut self, batch: &[u8], out: &mut UpdateList) -> Result<(), CallError> {
+        self.as_mut().process(batch, out)
     }
 
-    fn tick(&mut self, now_ns: u64, end: bool) -> Result<Vec<Update>, CallError> {
-        self.as_mut().tick(now_ns, end)
+    fn tick(&mut self, now_ns: u64, end: bool, out: &mut UpdateList) -> Result<(), CallError> {
+        self.as_mut().tick(now_ns, end, out)
     }
 }
 

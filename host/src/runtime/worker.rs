@@ -29,7 +29,7 @@ use super::instance::{CallError, Session};
 use super::metrics::{AnalyzerMetrics, SlotMetrics, State};
 use crate::batch::{Batch, QUEUE_BATCHES, record};
 use crate::health::{Health, Watched};
-use crate::registry::{Families, Registry, Update};
+use crate::registry::{Families, Registry, UpdateList};
 
 /// First wait before re-instantiating a failed analyzer; doubles on every failure.
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -71,6 +71,8 @@ struct Slot {
     analyzer: Arc<Analyzer>,
     families: Families,
     instance: Option<Box<dyn Session>>,
+    /// Each call's updates, read into the same buffers every call.
+    updates: UpdateList,
     state: State,
     failures: VecDeque<Instant>,
     backoff: Duration,
@@ -86,6 +88,7 @@ impl Slot {
             analyzer,
             families,
             instance: None,
+            updates: UpdateList::default(),
             state: State::Backoff,
             failures: VecDeque::new(),
             backoff: BACKOFF_START,
@@ -121,7 +124,7 @@ impl Slot {
         runtime: &Runtime,
         sinks: &Sinks,
         packets: usize,
-        f: impl FnOnce(&mut dyn Session) -> Result<Vec<Update>, CallError>,
+        f: impl FnOnce(&mut dyn Session, &mut UpdateList) -> Result<(), CallError>,
     ) {
         if self.instance.is_none()
             && self.state == State::Backoff
@@ -135,10 +138,11 @@ impl Slot {
             return;
         };
         let t0 = Instant::now();
-        let result = f(instance.as_mut());
+        let result = f(instance.as_mut(), &mut self.updates);
         self.metrics.batch_seconds.observe(t0.elapsed().as_secs_f64());
-        let applied = result
-            .and_then(|u| sinks.registry.apply(&self.families, u).map_err(CallError::BadUpdate));
+        let applied = result.and_then(|()| {
+            sinks.registry.apply_list(&self.families, &self.updates).map_err(CallError::BadUpdate)
+        });
         if let Err(e) = applied {
             self.metrics.skipped.inc_by(packets as u64);
             self.fail(sinks, &e);
@@ -346,7 +350,7 @@ fn work(
             default(due) => {
                 if held {
                     for slot in &mut slots {
-                        slot.call(runtime, sinks, 0, |i| i.process(&empty));
+                        slot.call(runtime, sinks, 0, |i, u| i.process(&empty, u));
                     }
                     (held, flushed) = (false, Instant::now());
                 }
@@ -360,7 +364,7 @@ fn work(
         };
         batch.set_hold(hold);
         for slot in &mut slots {
-            slot.call(runtime, sinks, batch.len(), |i| i.process(batch.bytes()));
+            slot.call(runtime, sinks, batch.len(), |i, u| i.process(batch.bytes(), u));
         }
         (held, flushed) = if hold { (true, flushed) } else { (false, Instant::now()) };
         last_ts = last_ts.max(batch.max_ts());
@@ -369,7 +373,7 @@ fn work(
         if last_ts >= next_tick {
             if next_tick != 0 {
                 for slot in &mut slots {
-                    slot.call(runtime, sinks, 0, |i| i.tick(last_ts, false));
+                    slot.call(runtime, sinks, 0, |i, u| i.tick(last_ts, false, u));
                 }
                 (held, flushed) = (false, Instant::now());
                 cpu.update();
@@ -380,7 +384,7 @@ fn work(
     end.drained.wait();
     let last_ts = end.latest.load(Ordering::Relaxed);
     for slot in &mut slots {
-        slot.call(runtime, sinks, 0, |i| i.tick(last_ts, true));
+        slot.call(runtime, sinks, 0, |i, u| i.tick(last_ts, true, u));
     }
     cpu.update();
 }
