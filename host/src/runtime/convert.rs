@@ -4,17 +4,28 @@
 //! the guest SDK's native bindings (`native`) generate them; and the packed updates a call
 //! returns (the encoding of `wasmtap_record::updates`, specified in `wit/analyzer.wit`).
 //! Output: the registry's [`crate::registry::FamilySpec`], and the updates in its
-//! [`UpdateList`] (reused from call to call, so reading allocates nothing but text labels), or the
-//! [`CallError`] that refuses the whole call: updates that do not parse, too many of them, or
+//! [`UpdateList`] (reused from call to call, so reading allocates nothing but text labels), or
+//! why the whole call is refused ([`Refused`]): updates that do not parse, too many of them, or
 //! too big ([`bounds`]).
 
 use std::sync::Arc;
 
-use wasmtap_record::updates::{Label as Packed, Reader, ValueView};
+use wasmtap_record::updates::{DecodeError, Label as Packed, Reader, ValueView};
 
 use super::bounds::{self, Exceeded};
-use super::instance::CallError;
 use crate::registry::{Label, UpdateList};
+
+/// Why a call's updates were refused as they were read; the call's error
+/// (`instance::CallError`) says it.
+#[derive(Debug)]
+pub enum Refused {
+    /// The bytes do not parse as the encoding.
+    Malformed(DecodeError),
+    /// More updates than the limit.
+    TooMany { got: usize, limit: usize },
+    /// A size bound exceeded.
+    TooLarge(Exceeded),
+}
 
 /// Defines `family_spec`, converting a WIT `types` module's family declaration into the
 /// registry's terms. Both the wasmtime bindings and the guest SDK's native bindings generate
@@ -48,22 +59,22 @@ pub(super) fn updates(
     bytes: &[u8],
     max_updates: usize,
     out: &mut UpdateList,
-) -> Result<(), CallError> {
+) -> Result<(), Refused> {
     out.clear();
-    let reader = Reader::new(bytes).map_err(CallError::Malformed)?;
+    let reader = Reader::new(bytes).map_err(Refused::Malformed)?;
     let got = reader.update_count() as usize;
     if got > max_updates {
-        return Err(CallError::TooManyUpdates { got, limit: max_updates });
+        return Err(Refused::TooMany { got, limit: max_updates });
     }
     if bytes.len() > bounds::MAX_CALL_BYTES {
-        return Err(CallError::TooLarge(Exceeded::CallBytes { got: bytes.len() }));
+        return Err(Refused::TooLarge(Exceeded::CallBytes { got: bytes.len() }));
     }
     for u in reader {
-        let u = u.map_err(CallError::Malformed)?;
+        let u = u.map_err(Refused::Malformed)?;
         for l in u.labels() {
             out.label(match l {
                 Packed::Text(s) if s.len() > bounds::MAX_LABEL_VALUE => {
-                    return Err(CallError::TooLarge(Exceeded::LabelValue { got: s.len() }));
+                    return Err(Refused::TooLarge(Exceeded::LabelValue { got: s.len() }));
                 }
                 Packed::Text(s) => Label::Text(Arc::from(s)),
                 Packed::Ipv4(a) => Label::Ipv4(a),
@@ -91,7 +102,7 @@ mod tests {
     use crate::registry::{Update, Value};
 
     /// The updates read from `bytes`, as owned updates, or why the call is refused.
-    fn read(bytes: &[u8], max_updates: usize) -> Result<Vec<Update>, CallError> {
+    fn read(bytes: &[u8], max_updates: usize) -> Result<Vec<Update>, Refused> {
         let mut list = UpdateList::default();
         updates(bytes, max_updates, &mut list)?;
         Ok(list
@@ -156,17 +167,14 @@ mod tests {
         let long = "x".repeat(bounds::MAX_LABEL_VALUE + 1);
         assert!(matches!(
             read(&packed(1, &[Packed::Text(&long)]), 10),
-            Err(CallError::TooLarge(Exceeded::LabelValue { got })) if got == long.len()
+            Err(Refused::TooLarge(Exceeded::LabelValue { got })) if got == long.len()
         ));
-        assert!(matches!(
-            read(&packed(11, &[]), 10),
-            Err(CallError::TooManyUpdates { got: 11, limit: 10 })
-        ));
+        assert!(matches!(read(&packed(11, &[]), 10), Err(Refused::TooMany { got: 11, limit: 10 })));
         let ok = "x".repeat(bounds::MAX_LABEL_VALUE);
         let many = packed(20_000, &[Packed::Text(&ok)]);
         assert!(matches!(
             read(&many, 65_536),
-            Err(CallError::TooLarge(Exceeded::CallBytes { got })) if got == many.len()
+            Err(Refused::TooLarge(Exceeded::CallBytes { got })) if got == many.len()
         ));
         assert_eq!(
             read(&packed(100, &[Packed::Text(&ok)]), 65_536).map(|u| u.len()).ok(),
@@ -179,7 +187,7 @@ mod tests {
         let mut bytes = packed(2, &[Packed::Device(1)]);
         bytes.truncate(bytes.len() - 1);
         let e = read(&bytes, 10).expect_err("cut short");
-        assert!(matches!(e, CallError::Malformed(_)));
+        let Refused::Malformed(e) = e else { panic!("{e:?}") };
         assert!(e.to_string().contains("ends inside an update"), "{e}");
     }
 }

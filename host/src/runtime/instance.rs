@@ -1,8 +1,8 @@
 //! Stage: analyzers (one sandboxed instance).
 //!
 //! Inputs: a pre-linked component, the sandbox limits, packed batches (`&[u8]`) and packet-time
-//! ticks. Outputs: metric updates in the registry's terms ([`Update`]), or a [`CallError`]
-//! saying why the call failed. An instance owns its `Store`; after any error the caller drops
+//! ticks. Outputs: metric updates in the registry's terms, read into an [`UpdateList`], or a
+//! [`CallError`] saying why the call failed. An instance owns its `Store`; after any error the caller drops
 //! it and starts a fresh one.
 
 use std::sync::Arc;
@@ -51,6 +51,16 @@ pub enum CallError {
     Malformed(wasmtap_record::updates::DecodeError),
     #[error("returned {0}")]
     TooLarge(bounds::Exceeded),
+}
+
+impl From<convert::Refused> for CallError {
+    fn from(r: convert::Refused) -> Self {
+        match r {
+            convert::Refused::Malformed(e) => CallError::Malformed(e),
+            convert::Refused::TooMany { got, limit } => CallError::TooManyUpdates { got, limit },
+            convert::Refused::TooLarge(e) => CallError::TooLarge(e),
+        }
+    }
 }
 
 /// Why a call failed, as the `reason` label of `wasmtap_analyzer_failures_total`.
@@ -313,7 +323,7 @@ impl Instance {
         let grow_failed = std::mem::take(&mut self.store.data_mut().limiter.grow_failed);
         let bytes =
             result.map_err(|e| classify(e, &self.limits, grow_failed))?.map_err(guest_error)?;
-        convert::updates(&bytes, self.limits.max_updates, out)
+        Ok(convert::updates(&bytes, self.limits.max_updates, out)?)
     }
 }
 

@@ -45,12 +45,12 @@ impl<A: Analyzer> Native for Runner<A> {
 
     fn process(&mut self, batch: &[u8], out: &mut UpdateList) -> Result<(), CallError> {
         let bytes = guarded(|| Runner::process_packed(self, batch))?;
-        convert::updates(&bytes, usize::MAX, out)
+        Ok(convert::updates(&bytes, usize::MAX, out)?)
     }
 
     fn tick(&mut self, now_ns: u64, end: bool, out: &mut UpdateList) -> Result<(), CallError> {
         let bytes = guarded(|| Runner::tick_packed(self, now_ns, end))?;
-        convert::updates(&bytes, usize::MAX, out)
+        Ok(convert::updates(&bytes, usize::MAX, out)?)
     }
 }
 
