@@ -233,12 +233,24 @@ enum Stored {
     Histogram { buckets: (usize, usize), sum: f64, count: u64 },
 }
 
+/// Capacity an [`UpdateList`] keeps from one call to the next, in updates, label values and
+/// bucket counts: what the busy calls of the built-in analyzers need between two flushes. A
+/// call that needed more (a flush of tens of thousands of series, a hostile analyzer's 65 536
+/// histograms) gives the rest back when the list is cleared, so that every worker's lists
+/// together stay small.
+const KEEP_UPDATES: usize = 4096;
+const KEEP_LABELS: usize = 3 * KEEP_UPDATES;
+const KEEP_BUCKETS: usize = 4 * KEEP_UPDATES;
+
 impl UpdateList {
-    /// Forgets every update, keeping the buffers.
+    /// Forgets every update, keeping the buffers up to a bound.
     pub fn clear(&mut self) {
         self.entries.clear();
         self.labels.clear();
         self.buckets.clear();
+        self.entries.shrink_to(KEEP_UPDATES);
+        self.labels.shrink_to(KEEP_LABELS);
+        self.buckets.shrink_to(KEEP_BUCKETS);
         self.open = 0;
     }
 

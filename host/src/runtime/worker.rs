@@ -143,6 +143,8 @@ impl Slot {
         let applied = result.and_then(|()| {
             sinks.registry.apply_list(&self.families, &self.updates).map_err(CallError::BadUpdate)
         });
+        // Now, not at the next call: what a large call needed goes back at once.
+        self.updates.clear();
         if let Err(e) = applied {
             self.metrics.skipped.inc_by(packets as u64);
             self.fail(sinks, &e);
