@@ -7,14 +7,14 @@
 //! the host also bounds the bytes of one call's packed updates: [`packed_bytes`] is about
 //! 16.9 MB, over the limit of 16 MiB. The host's tests expect every call to be refused whole
 //! (reason `too_large`, `returned 16926008 bytes of updates in one call, over the limit of
-//! 16777216`), no series, and quarantine after five failures. The guest needs about 40 MiB to
-//! build the list and pack it, inside its 64 MiB. Not a default analyzer.
+//! 16777216`), no series, and quarantine after five failures. It writes the bytes straight
+//! into one buffer of their exact size ([`packed`]), so the guest needs about 17 MiB, and the
+//! host's copy of what it returns is the same size. Not a default analyzer.
 //!
 //! It implements the WIT export directly: the SDK's labels are `&'static str`.
 
-use wasmtap_sdk::wit::{
-    AnalyzerInfo, LabelValue, MetricFamily, MetricKind, MetricUpdate, UpdateValue,
-};
+use wasmtap_record::updates::{Label, Value, Writer};
+use wasmtap_sdk::wit::{AnalyzerInfo, MetricFamily, MetricKind};
 use wasmtap_testing_raw as raw;
 
 /// Updates per call: under the host's 65,536.
@@ -60,26 +60,31 @@ fn value(update: usize, label: usize) -> String {
     s
 }
 
-/// What every call returns.
-pub fn process() -> Vec<MetricUpdate> {
-    (0..UPDATES)
-        .map(|u| MetricUpdate {
-            family: 0,
-            labels: (0..LABELS).map(|l| LabelValue::Text(value(u, l))).collect(),
-            value: UpdateValue::CounterAdd(1.0),
-        })
-        .collect()
+/// What every call returns: [`UPDATES`] counter adds of 1, packed.
+pub fn packed() -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(packed_bytes());
+    let mut w = Writer::new(&mut bytes);
+    for u in 0..UPDATES {
+        let values: [String; LABELS] = core::array::from_fn(|l| value(u, l));
+        w.update(0, values.iter().map(|v| Label::Text(v)), Value::CounterAdd(1.0));
+    }
+    w.finish();
+    bytes
 }
 
-wasmtap_testing_raw::export!(info = info, process = |_batch| Ok(process()));
+wasmtap_testing_raw::export!(info = info, packed = |_batch| Ok(packed()));
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use wasmtap_sdk::wit::LabelValue;
+
     #[test]
     fn modest_pieces_add_up_to_over_16_mib() {
-        let out = process();
+        let bytes = packed();
+        assert_eq!(bytes.len(), packed_bytes());
+        let out = wasmtap_sdk::packed::decode(&bytes).expect("valid updates");
         assert_eq!(out.len(), UPDATES);
         let mut seen = std::collections::HashSet::new();
         for u in &out {
@@ -89,7 +94,6 @@ mod tests {
                 assert!(seen.insert(s.clone()), "{s} repeated");
             }
         }
-        assert_eq!(wasmtap_sdk::packed::encode(&out).len(), packed_bytes());
         assert_eq!(packed_bytes(), 16_926_008);
         assert!(packed_bytes() > HOST_LIMIT);
     }
